@@ -1,0 +1,87 @@
+"""The one place that touches torchreid internals.
+
+PyPI ``torchreid==0.2.5`` puts the real package under ``torchreid.reid`` (``import torchreid.models`` fails there),
+while upstream 1.4.0 installed from source uses ``torchreid`` directly. :func:`root` resolves the layout once; every
+other module of the plugin reaches torchreid through the attributes of that root, and mutation of torchreid's
+module-global registries (``__model_factory``, ``__image_datasets``) happens only here.
+"""
+from __future__ import annotations
+
+import functools
+import importlib
+import logging
+import warnings
+from types import ModuleType
+from typing import Any, Callable, Dict, Tuple
+
+from .registry import same_definition
+
+__all__ = ["root", "resolve_root", "model_factory", "image_dataset_factory", "add_model", "add_image_dataset", "ROOT_CANDIDATES"]
+
+_logger = logging.getLogger(__name__)
+
+# Tried in order: PyPI 0.2.5 layout first, then upstream. A test swaps this tuple to simulate a layout.
+ROOT_CANDIDATES = ("torchreid.reid", "torchreid")
+
+
+@functools.lru_cache(maxsize=None)
+def root() -> ModuleType:
+    """Return torchreid's real package (``torchreid.reid`` on PyPI 0.2.5, ``torchreid`` upstream), once."""
+    return resolve_root(ROOT_CANDIDATES)
+
+
+def resolve_root(candidates: Tuple[str, ...]) -> ModuleType:
+    """The first importable module of ``candidates`` that has torchreid's ``models/data/engine/utils``."""
+    errors = []
+    for name in candidates:
+        try:
+            with warnings.catch_warnings():
+                # 0.2.5 ships no compiled rank_cy and warns at import; our own evaluator replaces it.
+                warnings.filterwarnings("ignore", message=".*Cython.*")
+                mod = importlib.import_module(name)
+        except ImportError as err:
+            errors.append(f"{name}: {err}")
+            continue
+        if all(hasattr(mod, sub) for sub in ("models", "data", "engine", "utils")):
+            _logger.debug("torchreid root resolved to %s", name)
+            return mod
+        errors.append(f"{name}: has no models/data/engine/utils")
+    raise ImportError("cannot find torchreid; install it with `pip install torchreid==0.2.5` "
+                      "(or upstream deep-person-reid from source). Tried: " + "; ".join(errors))
+
+
+def _module_dict(module: ModuleType, attr: str) -> Dict[str, Any]:
+    # String lookup on purpose: `module.__model_factory` written inside a class is name-mangled.
+    table = vars(module).get(attr)
+    if not isinstance(table, dict):
+        raise RuntimeError(f"{module.__name__}.{attr} is not a dict; this torchreid version is not supported")
+    return table
+
+
+def model_factory() -> Dict[str, Callable[..., Any]]:
+    """torchreid's live ``name -> builder`` dict used by ``build_model``."""
+    return _module_dict(root().models, "__model_factory")
+
+
+def image_dataset_factory() -> Dict[str, type]:
+    """torchreid's live ``name -> dataset class`` dict used by ``ImageDataManager``."""
+    return _module_dict(importlib.import_module(root().__name__ + ".data.datasets"), "__image_datasets")
+
+
+def _add(table: Dict[str, Any], kind: str, name: str, obj: Any) -> None:
+    old = table.get(name)
+    if old is None or old is obj or same_definition(old, obj):
+        table[name] = obj
+        return
+    raise KeyError(f"torchreid already has a {kind} named {name!r} ({old!r}); the plugin will not replace it "
+                   f"with {obj!r}")
+
+
+def add_model(name: str, builder: Callable[..., Any]) -> None:
+    """Insert ``builder`` into torchreid's model factory; idempotent, raises on a clash with another object."""
+    _add(model_factory(), "model", name, builder)
+
+
+def add_image_dataset(name: str, cls: type) -> None:
+    """Insert ``cls`` into torchreid's image-dataset registry; idempotent, raises on a clash."""
+    _add(image_dataset_factory(), "dataset", name, cls)

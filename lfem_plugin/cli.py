@@ -1,0 +1,47 @@
+"""``lfem-reid``: the command line of the plugin (``python -m lfem_plugin`` is the same).
+
+Each subcommand lives in ``lfem_plugin.commands.<module>`` with ``add_args(parser)`` and ``run(args) -> int``;
+modules are imported only when their command is listed or run.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import Dict, List, Optional, Tuple
+
+__all__ = ["main", "build_parser", "COMMANDS"]
+
+# subcommand -> (help, module under lfem_plugin.commands)
+COMMANDS: Dict[str, Tuple[str, str]] = {
+    "prepare": ("build a dataset folder from its original archive (occluded-duke)", "prepare"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+    parser = argparse.ArgumentParser(prog="lfem-reid", description="Occluded person ReID with LFEM on torchreid.")
+    parser.add_argument("--version", action="version", version=f"lfem_plugin {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (help_text, module) in COMMANDS.items():
+        command = importlib.import_module(f"lfem_plugin.commands.{module}")
+        command.add_args(sub.add_parser(name, help=help_text, description=help_text))
+        sub.choices[name].set_defaults(_run=command.run)
+    return parser
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 0
+    return int(args._run(args) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

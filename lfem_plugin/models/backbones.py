@@ -1,0 +1,74 @@
+"""TransReID backbone variants as data, one private builder.
+
+Reference: TransReID (ICCV 2021); variants follow timm's ``vision_transformer.py`` naming.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Dict, Optional
+
+from ..registry import BACKBONES
+from .pretrained import WEIGHT_SOURCES, load_pretrained, resolve_weights
+from .vit import TransReIDViT
+
+__all__ = ["ARCHS", "build_backbone", "backbone_norm"]
+
+_logger = logging.getLogger(__name__)
+
+# Architecture -> constructor arguments and the weight source that fits it (None: no ImageNet weights).
+ARCHS: Dict[str, Dict[str, Any]] = {
+    "vit_base_patch16": dict(embed_dim=768, depth=12, num_heads=12, weights="vit_base_patch16_224.jx"),
+    "deit_base_patch16": dict(embed_dim=768, depth=12, num_heads=12, weights="deit_base_distilled_patch16_224"),
+    "deit_small_patch16": dict(embed_dim=384, depth=12, num_heads=6, weights="deit_small_distilled_patch16_224"),
+    # Tiny test variant: runs in milliseconds on CPU; never pretrained.
+    "vit_tiny_test": dict(embed_dim=64, depth=3, num_heads=2, weights=None),
+}
+
+
+def backbone_norm(arch: str):
+    """``(mean, std)`` the architecture's ImageNet weights expect (ImageNet statistics when it has none)."""
+    source = ARCHS[arch]["weights"]
+    spec = WEIGHT_SOURCES.get(source) if source else None
+    return (spec.mean, spec.std) if spec else ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+def build_backbone(arch: str, pretrained: bool = False, pretrained_path: Optional[str] = None,
+                   **kwargs: Any) -> TransReIDViT:
+    """Build ``arch`` with ``kwargs`` overriding its defaults; load ImageNet weights if asked.
+
+    Args:
+        arch: a key of :data:`ARCHS`.
+        pretrained: load the architecture's ImageNet weights (from ``pretrained_path`` or the download cache).
+        pretrained_path: a local checkpoint file; implies ``pretrained``.
+        **kwargs: :class:`TransReIDViT` arguments (stride, img_size, num_cameras, ...).
+    """
+    if arch not in ARCHS:
+        raise KeyError(f"unknown backbone architecture {arch!r}; choices: {sorted(ARCHS)}")
+    spec = dict(ARCHS[arch])
+    source = spec.pop("weights")
+    model = TransReIDViT(**dict(spec, **kwargs))
+    if pretrained or pretrained_path:
+        if source is None and not pretrained_path:
+            raise ValueError(f"backbone {arch!r} has no ImageNet weights; use pretrained=False")
+        load_pretrained(model, resolve_weights(source, pretrained_path))
+    return model
+
+
+def _register_backbones() -> None:
+    """Registered backbones in the plugin's own registry: geometry in the name (build_model cannot pass it)."""
+    for arch in ("vit_base_patch16", "deit_base_patch16"):
+        for stride in (16, 12, 11):
+            name = f"transreid_{arch}_s{stride}_256x128"
+            BACKBONES.register(_partial_builder(arch, stride), name=name)
+    BACKBONES.register(_partial_builder("deit_small_patch16", 16), name="transreid_deit_small_patch16_s16_256x128")
+    BACKBONES.register(_partial_builder("vit_tiny_test", 16, (64, 32)), name="transreid_vit_tiny_test_s16_64x32")
+
+
+def _partial_builder(arch: str, stride: int, img_size=(256, 128)):
+    def builder(**kwargs: Any) -> TransReIDViT:
+        return build_backbone(arch, **dict(dict(stride=stride, img_size=img_size), **kwargs))
+    builder.__qualname__ = builder.__name__ = f"transreid_{arch}_s{stride}"
+    return builder
+
+
+_register_backbones()

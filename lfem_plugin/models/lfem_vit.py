@@ -1,0 +1,212 @@
+"""The paper's model: TransReID backbone + LFEM sequential fusion + seven supervised branches.
+
+Reference: Wang, "Enhancing Global Features with Fine-Grained Local Features for Occluded Person
+Re-identification" (Sec. 3), on top of TransReID (ICCV 2021).
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, List, Literal, NamedTuple, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import nn
+
+from ..registry import MODELS
+from .backbones import ARCHS, build_backbone
+from .head import BNNeckHead
+from .lfem import SequentialFusion
+from .vit import TransReIDViT
+
+__all__ = ["LFEMViT", "BranchOutputs", "VIEW_NAMES", "create_lfem_vit"]
+
+_logger = logging.getLogger(__name__)
+
+VIEW_NAMES = ("final", "erased", "cropped")
+Views = Union[torch.Tensor, Sequence[torch.Tensor]]
+
+
+class BranchOutputs(NamedTuple):
+    """Everything one training forward produces, in branch order (views' globals, then locals)."""
+
+    names: Tuple[str, ...]
+    logits: List[torch.Tensor]
+    features: List[torch.Tensor]  # pre-BN, the triplet inputs
+    gates: Optional[torch.Tensor]  # (B, K) LFEM relation gates of the original view, None without LFEM
+
+
+def stack_views(x: Views) -> Tuple[torch.Tensor, int]:
+    """``list of V (B,C,H,W)`` or ``(V,B,C,H,W)`` or ``(B,C,H,W)`` -> ``(V*B, C, H, W)`` and ``V``."""
+    if isinstance(x, (list, tuple)):
+        return torch.cat(list(x), dim=0), len(x)
+    if x.dim() == 5:
+        return x.flatten(0, 1), x.shape[0]
+    return x, 1
+
+
+class LFEMViT(nn.Module):
+    """TransReID ViT + Local Feature Enhancement Module, supervised on seven branches.
+
+    Train mode: the views (original, random-erased, random-cropped) go through the shared network in **one**
+    batched forward; each view's global feature is fused with its four JPM locals by :class:`SequentialFusion`
+    (``f_final``); the four locals of the original view are supervised too. Returns logits (``loss='softmax'``) or
+    ``(logits, features)`` (``loss='triplet'``) as lists in branch order ``final, erased, cropped, local1..4``.
+    Fewer views than ``num_views`` (e.g. torchreid's stock engines with one tensor) supervise only what exists.
+    Eval mode: one view in, one ``(B, D')`` feature out.
+
+    Readings chosen where the paper is silent:
+      * ``local_feature``: which "intermediate local feature from LFEM" a local branch supervises -
+        ``'refined'`` (default) the local after enhancement ``f_l + f'_k``; ``'jpm'`` the raw JPM local
+        ``f_l`` (TransReID's supervision); ``'fused'`` the intermediate fused global ``g_k``.
+      * ``eval_feature``: ``'final'`` (default, the paper's "final global feature") or ``'concat'``
+        (TransReID's ``[f, l_1/K, ..., l_K/K]``); ``neck_feat``: ``'before'`` (paper) or ``'after'`` the BNNeck.
+      * Without cameras (``camera=None``: torchreid's ``FeatureExtractor``) the SIE term is left out.
+
+    Reference: LFEM paper Sec. 3.1-3.4; TransReID Sec. 3.
+
+    Args:
+        num_classes: training identities.
+        backbone: a :class:`TransReIDViT` with JPM.
+        loss: torchreid's ``'softmax'`` or ``'triplet'`` output contract.
+        num_views: global branches (3: original, erased, cropped; 1: no RE/RC views).
+        use_lfem: fuse locals into the global feature (False: the plain TransReID heads).
+        lfem_proj_dim: LFEM projection width (None: ``D``).
+        lfem_scale_gate: scale the relation by ``1/sqrt(proj_dim)``.
+        lfem_share: one LFEM for all groups.
+        local_feature: ``'refined' | 'jpm' | 'fused'``.
+        neck_feat: ``'before' | 'after'``.
+        eval_feature: ``'final' | 'concat'``.
+    """
+
+    def __init__(self, num_classes: int, backbone: TransReIDViT, loss: Literal["softmax", "triplet"] = "softmax",
+                 num_views: int = 3, use_lfem: bool = True, lfem_proj_dim: Optional[int] = None,
+                 lfem_scale_gate: bool = True, lfem_share: bool = False,
+                 local_feature: Literal["refined", "jpm", "fused"] = "refined",
+                 neck_feat: Literal["before", "after"] = "before",
+                 eval_feature: Literal["final", "concat"] = "final") -> None:
+        super().__init__()
+        if backbone.jpm is None:
+            raise ValueError("LFEMViT needs a backbone built with jpm=True")
+        _check_choice("loss", loss, ("softmax", "triplet"))
+        _check_choice("local_feature", local_feature, ("refined", "jpm", "fused"))
+        _check_choice("neck_feat", neck_feat, ("before", "after"))
+        _check_choice("eval_feature", eval_feature, ("final", "concat"))
+        if not 1 <= num_views <= len(VIEW_NAMES):
+            raise ValueError(f"num_views must be 1..{len(VIEW_NAMES)}, got {num_views}")
+        if not use_lfem and local_feature != "jpm":
+            local_feature = "jpm"  # without LFEM the only local feature is the JPM one
+        self.backbone = backbone
+        self.loss = loss
+        self.num_views = num_views
+        self.local_feature = local_feature
+        self.neck_feat = neck_feat
+        self.eval_feature = eval_feature
+        dim = self.num_features = backbone.num_features
+        groups = backbone.num_groups
+        self.fusion = SequentialFusion(dim, groups, lfem_share, lfem_proj_dim, lfem_scale_gate) if use_lfem else None
+        self.branch_names = VIEW_NAMES[:num_views] + tuple(f"local{k + 1}" for k in range(groups))
+        self.heads = nn.ModuleList(BNNeckHead(dim, num_classes) for _ in self.branch_names)
+        self.last_gates: Optional[torch.Tensor] = None
+
+    @property
+    def use_lfem(self) -> bool:
+        return self.fusion is not None
+
+    def _global_and_locals(self, x: torch.Tensor, camera: Optional[torch.Tensor]):
+        out = self.backbone(x, camera)
+        if self.fusion is None:
+            return out.global_feat, list(out.local_feats), None
+        fused = self.fusion(out.global_feat, out.local_feats)
+        if self.local_feature == "jpm":
+            locals_ = list(out.local_feats)
+        elif self.local_feature == "refined":
+            locals_ = [f + r for f, r in zip(out.local_feats, fused.refined)]
+        else:
+            locals_ = list(fused.stages)
+        return fused.final, locals_, fused.gates
+
+    def forward_branches(self, x: Views, camera: Optional[torch.Tensor] = None) -> BranchOutputs:
+        """Training forward over all views in one batch; returns every branch's logits and pre-BN features."""
+        images, num_views = stack_views(x)
+        if num_views > self.num_views:
+            raise ValueError(f"got {num_views} views but the model has {self.num_views} global branches "
+                             f"(num_views); build it with num_views={num_views}")
+        batch = images.shape[0] // num_views
+        if camera is not None:
+            camera = torch.as_tensor(camera, device=images.device).reshape(-1).repeat(num_views)
+        final, locals_, gates = self._global_and_locals(images, camera)
+        features = list(final.split(batch)) + [local[:batch] for local in locals_]
+        names = self.branch_names[:num_views] + self.branch_names[self.num_views:]
+        heads = list(self.heads[:num_views]) + list(self.heads[self.num_views:])
+        logits = [head(feat)[1] for head, feat in zip(heads, features)]
+        self.last_gates = None if gates is None else gates[:batch].detach()
+        return BranchOutputs(names, logits, features, None if gates is None else gates[:batch])
+
+    def forward_eval(self, x: torch.Tensor, camera: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """One view in, the retrieval feature out (see ``eval_feature`` / ``neck_feat``)."""
+        final, locals_, gates = self._global_and_locals(x, camera)
+        self.last_gates = gates
+        feats = [final] + (locals_ if self.eval_feature == "concat" else [])
+        if self.neck_feat == "after":
+            heads = [self.heads[0]] + list(self.heads[self.num_views:])
+            feats = [head.bn(f) for head, f in zip(heads, feats)]
+        if len(feats) == 1:
+            return feats[0]
+        return torch.cat([feats[0]] + [f / len(locals_) for f in feats[1:]], dim=1)
+
+    def forward(self, x: Views, camera: Optional[torch.Tensor] = None) -> Any:
+        if not self.training:
+            return self.forward_eval(x, camera)
+        out = self.forward_branches(x, camera)
+        return out.logits if self.loss == "softmax" else (out.logits, out.features)
+
+
+def _check_choice(key: str, value: str, choices: Tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"{key}={value!r} is not one of {choices}")
+
+
+_BACKBONE_KEYS = ("img_size", "stride", "num_cameras", "sie_coef", "drop_path_rate", "num_groups", "rearrange",
+                  "shift_num", "shuffle_groups", "pretrained_path")
+
+
+def create_lfem_vit(arch: str, num_classes: int, loss: str = "softmax", pretrained: bool = False,
+                    use_gpu: bool = True, **kwargs: Any) -> LFEMViT:
+    """The one private builder behind every registered variant; unknown keyword arguments are rejected.
+
+    ``pretrained=True`` loads the architecture's ImageNet weights (downloaded to ``$TORCH_HOME`` where a network
+    exists, else from ``pretrained_path``); architectures without ImageNet weights ignore it with a log line.
+    ``use_gpu`` is accepted for torchreid's ``build_model`` contract; the caller moves the model.
+    """
+    backbone_kwargs = {k: kwargs.pop(k) for k in _BACKBONE_KEYS if k in kwargs}
+    if pretrained and ARCHS[arch]["weights"] is None:
+        _logger.info("%s has no ImageNet weights; pretrained=True ignored (random init)", arch)
+        pretrained = False
+    backbone = build_backbone(arch, pretrained=pretrained, jpm=True, **backbone_kwargs)
+    try:
+        return LFEMViT(num_classes, backbone, loss=loss, **kwargs)
+    except TypeError as err:
+        raise TypeError(f"unknown model option for {arch}: {err}") from None
+
+
+def _variant(name: str, arch: str, **model_args: Any) -> None:
+    def builder(num_classes: int, loss: str = "softmax", pretrained: bool = False, use_gpu: bool = True,
+                **kwargs: Any) -> LFEMViT:
+        return create_lfem_vit(arch, num_classes, loss, pretrained, use_gpu, **dict(model_args, **kwargs))
+    builder.__name__ = builder.__qualname__ = name
+    builder.__doc__ = f"{name}: {arch} with {model_args}."
+    MODELS.register(builder, name=name)
+
+
+_BASE_S11 = dict(img_size=(256, 128), stride=11, num_cameras=8, sie_coef=3.0)
+_TINY = dict(img_size=(64, 32), stride=8, num_cameras=2, sie_coef=3.0, drop_path_rate=0.0)
+
+# The paper's model (ViT-B/16, stride 11, SIE 3.0, JPM + rearrange, LFEM, erase/crop views, 256x128).
+_variant("lfem_vit", "vit_base_patch16", **_BASE_S11)
+_variant("lfem_vit_base_patch16_s11_256x128", "vit_base_patch16", **_BASE_S11)
+_variant("lfem_deit_base_patch16_s11_256x128", "deit_base_patch16", **_BASE_S11)
+_variant("lfem_deit_small_patch16_s16_256x128", "deit_small_patch16", **dict(_BASE_S11, stride=16))
+_variant("lfem_vit_tiny", "vit_tiny_test", **_TINY)
+# The paper's "Baseline (ViT)": TransReID (same backbone and JPM heads), no LFEM, one view, TransReID's eval feature.
+_BASELINE = dict(use_lfem=False, num_views=1, eval_feature="concat")
+_variant("vit_transreid", "vit_base_patch16", **_BASE_S11, **_BASELINE)
+_variant("vit_transreid_tiny", "vit_tiny_test", **_TINY, **_BASELINE)

@@ -1,0 +1,81 @@
+"""A small name -> object registry for the parts torchreid has no registry for.
+
+Reference: fast-reid ``fastreid/utils/registry.py`` (design only).
+"""
+from __future__ import annotations
+
+from typing import Any, Dict, Iterator, Optional, TypeVar
+
+__all__ = ["Registry", "same_definition", "MODELS", "BACKBONES", "DATASETS", "ENGINES", "TRANSFORMS", "LOSSES"]
+
+T = TypeVar("T")
+
+
+class Registry:
+    """Maps names to objects; fails loudly on a clash and lists the choices on a miss.
+
+    Registering the *same* object under the same name again is allowed (re-imports, reloads);
+    registering a *different* object under a taken name raises ``KeyError``.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self._obj_map: Dict[str, Any] = {}
+
+    def _do_register(self, name: str, obj: Any) -> None:
+        old = self._obj_map.get(name)
+        if old is not None and old is not obj and not same_definition(old, obj):
+            raise KeyError(f"{name!r} is already registered in the {self.name!r} registry with {old!r}; "
+                           f"refusing to replace it with {obj!r}. Pick another name.")
+        self._obj_map[name] = obj
+
+    def register(self, obj: Optional[T] = None, *, name: Optional[str] = None) -> Any:
+        """Register ``obj`` (by its ``__name__`` unless ``name`` is given); usable as a decorator."""
+        if obj is None:
+            def deco(fn: T) -> T:
+                self._do_register(name or fn.__name__, fn)
+                return fn
+            return deco
+        self._do_register(name or obj.__name__, obj)
+        return obj
+
+    def get(self, name: str) -> Any:
+        try:
+            return self._obj_map[name]
+        except KeyError:
+            raise KeyError(f"no object named {name!r} in the {self.name!r} registry; "
+                           f"choices: {sorted(self._obj_map)}") from None
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._obj_map
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._obj_map))
+
+    def __len__(self) -> int:
+        return len(self._obj_map)
+
+    def items(self):
+        return sorted(self._obj_map.items())
+
+    def __repr__(self) -> str:
+        return f"Registry(name={self.name!r}, items={sorted(self._obj_map)})"
+
+
+def same_definition(a: Any, b: Any) -> bool:
+    """True when ``a`` and ``b`` are the same definition re-created by ``importlib.reload``: same module,
+    qualified name and (for functions) source location."""
+    def ident(obj: Any):
+        code = getattr(obj, "__code__", None)
+        where = (code.co_filename, code.co_firstlineno) if code is not None else None
+        return getattr(obj, "__module__", None), getattr(obj, "__qualname__", None), where
+    return ident(a)[1] is not None and ident(a) == ident(b)
+
+
+MODELS = Registry("models")
+BACKBONES = Registry("backbones")
+DATASETS = Registry("datasets")
+ENGINES = Registry("engines")
+TRANSFORMS = Registry("transforms")
+LOSSES = Registry("losses")
+

