@@ -78,7 +78,8 @@ def evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int = 5
     """CMC and mAP under the Market/Duke protocol, identical to torchreid's ``evaluate_rank``.
 
     Per query, gallery items with the same pid *and* camera are dropped; queries without a remaining match are
-    skipped. Distances are compared in float32 (what torchreid's ``compute_distance_matrix`` produces).
+    skipped. Where every query keeps fewer than ``max_rank`` gallery items, torchreid returns a shorter CMC; this
+    one keeps ``max_rank`` entries (the tail repeats the last value). Distances are compared in float32 (what torchreid's ``compute_distance_matrix`` produces).
 
     Args:
         distmat: ``(Q, G)`` distances (numpy or torch).
@@ -112,7 +113,8 @@ def evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int = 5
         num_valid += int(valid.sum())
         hits += torch.bincount(ranks[:, 0].clamp(max=max_rank), minlength=max_rank + 1)
         precision = torch.arange(1, ranks.shape[1] + 1, dtype=torch.float64) / (ranks + 1).double()
-        ap_sum += float((precision * (ranks >= 0)).sum(1).div(num_pos.double()).sum())
+        precision = torch.where(ranks >= 0, precision, 0.0)  # padding slots of queries with fewer matches
+        ap_sum += float(precision.sum(1).div(num_pos.double()).sum())
     if num_valid == 0:
         raise ValueError("no query has a match in the gallery (after removing same-id same-camera images)")
     cmc = torch.cumsum(hits[:max_rank], 0).numpy().astype(np.float32) / num_valid
