@@ -13,8 +13,10 @@ from typing import Dict, List, Optional, Tuple
 
 __all__ = ["main", "build_parser", "COMMANDS"]
 
-# subcommand -> (help, module under lfem_plugin.commands)
+# subcommand -> (help, 'module[:name]' under lfem_plugin.commands: add[_name]_args / run[_name])
 COMMANDS: Dict[str, Tuple[str, str]] = {
+    "train": ("train a model (lfem_vit or any torchreid model) from a yacs config", "train"),
+    "test": ("evaluate a trained checkpoint", "train:test"),
     "prepare": ("build a dataset folder from its original archive (occluded-duke)", "prepare"),
 }
 
@@ -25,10 +27,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"lfem_plugin {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (help_text, module) in COMMANDS.items():
+    for name, (help_text, target) in COMMANDS.items():
+        module, _, suffix = target.partition(":")
         command = importlib.import_module(f"lfem_plugin.commands.{module}")
-        command.add_args(sub.add_parser(name, help=help_text, description=help_text))
-        sub.choices[name].set_defaults(_run=command.run)
+        suffix = f"_{suffix}" if suffix else ""
+        sub_parser = sub.add_parser(name, help=help_text, description=help_text)
+        getattr(command, f"add{suffix}_args")(sub_parser)
+        sub_parser.set_defaults(_run=getattr(command, f"run{suffix}"))
     return parser
 
 

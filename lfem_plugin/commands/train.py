@@ -1,0 +1,81 @@
+"""``lfem-reid train`` and ``lfem-reid test``: torchreid's ``scripts/main.py`` for plugin and torchreid models."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import time
+
+
+def add_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config-file", default="", help="YAML config (may use _BASE_)")
+    parser.add_argument("--model", default="", help="registered model name (lfem_vit, vit_transreid, pcb_p6, ...)")
+    parser.add_argument("-s", "--sources", nargs="+", help="training datasets")
+    parser.add_argument("-t", "--targets", nargs="+", help="evaluation datasets")
+    parser.add_argument("--root", default="", help="data root")
+    parser.add_argument("--resume", default="", help="checkpoint to resume from ('auto': newest in save_dir)")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides, e.g. train.max_epoch 10")
+
+
+def add_test_args(parser: argparse.ArgumentParser) -> None:
+    add_args(parser)
+    parser.add_argument("--weights", required=True, help="checkpoint to evaluate")
+
+
+def _config(args: argparse.Namespace, test: bool = False):
+    import torch
+
+    from ..config import load_config
+    opts = list(args.opts)
+    for key, value in (("model.name", args.model), ("data.root", args.root)):
+        if value:
+            opts += [key, value]
+    for key, value in (("data.sources", args.sources), ("data.targets", args.targets)):
+        if value:
+            opts += [key, str(list(value))]
+    if not torch.cuda.is_available():
+        opts += ["use_gpu", "False"]
+    if test:
+        opts += ["test.evaluate", "True", "model.pretrained", "False", "model.load_weights", ""]
+    return load_config(args.config_file or None, opts)
+
+
+def _log_to_file(save_dir: str, kind: str) -> None:
+    os.makedirs(save_dir, exist_ok=True)
+    handler = logging.FileHandler(os.path.join(save_dir, f"{kind}.log-{time.strftime('%Y-%m-%d-%H-%M-%S')}"))
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import train
+    from ..checkpoint import latest_checkpoint
+    cfg = _config(args)
+    _log_to_file(cfg.data.save_dir, "train")
+    resume = args.resume or cfg.model.resume
+    if resume == "auto":
+        resume = str(latest_checkpoint(os.path.join(cfg.data.save_dir, "model")) or "")
+    engine = train.run(cfg, resume=resume)
+    results = getattr(engine, "last_results", {})
+    print(json.dumps({k: {"mAP": v["mAP"], "rank1": v["cmc"][0]} for k, v in results.items()}))
+    return 0
+
+
+def run_test(args: argparse.Namespace) -> int:
+    from .. import train
+    from ..checkpoint import load_checkpoint
+    from ..engine import _unwrap
+    cfg = _config(args, test=True)
+    _log_to_file(cfg.data.save_dir, "test")
+    train.set_seed(cfg.train.seed)
+    dm = train.build_datamanager(cfg)
+    engine, model = train.build_engine(cfg, dm)
+    state = load_checkpoint(args.weights)
+    missing = _unwrap(model).load_state_dict(state.get("state_dict", state), strict=False)
+    if missing.missing_keys or missing.unexpected_keys:
+        raise KeyError(f"{args.weights} does not match model {cfg.model.name}: missing {missing.missing_keys[:8]}, "
+                       f"unexpected {missing.unexpected_keys[:8]}")
+    engine.run(**{**train.C.engine_run_kwargs(cfg), "test_only": True})
+    print(json.dumps({k: {"mAP": v["mAP"], "rank1": v["cmc"][0]} for k, v in engine.last_results.items()}))
+    return 0

@@ -1,0 +1,200 @@
+"""yacs configuration: torchreid's keys (``scripts/default_config.py`` names) plus one ``lfem`` namespace.
+
+Library code never reads the config: the ``*_kwargs(cfg)`` adapters turn it into keyword arguments.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Dict, List
+
+import yaml
+from yacs.config import CfgNode as CN
+
+__all__ = ["get_default_config", "load_config", "load_yaml_with_base", "imagedata_kwargs", "model_kwargs",
+           "optimizer_kwargs", "scheduler_kwargs", "loss_kwargs", "engine_run_kwargs", "transform_kwargs"]
+
+BASE_KEY = "_BASE_"
+
+
+def get_default_config() -> CN:
+    """A fresh config; every key has a comment."""
+    cfg = CN()
+    cfg.use_gpu = True  # use CUDA when available
+    cfg.model = CN()
+    cfg.model.name = "lfem_vit"  # any name registered in torchreid's model factory
+    cfg.model.pretrained = True  # ImageNet weights of the backbone (downloaded, or model.load_weights)
+    cfg.model.load_weights = ""  # local path of the ImageNet backbone weights (plugin models) or full model weights
+    cfg.model.resume = ""  # checkpoint to resume training from
+    cfg.data = CN()
+    cfg.data.type = "image"  # only image datasets
+    cfg.data.root = "reid-data"  # data root
+    cfg.data.sources = ["occluded_duke"]  # training datasets
+    cfg.data.targets = ["occluded_duke"]  # evaluation datasets
+    cfg.data.workers = 4  # data loader processes
+    cfg.data.height = 256  # input height
+    cfg.data.width = 128  # input width
+    cfg.data.norm_mean = [0.5, 0.5, 0.5]  # normalisation mean (the jx ViT weights use 0.5)
+    cfg.data.norm_std = [0.5, 0.5, 0.5]  # normalisation std
+    cfg.data.save_dir = "log/lfem"  # output folder: logs, TensorBoard, checkpoints
+    cfg.sampler = CN()
+    cfg.sampler.train_sampler = "RandomIdentitySampler"  # torchreid sampler name (P x K)
+    cfg.sampler.num_instances = 3  # K images per identity in a batch
+    cfg.train = CN()
+    cfg.train.optim = "sgd"  # 'sgd' or 'adamw'
+    cfg.train.lr = 8e-3  # base learning rate
+    cfg.train.weight_decay = 1e-4  # weight decay of non-bias parameters
+    cfg.train.max_epoch = 200  # epochs
+    cfg.train.start_epoch = 0  # first epoch (set by resume)
+    cfg.train.batch_size = 48  # P x K images per batch (16 ids x 3)
+    cfg.train.print_freq = 20  # log every N iterations
+    cfg.train.seed = 1  # random seed
+    cfg.train.checkpoint_period = 20  # save a resumable checkpoint every N epochs (0: only at evaluations/end)
+    cfg.sgd = CN()
+    cfg.sgd.momentum = 0.9  # SGD momentum
+    cfg.loss = CN()
+    cfg.loss.name = "triplet"  # torchreid loss contract for stock engines: 'softmax' or 'triplet'
+    cfg.loss.triplet = CN()
+    cfg.loss.triplet.margin = 0.3  # triplet margin alpha (paper: 0.3)
+    cfg.loss.triplet.weight_t = 1.0  # triplet weight (torchreid engines; plugin: scales every triplet term)
+    cfg.loss.triplet.weight_x = 1.0  # CE weight (torchreid engines; plugin: scales every CE term)
+    cfg.loss.softmax = CN()
+    cfg.loss.softmax.label_smooth = False  # label smoothing (off in TransReID's Occluded-Duke recipe)
+    cfg.test = CN()
+    cfg.test.batch_size = 256  # evaluation batch size
+    cfg.test.dist_metric = "euclidean"  # 'euclidean' or 'cosine'
+    cfg.test.normalize_feature = True  # L2-normalise features before distances (paper)
+    cfg.test.ranks = [1, 5, 10]  # CMC ranks to report
+    cfg.test.evaluate = False  # evaluation only
+    cfg.test.eval_freq = 20  # evaluate every N epochs (-1: only at the end)
+    cfg.test.start_eval = 0  # first epoch that may evaluate
+    cfg.test.rerank = False  # k-reciprocal re-ranking (off in the paper)
+    cfg.test.visrank = False  # write ranked-list images (test only)
+    cfg.test.visrank_topk = 10  # gallery images per ranked list
+    cfg.test.use_cameras = True  # pass query/gallery camera ids to the model (SIE) at evaluation
+    add_lfem_config(cfg)
+    return cfg
+
+
+def add_lfem_config(cfg: CN) -> None:
+    """The plugin's own keys, all under ``cfg.lfem``."""
+    cfg.lfem = CN()
+    cfg.lfem.stride = 11  # patch stride of the ViT backbone (plugin models)
+    cfg.lfem.sie_coef = 3.0  # camera SIE coefficient
+    cfg.lfem.use_sie = True  # camera SIE (number of cameras from the training set)
+    cfg.lfem.drop_path_rate = 0.1  # stochastic depth
+    cfg.lfem.num_groups = 4  # JPM local groups
+    cfg.lfem.rearrange = True  # JPM shift + shuffle
+    cfg.lfem.shift_num = 5  # JPM shift (TransReID convention)
+    cfg.lfem.shuffle_groups = 2  # JPM shuffle chunks
+    cfg.lfem.use_lfem = True  # LFEM fusion (False: TransReID heads; ablation "RE&RC only")
+    cfg.lfem.views = ["original", "erased", "cropped"]  # training views (["original"]: ablation "LFEM only")
+    cfg.lfem.proj_dim = 0  # LFEM projection width (0: the feature width)
+    cfg.lfem.scale_gate = True  # scale the LFEM relation by 1/sqrt(proj_dim)
+    cfg.lfem.share = False  # one LFEM for all groups
+    cfg.lfem.local_feature = "refined"  # local branch supervision: 'refined' | 'jpm' | 'fused'
+    cfg.lfem.neck_feat = "before"  # evaluation feature before/after the BNNeck
+    cfg.lfem.eval_feature = "final"  # 'final' (f_final) or 'concat' (TransReID's concatenation)
+    cfg.lfem.loss_weights = "paper"  # 'paper' (all 1) or 'transreid' (0.5 global / 0.5 local)
+    cfg.lfem.soft_margin = False  # soft-margin triplet instead of margin
+    cfg.lfem.flip_prob = 0.5  # horizontal flip probability
+    cfg.lfem.padding = 10  # zero padding before the random crop
+    cfg.lfem.re_prob = 0.5  # random erasing probability of the original view
+    cfg.lfem.crop_scale = [0.5, 1.0]  # random-cropping view: area fraction range
+    cfg.lfem.crop_ratio = [0.375, 0.667]  # random-cropping view: width/height range
+    cfg.lfem.warmup_epochs = 5  # linear warmup epochs
+    cfg.lfem.warmup_factor = 0.01  # warmup starts at this fraction of lr
+    cfg.lfem.min_lr_factor = 0.002  # cosine ends at this fraction of lr
+    cfg.lfem.bias_lr_factor = 2.0  # bias lr multiplier
+    cfg.lfem.weight_decay_bias = 1e-4  # bias weight decay
+    cfg.lfem.amp = "bf16"  # mixed precision on CUDA: 'bf16', 'fp16' or 'off' (always off on CPU)
+    cfg.lfem.grad_clip = 0.0  # max gradient norm (0: off)
+
+
+def load_yaml_with_base(path: str | os.PathLike) -> Dict[str, Any]:
+    """Read a YAML file; a ``_BASE_`` key (relative to the file) is loaded first and deep-merged under it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} not found")
+    data = yaml.safe_load(path.read_text()) or {}
+    base = data.pop(BASE_KEY, None)
+    if base is None:
+        return data
+    merged = load_yaml_with_base(path.parent / base)
+    _deep_merge(merged, data)
+    return merged
+
+
+def _deep_merge(into: Dict[str, Any], new: Dict[str, Any]) -> None:
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _deep_merge(into[key], value)
+        else:
+            into[key] = value
+
+
+def load_config(path: str | os.PathLike | None = None, opts: List[str] = ()) -> CN:
+    """Defaults, then the YAML file (with ``_BASE_``), then ``KEY VALUE`` overrides; frozen. Unknown keys fail
+    with their name."""
+    cfg = get_default_config()
+    try:
+        if path:
+            cfg.merge_from_other_cfg(CN(load_yaml_with_base(path)))
+        if opts:
+            cfg.merge_from_list(list(opts))
+    except KeyError as err:
+        raise KeyError(f"unknown config key in {path or 'overrides'}: {err}; see lfem_plugin/config.py for the "
+                       f"valid keys") from None
+    cfg.freeze()
+    return cfg
+
+
+def imagedata_kwargs(cfg: CN) -> Dict[str, Any]:
+    return dict(root=cfg.data.root, sources=list(cfg.data.sources), targets=list(cfg.data.targets),
+                height=cfg.data.height, width=cfg.data.width, transforms=None, norm_mean=list(cfg.data.norm_mean),
+                norm_std=list(cfg.data.norm_std), use_gpu=cfg.use_gpu, batch_size_train=cfg.train.batch_size,
+                batch_size_test=cfg.test.batch_size, workers=cfg.data.workers,
+                num_instances=cfg.sampler.num_instances, train_sampler=cfg.sampler.train_sampler)
+
+
+def transform_kwargs(cfg: CN) -> Dict[str, Any]:
+    return dict(height=cfg.data.height, width=cfg.data.width, mean=tuple(cfg.data.norm_mean),
+                std=tuple(cfg.data.norm_std), flip_prob=cfg.lfem.flip_prob, padding=cfg.lfem.padding,
+                re_prob=cfg.lfem.re_prob, views=tuple(cfg.lfem.views), crop_scale=tuple(cfg.lfem.crop_scale),
+                crop_ratio=tuple(cfg.lfem.crop_ratio))
+
+
+def model_kwargs(cfg: CN, num_cameras: int) -> Dict[str, Any]:
+    """Extra builder arguments for plugin models (torchreid's own models take none)."""
+    return dict(img_size=(cfg.data.height, cfg.data.width), stride=cfg.lfem.stride, sie_coef=cfg.lfem.sie_coef,
+                num_cameras=num_cameras if cfg.lfem.use_sie else 0, drop_path_rate=cfg.lfem.drop_path_rate,
+                num_groups=cfg.lfem.num_groups, rearrange=cfg.lfem.rearrange, shift_num=cfg.lfem.shift_num,
+                shuffle_groups=cfg.lfem.shuffle_groups, use_lfem=cfg.lfem.use_lfem, num_views=len(cfg.lfem.views),
+                lfem_proj_dim=cfg.lfem.proj_dim or None, lfem_scale_gate=cfg.lfem.scale_gate,
+                lfem_share=cfg.lfem.share, local_feature=cfg.lfem.local_feature, neck_feat=cfg.lfem.neck_feat,
+                eval_feature=cfg.lfem.eval_feature,
+                pretrained_path=cfg.model.load_weights or None)
+
+
+def optimizer_kwargs(cfg: CN) -> Dict[str, Any]:
+    return dict(optim=cfg.train.optim, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
+                momentum=cfg.sgd.momentum, bias_lr_factor=cfg.lfem.bias_lr_factor,
+                weight_decay_bias=cfg.lfem.weight_decay_bias)
+
+
+def scheduler_kwargs(cfg: CN) -> Dict[str, Any]:
+    return dict(max_epoch=cfg.train.max_epoch, warmup_epochs=cfg.lfem.warmup_epochs,
+                warmup_factor=cfg.lfem.warmup_factor, min_lr_factor=cfg.lfem.min_lr_factor)
+
+
+def loss_kwargs(cfg: CN) -> Dict[str, Any]:
+    return dict(margin=None if cfg.lfem.soft_margin else cfg.loss.triplet.margin,
+                label_smoothing=0.1 if cfg.loss.softmax.label_smooth else 0.0)
+
+
+def engine_run_kwargs(cfg: CN) -> Dict[str, Any]:
+    return dict(save_dir=cfg.data.save_dir, max_epoch=cfg.train.max_epoch, start_epoch=cfg.train.start_epoch,
+                print_freq=cfg.train.print_freq, start_eval=cfg.test.start_eval, eval_freq=cfg.test.eval_freq,
+                test_only=cfg.test.evaluate, dist_metric=cfg.test.dist_metric,
+                normalize_feature=cfg.test.normalize_feature, visrank=cfg.test.visrank,
+                visrank_topk=cfg.test.visrank_topk, ranks=list(cfg.test.ranks), rerank=cfg.test.rerank)

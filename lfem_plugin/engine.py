@@ -1,0 +1,198 @@
+"""torchreid engine subclass for the LFEM model: multi-view batches, camera ids, AMP, exact resume.
+
+It overrides torchreid's hooks (``forward_backward``, ``parse_data_for_eval``, ``extract_features``,
+``_evaluate``, ``save_model``, ``train``) and keeps ``Engine.run``'s loop, logging and test path.
+
+Reference: torchreid ``Engine`` (Zhou & Xiang, "Torchreid: A Library for Deep Learning Person Re-Identification
+in Pytorch", 2019); LFEM paper Sec. 3.4 and 4.2.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os.path as osp
+from contextlib import nullcontext
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import _torchreid
+from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .losses import MultiBranchLoss
+from .metrics import compute_distance_matrix, evaluate_rank
+from .registry import ENGINES
+
+__all__ = ["LFEMEngine", "NonFiniteLossError"]
+
+_logger = logging.getLogger(__name__)
+_TR = _torchreid.root()
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN/inf loss; the last good checkpoint is kept."""
+
+
+@ENGINES.register
+class LFEMEngine(_TR.engine.Engine):
+    """Trains :class:`~lfem_plugin.models.LFEMViT` (or any model returning ``forward_branches``) in torchreid.
+
+    Reference: torchreid ``Engine``; LFEM paper Sec. 3.4 (seven-branch CE + triplet).
+
+    Args:
+        datamanager: a torchreid ``ImageDataManager`` whose train transform returns a list of views.
+        model: the model (already on its device).
+        optimizer: e.g. :func:`lfem_plugin.optim.build_optimizer`.
+        scheduler: e.g. :class:`lfem_plugin.optim.WarmupCosineLR` (``step()`` once per epoch).
+        criterion: :class:`MultiBranchLoss` over the model's branches.
+        use_gpu: run on CUDA when available.
+        amp: ``'bf16'``, ``'fp16'`` (with a GradScaler) or ``'off'``; always off on CPU.
+        grad_clip: max gradient norm (0: off).
+        use_cameras: pass query/gallery camera ids to the model at evaluation (SIE).
+        checkpoint_period: also checkpoint every N epochs (0: only at evaluations and the end).
+    """
+
+    def __init__(self, datamanager, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+                 criterion: MultiBranchLoss, use_gpu: bool = True, amp: str = "bf16", grad_clip: float = 0.0,
+                 use_cameras: bool = True, checkpoint_period: int = 0) -> None:
+        super().__init__(datamanager, use_gpu)
+        self.model, self.optimizer, self.scheduler, self.criterion = model, optimizer, scheduler, criterion
+        self.register_model("model", model, optimizer, scheduler)
+        self.device = torch.device("cuda" if self.use_gpu else "cpu")
+        if amp not in ("bf16", "fp16", "off"):
+            raise ValueError(f"amp={amp!r}; choices: 'bf16', 'fp16', 'off'")
+        self.amp = amp if self.device.type == "cuda" else "off"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == "fp16")
+        self.grad_clip = grad_clip
+        self.use_cameras = use_cameras
+        self.checkpoint_period = checkpoint_period
+        self.last_results: Dict[str, Dict[str, Any]] = {}
+        self._eval_cameras: Optional[torch.Tensor] = None
+        self._save_dir = "log"
+        self.global_step = 0
+
+    # ---- training ----------------------------------------------------------------------------------------------
+    def _autocast(self):
+        if self.amp == "off":
+            return nullcontext()
+        return torch.autocast("cuda", dtype=torch.bfloat16 if self.amp == "bf16" else torch.float16)
+
+    def forward_backward(self, data: Dict[str, Any]) -> Dict[str, float]:
+        images = data["img"] if isinstance(data["img"], (list, tuple)) else [data["img"]]
+        images = torch.stack([v.to(self.device, non_blocking=True) for v in images])
+        pids = data["pid"].to(self.device)
+        cameras = data["camid"].to(self.device)
+        with self._autocast():
+            out = self.model.forward_branches(images, cameras)
+            loss, terms = self.criterion(out.logits, out.features, pids, out.names)
+        self._check_finite(loss, terms)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.global_step += 1
+        summary = {"loss": loss.item(), "acc": (out.logits[0].argmax(1) == pids).float().mean().item() * 100}
+        summary.update({k: v.item() for k, v in terms.items()})
+        if out.gates is not None:
+            summary.update({f"gate/{k + 1}": g.item() for k, g in enumerate(out.gates.float().mean(0))})
+        return summary
+
+    def _check_finite(self, loss: torch.Tensor, terms: Dict[str, torch.Tensor]) -> None:
+        if torch.isfinite(loss):
+            return
+        bad = {k: float(v) for k, v in terms.items()}
+        raise NonFiniteLossError(f"non-finite loss at epoch {self.epoch + 1}, iteration {self.batch_idx + 1} "
+                                 f"(step {self.global_step + 1}): total={float(loss)}, terms={bad}. Training stopped; "
+                                 f"the last good checkpoint in {self._save_dir} is kept. Lower train.lr or set "
+                                 f"lfem.grad_clip.")
+
+    def train(self, print_freq: int = 10, fixbase_epoch: int = 0, open_layers=None) -> None:
+        super().train(print_freq, fixbase_epoch, open_layers)
+        # RNG as training left it: evaluation creates data-loader iterators that draw from the torch RNG, and a
+        # resumed run must continue from the state an uninterrupted run would have.
+        self._train_rng = rng_state()
+        if self.checkpoint_period and (self.epoch + 1) % self.checkpoint_period == 0:
+            self.save_model(self.epoch, float("nan"), self._save_dir)
+
+    def run(self, save_dir: str = "log", **kwargs: Any) -> None:
+        self._save_dir = save_dir
+        super().run(save_dir=save_dir, **kwargs)
+
+    # ---- evaluation --------------------------------------------------------------------------------------------
+    def parse_data_for_eval(self, data: Dict[str, Any]):
+        self._eval_cameras = data["camid"] if self.use_cameras else None
+        return data["img"], data["pid"], data["camid"]
+
+    def extract_features(self, images: torch.Tensor) -> torch.Tensor:
+        cameras = None if self._eval_cameras is None else self._eval_cameras.to(images.device)
+        if hasattr(self.model, "forward_branches"):
+            return self.model(images, camera=cameras).float()
+        return self.model(images).float()
+
+    @torch.no_grad()
+    def _extract(self, loader):
+        feats, pids, cams = [], [], []
+        for data in loader:
+            images, pid, cam = self.parse_data_for_eval(data)
+            feats.append(self.extract_features(images.to(self.device)).cpu())
+            pids.append(pid)
+            cams.append(cam)
+        return torch.cat(feats), torch.cat(pids).numpy(), torch.cat(cams).numpy()
+
+    def _evaluate(self, dataset_name: str = "", query_loader=None, gallery_loader=None,
+                  dist_metric: str = "euclidean", normalize_feature: bool = False, visrank: bool = False,
+                  visrank_topk: int = 10, save_dir: str = "", use_metric_cuhk03: bool = False,
+                  ranks: List[int] = (1, 5, 10, 20), rerank: bool = False):
+        qf, q_pids, q_cams = self._extract(query_loader)
+        gf, g_pids, g_cams = self._extract(gallery_loader)
+        if normalize_feature:
+            qf, gf = F.normalize(qf, dim=1), F.normalize(gf, dim=1)
+        distmat = compute_distance_matrix(qf, gf, dist_metric).numpy()
+        if rerank:
+            distmat = _TR.utils.re_ranking(distmat, compute_distance_matrix(qf, qf, dist_metric).numpy(),
+                                           compute_distance_matrix(gf, gf, dist_metric).numpy())
+        cmc, mAP = evaluate_rank(distmat, q_pids, g_pids, q_cams, g_cams)
+        self.last_results[dataset_name] = {"cmc": cmc.tolist(), "mAP": float(mAP)}
+        ranks_text = "  ".join(f"R{r}: {cmc[r - 1]:.1%}" for r in ranks if r <= len(cmc))
+        _logger.info("%s: mAP %.1f%%  %s", dataset_name, 100 * mAP, ranks_text)
+        if visrank:
+            _TR.utils.visualize_ranked_results(distmat, self.datamanager.fetch_test_loaders(dataset_name),
+                                               self.datamanager.data_type, width=self.datamanager.width,
+                                               height=self.datamanager.height, topk=visrank_topk,
+                                               save_dir=osp.join(save_dir, "visrank_" + dataset_name))
+        return cmc[0], mAP
+
+    # ---- checkpoints -------------------------------------------------------------------------------------------
+    def save_model(self, epoch: int, rank1: float, save_dir: str, is_best: bool = False) -> None:
+        """Atomic checkpoint ``save_dir/model/model.pth.tar-<epoch+1>`` that resumes exactly."""
+        state = {"state_dict": _unwrap(self.model).state_dict(), "epoch": epoch + 1,
+                 "rank1": float(rank1) if rank1 is not None and not math.isnan(float(rank1)) else -1.0,
+                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                 "scaler": self.scaler.state_dict(), "rng": getattr(self, "_train_rng", None) or rng_state(), "global_step": self.global_step,
+                 "results": {k: {"mAP": v["mAP"], "cmc": v["cmc"][:50]} for k, v in self.last_results.items()}}
+        if getattr(self, "config_text", None):
+            state["config"] = self.config_text
+        path = save_checkpoint(state, osp.join(save_dir, "model", f"model.pth.tar-{epoch + 1}"))
+        _logger.info("checkpoint saved to %s", path)
+
+    def resume(self, path: str) -> int:
+        """Restore model, optimiser, scheduler, scaler and RNG states; returns the epoch to start from."""
+        state = load_checkpoint(path)
+        _unwrap(self.model).load_state_dict(state["state_dict"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"])
+        self.global_step = int(state.get("global_step", 0))
+        _logger.info("resumed from %s (epoch %d)", path, state["epoch"])
+        return int(state["epoch"])
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)) else model
