@@ -142,9 +142,9 @@ def load_config(path: str | os.PathLike | None = None, opts: List[str] = ()) -> 
             cfg.merge_from_other_cfg(CN(load_yaml_with_base(path)))
         if opts:
             cfg.merge_from_list(list(opts))
-    except KeyError as err:
-        raise KeyError(f"unknown config key in {path or 'overrides'}: {err}; see lfem_plugin/config.py for the "
-                       f"valid keys") from None
+    except (KeyError, AssertionError) as err:  # yacs: KeyError from files, AssertionError from KEY VALUE lists
+        raise KeyError(f"unknown config key in {path or 'the KEY VALUE overrides'}: {err}; see "
+                       f"lfem_plugin/config.py for the valid keys") from None
     cfg.freeze()
     return cfg
 

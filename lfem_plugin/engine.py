@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import _torchreid
+from . import distributed as D
 from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from .losses import MultiBranchLoss
 from .metrics import compute_distance_matrix, evaluate_rank
@@ -85,8 +86,13 @@ class LFEMEngine(_TR.engine.Engine):
         pids = data["pid"].to(self.device)
         cameras = data["camid"].to(self.device)
         with self._autocast():
-            out = self.model.forward_branches(images, cameras)
-            loss, terms = self.criterion(out.logits, out.features, pids, out.names)
+            out = self.model(images, camera=cameras, branch_features=True)
+            # Under DDP, heads and losses see the global batch (BNNeck statistics, batch-hard mining), as a
+            # single process would; gradients flow back to each rank through the differentiable gather.
+            features = [D.all_gather_cat(f) for f in out.features]
+            pids = D.all_gather_cat(pids)
+            logits = _unwrap(self.model).classify(out.names, features)
+            loss, terms = self.criterion(logits, features, pids, out.names)
         self._check_finite(loss, terms)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
@@ -96,7 +102,7 @@ class LFEMEngine(_TR.engine.Engine):
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.global_step += 1
-        summary = {"loss": loss.item(), "acc": (out.logits[0].argmax(1) == pids).float().mean().item() * 100}
+        summary = {"loss": loss.item(), "acc": (logits[0].argmax(1) == pids).float().mean().item() * 100}
         summary.update({k: v.item() for k, v in terms.items()})
         if out.gates is not None:
             summary.update({f"gate/{k + 1}": g.item() for k, g in enumerate(out.gates.float().mean(0))})
@@ -112,6 +118,9 @@ class LFEMEngine(_TR.engine.Engine):
                                  f"lfem.grad_clip.")
 
     def train(self, print_freq: int = 10, fixbase_epoch: int = 0, open_layers=None) -> None:
+        sampler = getattr(self.train_loader, "sampler", None)
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(self.epoch)
         super().train(print_freq, fixbase_epoch, open_layers)
         # RNG as training left it: evaluation creates data-loader iterators that draw from the torch RNG, and a
         # resumed run must continue from the state an uninterrupted run would have.
@@ -121,7 +130,15 @@ class LFEMEngine(_TR.engine.Engine):
 
     def run(self, save_dir: str = "log", **kwargs: Any) -> None:
         self._save_dir = save_dir
+        if not D.is_main():
+            self.writer = _NullWriter()  # TensorBoard, checkpoints and evaluation on rank 0 only
         super().run(save_dir=save_dir, **kwargs)
+
+    def test(self, *args: Any, **kwargs: Any):
+        """torchreid's test on rank 0 (with the unwrapped model); other ranks wait."""
+        result = super().test(*args, **kwargs) if D.is_main() else 0.0
+        D.barrier()
+        return result
 
     # ---- evaluation --------------------------------------------------------------------------------------------
     def parse_data_for_eval(self, data: Dict[str, Any]):
@@ -130,9 +147,10 @@ class LFEMEngine(_TR.engine.Engine):
 
     def extract_features(self, images: torch.Tensor) -> torch.Tensor:
         cameras = None if self._eval_cameras is None else self._eval_cameras.to(images.device)
-        if hasattr(self.model, "forward_branches"):
-            return self.model(images, camera=cameras).float()
-        return self.model(images).float()
+        model = _unwrap(self.model)
+        if hasattr(model, "forward_branches"):
+            return model(images, camera=cameras).float()
+        return model(images).float()
 
     @torch.no_grad()
     def _extract(self, loader):
@@ -169,7 +187,9 @@ class LFEMEngine(_TR.engine.Engine):
 
     # ---- checkpoints -------------------------------------------------------------------------------------------
     def save_model(self, epoch: int, rank1: float, save_dir: str, is_best: bool = False) -> None:
-        """Atomic checkpoint ``save_dir/model/model.pth.tar-<epoch+1>`` that resumes exactly."""
+        """Atomic checkpoint ``save_dir/model/model.pth.tar-<epoch+1>`` that resumes exactly (rank 0 writes)."""
+        if not D.is_main():
+            return
         state = {"state_dict": _unwrap(self.model).state_dict(), "epoch": epoch + 1,
                  "rank1": float(rank1) if rank1 is not None and not math.isnan(float(rank1)) else -1.0,
                  "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
@@ -192,6 +212,16 @@ class LFEMEngine(_TR.engine.Engine):
         self.global_step = int(state.get("global_step", 0))
         _logger.info("resumed from %s (epoch %d)", path, state["epoch"])
         return int(state["epoch"])
+
+
+class _NullWriter:
+    """Stands in for TensorBoard's SummaryWriter on ranks other than 0."""
+
+    def add_scalar(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def _unwrap(model: nn.Module) -> nn.Module:

@@ -14,8 +14,10 @@ import torch
 from yacs.config import CfgNode
 
 from . import _torchreid, config as C
+from . import distributed as D
+from .data.sampler import DistributedIdentitySampler
 from .data.transforms import build_test_transform, build_train_transform
-from .engine import LFEMEngine
+from .engine import LFEMEngine, _unwrap
 from .losses import MultiBranchLoss, branch_weights
 from .optim import WarmupCosineLR, build_optimizer
 from .registry import MODELS
@@ -51,7 +53,20 @@ def build_datamanager(cfg: CfgNode):
         for loaders in dm.test_loader.values():
             for loader in loaders.values():
                 loader.dataset.transform = dm.transform_te
+    if D.is_distributed():
+        dm.train_loader = _distributed_loader(cfg, dm.train_loader)
     return dm
+
+
+def _distributed_loader(cfg: CfgNode, loader):
+    """Each rank loads its share (whole identities) of every global P x K batch."""
+    if cfg.sampler.train_sampler != "RandomIdentitySampler":
+        raise ValueError("multi-process training needs sampler.train_sampler RandomIdentitySampler")
+    sampler = DistributedIdentitySampler(loader.dataset.train, cfg.train.batch_size, cfg.sampler.num_instances,
+                                         D.rank(), D.world_size(), cfg.train.seed)
+    return torch.utils.data.DataLoader(loader.dataset, batch_size=cfg.train.batch_size // D.world_size(),
+                                       sampler=sampler, num_workers=cfg.data.workers, pin_memory=cfg.use_gpu,
+                                       drop_last=True)
 
 
 def build_model(cfg: CfgNode, num_classes: int, num_cameras: int) -> torch.nn.Module:
@@ -70,7 +85,7 @@ def build_engine(cfg: CfgNode, dm) -> Tuple[object, torch.nn.Module]:
     """The engine for ``cfg.model.name``: :class:`LFEMEngine` for plugin models, torchreid's otherwise."""
     use_gpu = cfg.use_gpu and torch.cuda.is_available()
     model = build_model(cfg, dm.num_train_pids, dm.num_train_cams)
-    model = model.cuda() if use_gpu else model
+    model = model.to(D.init_from_env() if use_gpu else "cpu")
     if not is_plugin_model(cfg.model.name):
         optimizer = _TR.optim.build_optimizer(model, optim=cfg.train.optim, lr=cfg.train.lr,
                                               weight_decay=cfg.train.weight_decay)
@@ -85,9 +100,14 @@ def build_engine(cfg: CfgNode, dm) -> Tuple[object, torch.nn.Module]:
                                                    use_gpu=use_gpu, label_smooth=cfg.loss.softmax.label_smooth)
         return engine, model
     optimizer = build_optimizer(model, **C.optimizer_kwargs(cfg))
+    if D.is_distributed():
+        # The trunk's last block is not built under JPM, so every parameter is used: no find_unused_parameters.
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[torch.cuda.current_device()]
+                                                          if use_gpu else None)
     scheduler = WarmupCosineLR(optimizer, **C.scheduler_kwargs(cfg))
-    weights = branch_weights(model.branch_names, cfg.lfem.loss_weights)
-    criterion = MultiBranchLoss(model.branch_names, [w * cfg.loss.triplet.weight_x for w in weights],
+    names = _unwrap(model).branch_names
+    weights = branch_weights(names, cfg.lfem.loss_weights)
+    criterion = MultiBranchLoss(names, [w * cfg.loss.triplet.weight_x for w in weights],
                                 [w * cfg.loss.triplet.weight_t for w in weights], **C.loss_kwargs(cfg))
     engine = LFEMEngine(dm, model, optimizer, scheduler, criterion, use_gpu=use_gpu, amp=cfg.lfem.amp,
                         grad_clip=cfg.lfem.grad_clip, use_cameras=cfg.test.use_cameras,
@@ -97,7 +117,12 @@ def build_engine(cfg: CfgNode, dm) -> Tuple[object, torch.nn.Module]:
 
 
 def run(cfg: CfgNode, resume: str = "") -> LFEMEngine:
-    """Train (or test, with ``test.evaluate``) as configured; returns the engine (results in ``last_results``)."""
+    """Train (or test, with ``test.evaluate``) as configured; returns the engine (results in ``last_results``).
+
+    Under ``torchrun`` (``WORLD_SIZE > 1``) it trains with DistributedDataParallel: one process per GPU (gloo on
+    CPU), each loading whole identities of every global batch; rank 0 logs, evaluates and checkpoints.
+    """
+    D.init_from_env()
     set_seed(cfg.train.seed)
     os.makedirs(cfg.data.save_dir, exist_ok=True)
     dm = build_datamanager(cfg)

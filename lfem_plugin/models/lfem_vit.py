@@ -17,7 +17,7 @@ from .head import BNNeckHead
 from .lfem import SequentialFusion
 from .vit import TransReIDViT
 
-__all__ = ["LFEMViT", "BranchOutputs", "VIEW_NAMES", "create_lfem_vit"]
+__all__ = ["LFEMViT", "BranchOutputs", "BranchFeatures", "VIEW_NAMES", "create_lfem_vit"]
 
 _logger = logging.getLogger(__name__)
 
@@ -25,13 +25,21 @@ VIEW_NAMES = ("final", "erased", "cropped")
 Views = Union[torch.Tensor, Sequence[torch.Tensor]]
 
 
+class BranchFeatures(NamedTuple):
+    """The supervised features of one training forward, in branch order (views' globals, then locals)."""
+
+    names: Tuple[str, ...]
+    features: List[torch.Tensor]  # pre-BN, the triplet inputs
+    gates: Optional[torch.Tensor]  # (B, K) LFEM relation gates of the original view, None without LFEM
+
+
 class BranchOutputs(NamedTuple):
-    """Everything one training forward produces, in branch order (views' globals, then locals)."""
+    """:class:`BranchFeatures` plus each branch's logits (post-BNNeck classifier)."""
 
     names: Tuple[str, ...]
     logits: List[torch.Tensor]
-    features: List[torch.Tensor]  # pre-BN, the triplet inputs
-    gates: Optional[torch.Tensor]  # (B, K) LFEM relation gates of the original view, None without LFEM
+    features: List[torch.Tensor]
+    gates: Optional[torch.Tensor]
 
 
 def stack_views(x: Views) -> Tuple[torch.Tensor, int]:
@@ -124,8 +132,8 @@ class LFEMViT(nn.Module):
             locals_ = list(fused.stages)
         return fused.final, locals_, fused.gates
 
-    def forward_branches(self, x: Views, camera: Optional[torch.Tensor] = None) -> BranchOutputs:
-        """Training forward over all views in one batch; returns every branch's logits and pre-BN features."""
+    def forward_branch_features(self, x: Views, camera: Optional[torch.Tensor] = None) -> BranchFeatures:
+        """Training forward over all views in one batch, up to the pre-BN branch features (no heads)."""
         images, num_views = stack_views(x)
         if num_views > self.num_views:
             raise ValueError(f"got {num_views} views but the model has {self.num_views} global branches "
@@ -136,10 +144,19 @@ class LFEMViT(nn.Module):
         final, locals_, gates = self._global_and_locals(images, camera)
         features = list(final.split(batch)) + [local[:batch] for local in locals_]
         names = self.branch_names[:num_views] + self.branch_names[self.num_views:]
-        heads = list(self.heads[:num_views]) + list(self.heads[self.num_views:])
-        logits = [head(feat)[1] for head, feat in zip(heads, features)]
-        self.last_gates = None if gates is None else gates[:batch].detach()
-        return BranchOutputs(names, logits, features, None if gates is None else gates[:batch])
+        gates = None if gates is None else gates[:batch]
+        self.last_gates = None if gates is None else gates.detach()
+        return BranchFeatures(names, features, gates)
+
+    def classify(self, names: Sequence[str], features: Sequence[torch.Tensor]) -> List[torch.Tensor]:
+        """Each branch's BNNeck + classifier logits."""
+        index = {name: i for i, name in enumerate(self.branch_names)}
+        return [self.heads[index[name]](feat)[1] for name, feat in zip(names, features)]
+
+    def forward_branches(self, x: Views, camera: Optional[torch.Tensor] = None) -> BranchOutputs:
+        """Training forward: every branch's logits and pre-BN features."""
+        out = self.forward_branch_features(x, camera)
+        return BranchOutputs(out.names, self.classify(out.names, out.features), out.features, out.gates)
 
     def forward_eval(self, x: torch.Tensor, camera: Optional[torch.Tensor] = None) -> torch.Tensor:
         """One view in, the retrieval feature out (see ``eval_feature`` / ``neck_feat``)."""
@@ -153,7 +170,11 @@ class LFEMViT(nn.Module):
             return feats[0]
         return torch.cat([feats[0]] + [f / len(locals_) for f in feats[1:]], dim=1)
 
-    def forward(self, x: Views, camera: Optional[torch.Tensor] = None) -> Any:
+    def forward(self, x: Views, camera: Optional[torch.Tensor] = None, branch_features: bool = False) -> Any:
+        """torchreid's contract; ``branch_features=True`` returns :class:`BranchFeatures` (used by the plugin
+        engine, so that DistributedDataParallel sees the forward and the heads can run on gathered features)."""
+        if branch_features:
+            return self.forward_branch_features(x, camera)
         if not self.training:
             return self.forward_eval(x, camera)
         out = self.forward_branches(x, camera)

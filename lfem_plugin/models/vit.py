@@ -74,6 +74,9 @@ class TransReIDViT(nn.Module):
         blocks = [Block(embed_dim, num_heads, mlp_ratio, qkv_bias=qkv_bias, drop_path=dpr[i], norm_layer=norm_layer)
                   for i in range(depth)]
         if jpm:
+            if self.patch_embed.num_patches < num_groups:
+                raise ValueError(f"{self.patch_embed.num_patches} patches at {img_size} with stride {stride} cannot "
+                                 f"form {num_groups} JPM groups; use a larger input or a smaller stride")
             self.blocks = nn.Sequential(*blocks[:-1])
             self.norm = None
             self.jpm = JigsawPatchModule(blocks[-1], norm_layer(embed_dim), num_groups, rearrange, shift_num,

@@ -1,0 +1,65 @@
+"""torch.distributed helpers for ``torchrun`` training: init from the environment, rank checks, gathers."""
+from __future__ import annotations
+
+import logging
+import os
+from typing import List
+
+import torch
+import torch.distributed as dist
+
+__all__ = ["init_from_env", "is_distributed", "rank", "world_size", "is_main", "barrier", "all_gather_cat"]
+
+_logger = logging.getLogger(__name__)
+
+
+def init_from_env() -> torch.device:
+    """Start the process group when launched by ``torchrun`` (``WORLD_SIZE > 1``); returns this rank's device.
+
+    NCCL with one GPU per process (``LOCAL_RANK``) on CUDA, gloo on CPU.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if torch.cuda.is_available():
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        device = torch.device("cuda", local)
+    else:
+        device = torch.device("cpu")
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        _logger.info("process group started: rank %d of %d on %s", rank(), world_size(), device)
+    return device
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()
+
+
+def all_gather_cat(tensor: torch.Tensor) -> torch.Tensor:
+    """Concatenate ``tensor`` from every rank along dim 0, differentiably (gradients flow back to each rank)."""
+    if not is_distributed():
+        return tensor
+    if tensor.requires_grad:
+        from torch.distributed.nn.functional import all_gather
+        return torch.cat(all_gather(tensor), dim=0)
+    parts: List[torch.Tensor] = [torch.empty_like(tensor) for _ in range(world_size())]
+    dist.all_gather(parts, tensor.contiguous())
+    return torch.cat(parts, dim=0)

@@ -1,0 +1,57 @@
+"""Shared test helpers: a tiny synthetic torchreid dataset written to disk, engines on tiny models."""
+from __future__ import annotations
+
+import types
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from lfem_plugin import _torchreid
+from lfem_plugin.engine import LFEMEngine
+from lfem_plugin.losses import MultiBranchLoss
+from lfem_plugin.optim import WarmupCosineLR, build_optimizer
+from lfem_plugin.registry import MODELS
+
+TR = _torchreid.root()
+
+
+def write_synthetic_reid(root: Path, num_ids: int = 6, per_id: int = 4, size=(32, 16)) -> None:
+    """Images whose colour pattern depends on the identity (plus noise); Duke-style names, 2 cameras."""
+    rng = np.random.default_rng(0)
+    for split, ids, count in (("train", range(num_ids), per_id), ("query", range(100, 104), 1),
+                              ("gallery", range(100, 104), 3)):
+        folder = root / "synthetic_reid" / split
+        folder.mkdir(parents=True, exist_ok=True)
+        for pid in ids:
+            base = rng.integers(0, 255, size=(4, 2, 3))
+            for i in range(count):
+                cam = 1 if split == "query" else 2 if split == "gallery" else 1 + i % 2
+                img = np.kron(base, np.ones((size[0] // 4, size[1] // 2, 1))) + rng.normal(0, 20, (*size, 3))
+                Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(
+                    folder / f"{pid:04d}_c{cam}_f{i:07d}.jpg")
+
+
+class SyntheticReID(TR.data.ImageDataset):
+    """Test dataset over :func:`write_synthetic_reid`'s folder."""
+
+    def __init__(self, root: str = "", **kwargs) -> None:
+        from lfem_plugin.data.datasets import _scan
+        base = Path(root) / "synthetic_reid"
+        super().__init__(_scan(base / "train", True), _scan(base / "query", False), _scan(base / "gallery", False),
+                         **kwargs)
+
+
+def register_synthetic() -> None:
+    _torchreid.add_image_dataset("synthetic_reid", SyntheticReID)
+
+
+def tiny_engine(model=None, num_classes: int = 4, max_epoch: int = 10, dm=None):
+    """An LFEMEngine on the tiny model; ``dm`` may be a stub when only forward_backward is used."""
+    model = model or MODELS.get("lfem_vit_tiny")(num_classes=num_classes, loss="triplet")
+    optimizer = build_optimizer(model, lr=0.01)
+    scheduler = WarmupCosineLR(optimizer, max_epoch=max_epoch, warmup_epochs=1)
+    dm = dm or types.SimpleNamespace(train_loader=None, test_loader={})
+    names = getattr(model, "module", model).branch_names
+    engine = LFEMEngine(dm, model, optimizer, scheduler, MultiBranchLoss(names), use_gpu=False)
+    return engine
