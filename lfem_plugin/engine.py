@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 import os.path as osp
 from contextlib import nullcontext
 from typing import Any, Dict, List, Optional
@@ -26,7 +27,8 @@ from .losses import MultiBranchLoss
 from .metrics import compute_distance_matrix, evaluate_rank
 from .registry import ENGINES
 
-__all__ = ["LFEMEngine", "NonFiniteLossError"]
+__all__ = ["LFEMEngine", "NonFiniteLossError", "EvalCheckpointMixin", "TorchreidSoftmaxEngine",
+           "TorchreidTripletEngine"]
 
 _logger = logging.getLogger(__name__)
 _TR = _torchreid.root()
@@ -36,92 +38,37 @@ class NonFiniteLossError(RuntimeError):
     """Training produced a NaN/inf loss; the last good checkpoint is kept."""
 
 
-@ENGINES.register
-class LFEMEngine(_TR.engine.Engine):
-    """Trains :class:`~lfem_plugin.models.LFEMViT` (or any model returning ``forward_branches``) in torchreid.
+class EvalCheckpointMixin:
+    """Evaluation (fast evaluator, camera ids to SIE, mAP kept in ``last_results``), train throughput, atomic
+    ``weights_only`` checkpoints and exact resume, for the plugin engine and torchreid's own engines alike, so
+    every model of a comparison is evaluated and saved by the same code.
 
-    Reference: torchreid ``Engine``; LFEM paper Sec. 3.4 (seven-branch CE + triplet).
-
-    Args:
-        datamanager: a torchreid ``ImageDataManager`` whose train transform returns a list of views.
-        model: the model (already on its device).
-        optimizer: e.g. :func:`lfem_plugin.optim.build_optimizer`.
-        scheduler: e.g. :class:`lfem_plugin.optim.WarmupCosineLR` (``step()`` once per epoch).
-        criterion: :class:`MultiBranchLoss` over the model's branches.
-        use_gpu: run on CUDA when available.
-        amp: ``'bf16'``, ``'fp16'`` (with a GradScaler) or ``'off'``; always off on CPU.
-        grad_clip: max gradient norm (0: off).
-        use_cameras: pass query/gallery camera ids to the model at evaluation (SIE).
-        checkpoint_period: also checkpoint every N epochs (0: only at evaluations and the end).
+    Reference: torchreid ``Engine`` hooks (``parse_data_for_eval``, ``extract_features``, ``_evaluate``,
+    ``save_model``).
     """
 
-    def __init__(self, datamanager, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-                 criterion: MultiBranchLoss, use_gpu: bool = True, amp: str = "bf16", grad_clip: float = 0.0,
-                 use_cameras: bool = True, checkpoint_period: int = 0) -> None:
-        super().__init__(datamanager, use_gpu)
-        self.model, self.optimizer, self.scheduler, self.criterion = model, optimizer, scheduler, criterion
-        self.register_model("model", model, optimizer, scheduler)
+    use_cameras: bool = False
+    scaler = None
+    num_views: int = 1
+
+    def _init_mixin(self, use_cameras: bool, checkpoint_period: int) -> None:
         self.device = torch.device("cuda" if self.use_gpu else "cpu")
-        if amp not in ("bf16", "fp16", "off"):
-            raise ValueError(f"amp={amp!r}; choices: 'bf16', 'fp16', 'off'")
-        self.amp = amp if self.device.type == "cuda" else "off"
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == "fp16")
-        self.grad_clip = grad_clip
         self.use_cameras = use_cameras
         self.checkpoint_period = checkpoint_period
         self.last_results: Dict[str, Dict[str, Any]] = {}
+        self.train_images_per_s: List[float] = []
         self._eval_cameras: Optional[torch.Tensor] = None
         self._save_dir = "log"
         self.global_step = 0
-
-    # ---- training ----------------------------------------------------------------------------------------------
-    def _autocast(self):
-        if self.amp == "off":
-            return nullcontext()
-        return torch.autocast("cuda", dtype=torch.bfloat16 if self.amp == "bf16" else torch.float16)
-
-    def forward_backward(self, data: Dict[str, Any]) -> Dict[str, float]:
-        images = data["img"] if isinstance(data["img"], (list, tuple)) else [data["img"]]
-        images = torch.stack([v.to(self.device, non_blocking=True) for v in images])
-        pids = data["pid"].to(self.device)
-        cameras = data["camid"].to(self.device)
-        with self._autocast():
-            out = self.model(images, camera=cameras, branch_features=True)
-            # Under DDP, heads and losses see the global batch (BNNeck statistics, batch-hard mining), as a
-            # single process would; gradients flow back to each rank through the differentiable gather.
-            features = [D.all_gather_cat(f) for f in out.features]
-            pids = D.all_gather_cat(pids)
-            logits = _unwrap(self.model).classify(out.names, features)
-            loss, terms = self.criterion(logits, features, pids, out.names)
-        self._check_finite(loss, terms)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
-        if self.grad_clip > 0:
-            self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.global_step += 1
-        summary = {"loss": loss.item(), "acc": (logits[0].argmax(1) == pids).float().mean().item() * 100}
-        summary.update({k: v.item() for k, v in terms.items()})
-        if out.gates is not None:
-            summary.update({f"gate/{k + 1}": g.item() for k, g in enumerate(out.gates.float().mean(0))})
-        return summary
-
-    def _check_finite(self, loss: torch.Tensor, terms: Dict[str, torch.Tensor]) -> None:
-        if torch.isfinite(loss):
-            return
-        bad = {k: float(v) for k, v in terms.items()}
-        raise NonFiniteLossError(f"non-finite loss at epoch {self.epoch + 1}, iteration {self.batch_idx + 1} "
-                                 f"(step {self.global_step + 1}): total={float(loss)}, terms={bad}. Training stopped; "
-                                 f"the last good checkpoint in {self._save_dir} is kept. Lower train.lr or set "
-                                 f"lfem.grad_clip.")
 
     def train(self, print_freq: int = 10, fixbase_epoch: int = 0, open_layers=None) -> None:
         sampler = getattr(self.train_loader, "sampler", None)
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(self.epoch)
+        start = time.perf_counter()
         super().train(print_freq, fixbase_epoch, open_layers)
+        images = len(self.train_loader) * self.train_loader.batch_size * self.num_views * D.world_size()
+        self.train_images_per_s.append(images / max(time.perf_counter() - start, 1e-9))
         # RNG as training left it: evaluation creates data-loader iterators that draw from the torch RNG, and a
         # resumed run must continue from the state an uninterrupted run would have.
         self._train_rng = rng_state()
@@ -193,7 +140,8 @@ class LFEMEngine(_TR.engine.Engine):
         state = {"state_dict": _unwrap(self.model).state_dict(), "epoch": epoch + 1,
                  "rank1": float(rank1) if rank1 is not None and not math.isnan(float(rank1)) else -1.0,
                  "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
-                 "scaler": self.scaler.state_dict(), "rng": getattr(self, "_train_rng", None) or rng_state(), "global_step": self.global_step,
+                 "scaler": self.scaler.state_dict() if self.scaler is not None else {},
+                 "rng": getattr(self, "_train_rng", None) or rng_state(), "global_step": self.global_step,
                  "results": {k: {"mAP": v["mAP"], "cmc": v["cmc"][:50]} for k, v in self.last_results.items()}}
         if getattr(self, "config_text", None):
             state["config"] = self.config_text
@@ -206,13 +154,89 @@ class LFEMEngine(_TR.engine.Engine):
         _unwrap(self.model).load_state_dict(state["state_dict"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        if state.get("scaler"):
+        if state.get("scaler") and self.scaler is not None:
             self.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
         self.global_step = int(state.get("global_step", 0))
         _logger.info("resumed from %s (epoch %d)", path, state["epoch"])
         return int(state["epoch"])
 
+
+@ENGINES.register
+class LFEMEngine(EvalCheckpointMixin, _TR.engine.Engine):
+    """Trains :class:`~lfem_plugin.models.LFEMViT` (or any model returning ``forward_branches``) in torchreid.
+
+    Reference: torchreid ``Engine``; LFEM paper Sec. 3.4 (seven-branch CE + triplet).
+
+    Args:
+        datamanager: a torchreid ``ImageDataManager`` whose train transform returns a list of views.
+        model: the model (already on its device).
+        optimizer: e.g. :func:`lfem_plugin.optim.build_optimizer`.
+        scheduler: e.g. :class:`lfem_plugin.optim.WarmupCosineLR` (``step()`` once per epoch).
+        criterion: :class:`MultiBranchLoss` over the model's branches.
+        use_gpu: run on CUDA when available.
+        amp: ``'bf16'``, ``'fp16'`` (with a GradScaler) or ``'off'``; always off on CPU.
+        grad_clip: max gradient norm (0: off).
+        use_cameras: pass query/gallery camera ids to the model at evaluation (SIE).
+        checkpoint_period: also checkpoint every N epochs (0: only at evaluations and the end).
+    """
+
+    def __init__(self, datamanager, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+                 criterion: MultiBranchLoss, use_gpu: bool = True, amp: str = "bf16", grad_clip: float = 0.0,
+                 use_cameras: bool = True, checkpoint_period: int = 0) -> None:
+        super().__init__(datamanager, use_gpu)
+        self.model, self.optimizer, self.scheduler, self.criterion = model, optimizer, scheduler, criterion
+        self.register_model("model", model, optimizer, scheduler)
+        if amp not in ("bf16", "fp16", "off"):
+            raise ValueError(f"amp={amp!r}; choices: 'bf16', 'fp16', 'off'")
+        self.amp = amp if self.use_gpu else "off"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == "fp16")
+        self.grad_clip = grad_clip
+        self.num_views = getattr(_unwrap(model), "num_views", 1)
+        self._init_mixin(use_cameras, checkpoint_period)
+
+    # ---- training ----------------------------------------------------------------------------------------------
+    def _autocast(self):
+        if self.amp == "off":
+            return nullcontext()
+        return torch.autocast("cuda", dtype=torch.bfloat16 if self.amp == "bf16" else torch.float16)
+
+    def forward_backward(self, data: Dict[str, Any]) -> Dict[str, float]:
+        images = data["img"] if isinstance(data["img"], (list, tuple)) else [data["img"]]
+        images = torch.stack([v.to(self.device, non_blocking=True) for v in images])
+        pids = data["pid"].to(self.device)
+        cameras = data["camid"].to(self.device)
+        with self._autocast():
+            out = self.model(images, camera=cameras, branch_features=True)
+            # Under DDP, heads and losses see the global batch (BNNeck statistics, batch-hard mining), as a
+            # single process would; gradients flow back to each rank through the differentiable gather.
+            features = [D.all_gather_cat(f) for f in out.features]
+            pids = D.all_gather_cat(pids)
+            logits = _unwrap(self.model).classify(out.names, features)
+            loss, terms = self.criterion(logits, features, pids, out.names)
+        self._check_finite(loss, terms)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.global_step += 1
+        summary = {"loss": loss.item(), "acc": (logits[0].argmax(1) == pids).float().mean().item() * 100}
+        summary.update({k: v.item() for k, v in terms.items()})
+        if out.gates is not None:
+            summary.update({f"gate/{k + 1}": g.item() for k, g in enumerate(out.gates.float().mean(0))})
+        return summary
+
+    def _check_finite(self, loss: torch.Tensor, terms: Dict[str, torch.Tensor]) -> None:
+        if torch.isfinite(loss):
+            return
+        bad = {k: float(v) for k, v in terms.items()}
+        raise NonFiniteLossError(f"non-finite loss at epoch {self.epoch + 1}, iteration {self.batch_idx + 1} "
+                                 f"(step {self.global_step + 1}): total={float(loss)}, terms={bad}. Training stopped; "
+                                 f"the last good checkpoint in {self._save_dir} is kept. Lower train.lr or set "
+                                 f"lfem.grad_clip.")
 
 class _NullWriter:
     """Stands in for TensorBoard's SummaryWriter on ranks other than 0."""
@@ -226,3 +250,27 @@ class _NullWriter:
 
 def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)) else model
+
+
+@ENGINES.register
+class TorchreidSoftmaxEngine(EvalCheckpointMixin, _TR.engine.ImageSoftmaxEngine):
+    """torchreid's ``ImageSoftmaxEngine`` with the plugin's evaluation and checkpoints (for fair comparisons).
+
+    Reference: torchreid ``ImageSoftmaxEngine``.
+    """
+
+    def __init__(self, *args: Any, checkpoint_period: int = 0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._init_mixin(False, checkpoint_period)
+
+
+@ENGINES.register
+class TorchreidTripletEngine(EvalCheckpointMixin, _TR.engine.ImageTripletEngine):
+    """torchreid's ``ImageTripletEngine`` with the plugin's evaluation and checkpoints (for fair comparisons).
+
+    Reference: torchreid ``ImageTripletEngine``.
+    """
+
+    def __init__(self, *args: Any, checkpoint_period: int = 0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._init_mixin(False, checkpoint_period)

@@ -65,16 +65,17 @@ def _ranks_of_matches(keys: torch.Tensor, positive: torch.Tensor, negative: torc
     slot = torch.arange(len(rows)) - starts[rows]
     sorted_pos = torch.full((keys.shape[0], width), _MAX_KEY, dtype=torch.int64)
     sorted_pos[rows, slot] = pos_keys
-    bucket = torch.searchsorted(sorted_pos, torch.where(negative, keys, _MAX_KEY))
-    offsets = torch.arange(keys.shape[0], dtype=torch.int64)[:, None] * (width + 1)
-    counts = torch.bincount((bucket + offsets)[negative], minlength=keys.shape[0] * (width + 1))
-    counts = counts.view(keys.shape[0], width + 1)
+    # Non-negatives (matches, junk) get the largest key: their bucket is the row's number of matches, which
+    # only feeds ranks past the last match, so no masking pass is needed.
+    bucket = torch.searchsorted(sorted_pos, torch.where(negative, keys, _MAX_KEY), out_int32=True)
+    bucket += torch.arange(keys.shape[0], dtype=torch.int32)[:, None] * (width + 1)
+    counts = torch.bincount(bucket.view(-1), minlength=keys.shape[0] * (width + 1)).view(keys.shape[0], width + 1)
     ranks = torch.arange(width) + torch.cumsum(counts, 1)[:, :width]
     return torch.where(torch.arange(width) < num_pos[:, None], ranks, -1), num_pos
 
 
 def evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int = 50,
-                  chunk_elements: int = 1 << 25) -> Tuple[np.ndarray, float]:
+                  chunk_elements: int = 1 << 21) -> Tuple[np.ndarray, float]:
     """CMC and mAP under the Market/Duke protocol, identical to torchreid's ``evaluate_rank``.
 
     Per query, gallery items with the same pid *and* camera are dropped; queries without a remaining match are

@@ -17,7 +17,7 @@ from . import _torchreid, config as C
 from . import distributed as D
 from .data.sampler import DistributedIdentitySampler
 from .data.transforms import build_test_transform, build_train_transform
-from .engine import LFEMEngine, _unwrap
+from .engine import LFEMEngine, TorchreidSoftmaxEngine, TorchreidTripletEngine, _unwrap
 from .losses import MultiBranchLoss, branch_weights
 from .optim import WarmupCosineLR, build_optimizer
 from .registry import MODELS
@@ -90,14 +90,15 @@ def build_engine(cfg: CfgNode, dm) -> Tuple[object, torch.nn.Module]:
         optimizer = _TR.optim.build_optimizer(model, optim=cfg.train.optim, lr=cfg.train.lr,
                                               weight_decay=cfg.train.weight_decay)
         scheduler = WarmupCosineLR(optimizer, **C.scheduler_kwargs(cfg))
+        common = dict(scheduler=scheduler, use_gpu=use_gpu, label_smooth=cfg.loss.softmax.label_smooth,
+                      checkpoint_period=cfg.train.checkpoint_period)
         if cfg.loss.name == "softmax":
-            engine = _TR.engine.ImageSoftmaxEngine(dm, model, optimizer, scheduler=scheduler, use_gpu=use_gpu,
-                                                   label_smooth=cfg.loss.softmax.label_smooth)
+            engine = TorchreidSoftmaxEngine(dm, model, optimizer, **common)
         else:
-            engine = _TR.engine.ImageTripletEngine(dm, model, optimizer, margin=cfg.loss.triplet.margin,
-                                                   weight_t=cfg.loss.triplet.weight_t,
-                                                   weight_x=cfg.loss.triplet.weight_x, scheduler=scheduler,
-                                                   use_gpu=use_gpu, label_smooth=cfg.loss.softmax.label_smooth)
+            engine = TorchreidTripletEngine(dm, model, optimizer, margin=cfg.loss.triplet.margin,
+                                            weight_t=cfg.loss.triplet.weight_t, weight_x=cfg.loss.triplet.weight_x,
+                                            **common)
+        engine.config_text = cfg.dump()
         return engine, model
     optimizer = build_optimizer(model, **C.optimizer_kwargs(cfg))
     if D.is_distributed():
@@ -129,10 +130,6 @@ def run(cfg: CfgNode, resume: str = "") -> LFEMEngine:
     engine, _ = build_engine(cfg, dm)
     kwargs = C.engine_run_kwargs(cfg)
     if resume:
-        if not isinstance(engine, LFEMEngine):
-            kwargs["start_epoch"] = _TR.utils.resume_from_checkpoint(resume, engine.model, engine.optimizer,
-                                                                     engine.scheduler)
-        else:
-            kwargs["start_epoch"] = engine.resume(resume)
+        kwargs["start_epoch"] = engine.resume(resume)
     engine.run(**kwargs)
     return engine
