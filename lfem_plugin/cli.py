@@ -17,6 +17,8 @@ __all__ = ["main", "build_parser", "COMMANDS"]
 COMMANDS: Dict[str, Tuple[str, str]] = {
     "train": ("train a model (lfem_vit or any torchreid model) from a yacs config", "train"),
     "test": ("evaluate a trained checkpoint", "train:test"),
+    "demo": ("offline CPU demo: LFEM variants vs torchreid baselines on occluded ORL faces", "compare:demo"),
+    "compare": ("train and compare models under one protocol (resumable; --report to aggregate)", "compare"),
     "prepare": ("build a dataset folder from its original archive (occluded-duke)", "prepare"),
 }
 

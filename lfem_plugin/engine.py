@@ -113,6 +113,7 @@ class EvalCheckpointMixin:
                   dist_metric: str = "euclidean", normalize_feature: bool = False, visrank: bool = False,
                   visrank_topk: int = 10, save_dir: str = "", use_metric_cuhk03: bool = False,
                   ranks: List[int] = (1, 5, 10, 20), rerank: bool = False):
+        start = time.perf_counter()
         qf, q_pids, q_cams = self._extract(query_loader)
         gf, g_pids, g_cams = self._extract(gallery_loader)
         if normalize_feature:
@@ -122,7 +123,8 @@ class EvalCheckpointMixin:
             distmat = _TR.utils.re_ranking(distmat, compute_distance_matrix(qf, qf, dist_metric).numpy(),
                                            compute_distance_matrix(gf, gf, dist_metric).numpy())
         cmc, mAP = evaluate_rank(distmat, q_pids, g_pids, q_cams, g_cams)
-        self.last_results[dataset_name] = {"cmc": cmc.tolist(), "mAP": float(mAP)}
+        self.last_results[dataset_name] = {"cmc": cmc.tolist(), "mAP": float(mAP),
+                                           "eval_s": time.perf_counter() - start}
         ranks_text = "  ".join(f"R{r}: {cmc[r - 1]:.1%}" for r in ranks if r <= len(cmc))
         _logger.info("%s: mAP %.1f%%  %s", dataset_name, 100 * mAP, ranks_text)
         if visrank:

@@ -1,0 +1,349 @@
+"""Train and evaluate models under one declared protocol; write one JSON per (model, seed); aggregate a report.
+
+``lfem-reid compare`` and ``benchmarks/compare.py`` are the same entry point; ``lfem-reid demo`` is the quick
+profile with one seed. Every model - the plugin's LFEM variants (paper Table 2) and torchreid's baselines (paper
+Table 1: PCB, ResNet-50, OSNet, HACNN) - is trained by :func:`lfem_plugin.train.run` (the plugin engine for plugin
+models, torchreid's own engines for torchreid models) and evaluated by the same evaluation code.
+
+Reference: LFEM paper Tables 1-2 (Sec. 4.3-4.4).
+"""
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import logging
+import platform
+import subprocess
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+__all__ = ["ModelSpec", "Profile", "PROFILES", "run_compare", "report", "run_one"]
+
+_logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One row of the comparison: a registered model name plus its config overrides."""
+
+    key: str
+    label: str
+    model: str
+    opts: Tuple[str, ...] = ()
+    needs_cuda: bool = False  # the torchreid model calls .cuda() itself
+    weights: Tuple[str, ...] = ()  # files (under $TORCH_HOME) that must exist when pretrained
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A declared protocol: one dataset, split, input size and evaluation code for every model."""
+
+    name: str
+    description: str
+    common: Tuple[str, ...]
+    models: Tuple[ModelSpec, ...]
+    config_file: Optional[str] = None
+    extra: Dict[str, Any] = field(default_factory=dict)
+
+
+def _opts(**kwargs: Any) -> Tuple[str, ...]:
+    out: List[str] = []
+    for key, value in kwargs.items():
+        out += [key.replace("__", "."), str(value)]
+    return tuple(out)
+
+
+# ---- quick profile: CPU, ORL faces with occluded queries, random init -------------------------------------------
+_QUICK_COMMON = _opts(data__sources="['orl_faces_occluded']", data__targets="['orl_faces_occluded']",
+                      data__height=96, data__width=80, data__workers=0, data__norm_mean="[0.5,0.5,0.5]",
+                      data__norm_std="[0.5,0.5,0.5]", train__batch_size=32, sampler__num_instances=4,
+                      test__batch_size=100, test__eval_freq=-1, train__checkpoint_period=0, train__print_freq=1000,
+                      model__pretrained=False, test__ranks="[1,5,10]")
+_QUICK_LFEM = _opts(model__name="lfem_vit_tiny", lfem__stride=16, lfem__drop_path_rate=0.0, lfem__padding=4,
+                    train__optim="adamw", train__lr=1e-3, train__max_epoch=100, lfem__warmup_epochs=5)
+_BASELINE_VIT = _opts(model__name="vit_transreid_tiny", lfem__use_lfem=False, lfem__views="['original']",
+                      lfem__local_feature="jpm", lfem__eval_feature="concat", lfem__loss_weights="transreid")
+_QUICK_CNN = _opts(loss__name="softmax", loss__softmax__label_smooth=True, train__optim="adam", train__lr=3e-4,
+                   train__weight_decay=5e-4, train__max_epoch=15, lfem__warmup_epochs=0)
+
+LFEM_VARIANTS = ("baseline_vit", "lfem_only", "rerc_only", "full")
+
+QUICK = Profile(
+    name="quick",
+    description="CPU, orl_faces_occluded (20 train ids; 40 occluded queries vs 160 gallery), 96x80 input, random "
+                "init; LFEM variants: tiny ViT (64-d, depth 3, stride 16), AdamW 1e-3, 100 epochs; CNN baselines: "
+                "torchreid softmax recipe (Adam 3e-4, label smoothing), 15 epochs",
+    common=_QUICK_COMMON,
+    models=(
+        ModelSpec("baseline_vit", "Baseline (ViT)", "vit_transreid_tiny", _QUICK_LFEM + _BASELINE_VIT),
+        ModelSpec("lfem_only", "LFEM only", "lfem_vit_tiny", _QUICK_LFEM + _opts(lfem__views="['original']")),
+        ModelSpec("rerc_only", "RE&RC only", "lfem_vit_tiny",
+                  _QUICK_LFEM + _opts(lfem__use_lfem=False, lfem__local_feature="jpm")),
+        ModelSpec("full", "Full (LFEM)", "lfem_vit_tiny", _QUICK_LFEM),
+        ModelSpec("resnet50", "ResNet-50", "resnet50", _QUICK_CNN + _opts(model__name="resnet50")),
+        ModelSpec("pcb_p6", "PCB", "pcb_p6", _QUICK_CNN + _opts(model__name="pcb_p6")),
+        ModelSpec("osnet_x1_0", "OSNet", "osnet_x1_0", _QUICK_CNN + _opts(model__name="osnet_x1_0", train__optim="amsgrad",
+                                                                        train__lr=0.0015)),
+        ModelSpec("hacnn", "HACNN", "hacnn", _QUICK_CNN + _opts(model__name="hacnn", data__height=160, data__width=64),
+                  needs_cuda=True),
+    ),
+)
+
+# ---- paper profile: GPU, Occluded-Duke, the paper's recipe / each baseline's standard torchreid recipe ----------
+_PAPER_CNN = _opts(loss__name="softmax", loss__softmax__label_smooth=True, train__optim="adam", train__lr=3e-4,
+                   train__weight_decay=5e-4, train__max_epoch=60, train__batch_size=32,
+                   sampler__train_sampler="RandomSampler", lfem__warmup_epochs=0, data__norm_mean="[0.485,0.456,0.406]",
+                   data__norm_std="[0.229,0.224,0.225]", test__eval_freq=-1, train__checkpoint_period=10)
+PAPER = Profile(
+    name="paper",
+    description="GPU, occluded_duke, 256x128; LFEM models: the paper's recipe (configs/occluded_duke/*.yaml, "
+                "ImageNet ViT-B/16 from --vit-weights); baselines: torchreid's softmax recipes with ImageNet weights "
+                "from $TORCH_HOME (skipped when absent)",
+    common=_opts(data__sources="['occluded_duke']", data__targets="['occluded_duke']"),
+    config_file="occluded_duke/lfem_vit_base_s11_256x128.yaml",
+    models=(
+        ModelSpec("baseline_vit", "Baseline (ViT)", "vit_transreid",
+                  _opts(model__name="vit_transreid", lfem__use_lfem=False, lfem__views="['original']",
+                        lfem__local_feature="jpm", lfem__eval_feature="concat", lfem__loss_weights="transreid")),
+        ModelSpec("lfem_only", "LFEM only", "lfem_vit", _opts(lfem__views="['original']")),
+        ModelSpec("rerc_only", "RE&RC only", "lfem_vit", _opts(lfem__use_lfem=False, lfem__local_feature="jpm")),
+        ModelSpec("full", "Full (LFEM)", "lfem_vit", ()),
+        ModelSpec("resnet50", "ResNet-50", "resnet50", _PAPER_CNN + _opts(model__name="resnet50"),
+                  weights=("hub/checkpoints/resnet50-19c8e357.pth",)),
+        ModelSpec("pcb_p6", "PCB", "pcb_p6", _PAPER_CNN + _opts(model__name="pcb_p6", data__height=384, data__width=128,
+                                                              train__optim="sgd", train__lr=0.05),
+                  weights=("hub/checkpoints/resnet50-19c8e357.pth",)),
+        ModelSpec("osnet_x1_0", "OSNet", "osnet_x1_0",
+                  _PAPER_CNN + _opts(model__name="osnet_x1_0", train__optim="amsgrad", train__lr=0.0015,
+                                     train__max_epoch=150, train__batch_size=64),
+                  weights=("checkpoints/osnet_x1_0_imagenet.pth",)),
+        ModelSpec("hacnn", "HACNN", "hacnn", _PAPER_CNN + _opts(model__name="hacnn", data__height=160, data__width=64,
+                                                              train__max_epoch=150), needs_cuda=True),
+    ),
+)
+PROFILES = {"quick": QUICK, "paper": PAPER}
+
+
+def _versions() -> Dict[str, str]:
+    import timm
+
+    from . import __version__, _torchreid
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                             cwd=Path(__file__).parent, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        rev = ""
+    return {"torch": torch.__version__, "timm": timm.__version__, "lfem_plugin": __version__,
+            "torchreid": getattr(_torchreid.root(), "__version__", "?"), "git": rev or "unknown"}
+
+
+def _device() -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+def _skip_reason(spec: ModelSpec, profile: Profile, pretrained: bool, vit_weights: Optional[str]) -> Optional[str]:
+    if spec.needs_cuda and not torch.cuda.is_available():
+        return f"torchreid's {spec.model} calls .cuda() in its forward pass; it needs a GPU"
+    if profile.name == "paper" and pretrained:
+        if spec.model.startswith(("lfem_vit", "vit_transreid")) and not vit_weights:
+            return "ImageNet ViT-B/16 weights not given (--vit-weights jx_vit_base_p16_224-80ecf9dd.pth)"
+        home = Path(torch.hub.get_dir()).parent
+        missing = [str(home / w) for w in spec.weights if not (home / w).is_file()]
+        if missing:
+            return f"ImageNet weights not found at {missing[0]} (no download is attempted)"
+    return None
+
+
+def _config(spec: ModelSpec, profile: Profile, seed: int, out_dir: Path, root: str, extra: Sequence[str],
+            vit_weights: Optional[str]):
+    from .config import load_config
+    config_file = None
+    if profile.config_file:
+        config_file = Path(__file__).resolve().parents[1] / "configs" / profile.config_file
+        if not config_file.is_file():
+            raise FileNotFoundError(f"{config_file} not found; run the paper profile from a source checkout")
+    opts = list(profile.common) + list(spec.opts) + ["train.seed", str(seed), "data.save_dir",
+                                                     str(out_dir / "runs" / f"{spec.key}_seed{seed}")]
+    if root:
+        opts += ["data.root", root]
+    if vit_weights and spec.model.startswith(("lfem_vit", "vit_transreid")):
+        opts += ["model.load_weights", vit_weights]
+    if not torch.cuda.is_available():
+        opts += ["use_gpu", "False"]
+    return load_config(config_file, opts + list(extra))
+
+
+def run_one(spec: ModelSpec, profile: Profile, seed: int, out_dir: Path, root: str = "",
+            extra: Sequence[str] = (), vit_weights: Optional[str] = None) -> Dict[str, Any]:
+    """Train + evaluate one model with one seed; the result JSON is written as soon as it is known."""
+    from . import train
+    result: Dict[str, Any] = {"model": spec.key, "label": spec.label, "registered_name": spec.model, "seed": seed,
+                              "profile": profile.name, "protocol": profile.description, "device": _device(),
+                              "versions": _versions(), "date": time.strftime("%Y-%m-%d %H:%M")}
+    path = out_dir / f"{spec.key}_seed{seed}.json"
+    try:
+        cfg = _config(spec, profile, seed, out_dir, root, extra, vit_weights)
+        result["config"] = cfg.dump()
+        reason = _skip_reason(spec, profile, cfg.model.pretrained, vit_weights)
+        if reason:
+            result.update(status="skipped", reason=reason)
+        else:
+            start = time.perf_counter()
+            log = out_dir / "runs" / f"{spec.key}_seed{seed}" / "stdout.log"
+            log.parent.mkdir(parents=True, exist_ok=True)
+            with open(log, "w") as handle, contextlib.redirect_stdout(handle):  # torchreid prints its progress
+                engine = train.run(cfg)
+            metrics = next(iter(engine.last_results.values()))
+            cmc = metrics["cmc"]
+            result.update(status="ok", R1=100 * cmc[0], R5=100 * cmc[min(4, len(cmc) - 1)],
+                          R10=100 * cmc[min(9, len(cmc) - 1)], mAP=100 * metrics["mAP"], cmc=cmc[:20],
+                          eval_s=metrics["eval_s"], epochs=cfg.train.max_epoch,
+                          train_images_per_s=float(np.mean(engine.train_images_per_s or [0.0])),
+                          params=sum(p.numel() for p in engine.model.parameters()),
+                          wall_s=time.perf_counter() - start)
+    except Exception as err:  # noqa: BLE001 - one failing model must not stop the comparison
+        _logger.exception("%s (seed %d) failed", spec.key, seed)
+        result.update(status="failed", reason=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=2))
+    tmp.replace(path)
+    return result
+
+
+def run_compare(profile: str = "quick", models: Optional[Sequence[str]] = None, seeds: Sequence[int] = (0,),
+                out_dir: str | Path = "compare_out", root: str = "", extra: Sequence[str] = (),
+                vit_weights: Optional[str] = None, force: bool = False) -> List[Dict[str, Any]]:
+    """Run every (model, seed) not already finished in ``out_dir`` (``force`` re-runs); returns all results."""
+    prof = PROFILES[profile]
+    specs = {s.key: s for s in prof.models}
+    unknown = [m for m in models or () if m not in specs]
+    if unknown:
+        raise KeyError(f"unknown models {unknown} for profile {profile!r}; choices: {list(specs)}")
+    out_dir = Path(out_dir)
+    results = []
+    for key in models or list(specs):
+        for seed in seeds:
+            path = out_dir / f"{key}_seed{seed}.json"
+            if path.is_file() and not force:
+                previous = json.loads(path.read_text())
+                if previous.get("status") in ("ok", "skipped"):
+                    _logger.info("%s seed %d: already done (%s)", key, seed, path)
+                    results.append(previous)
+                    continue
+            _logger.info("%s seed %d: training", key, seed)
+            results.append(run_one(specs[key], prof, seed, out_dir, root, extra, vit_weights))
+    return results
+
+
+def _load(out_dir: Path) -> List[Dict[str, Any]]:
+    return [json.loads(p.read_text()) for p in sorted(out_dir.glob("*_seed*.json"))]
+
+
+def _mean_std(values: List[float]) -> Tuple[float, float]:
+    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
+def report(out_dir: str | Path) -> Path:
+    """Aggregate the JSONs in ``out_dir`` into ``results.md``, ``results.csv``, ``cmc.png`` and ``bars.png``."""
+    out_dir = Path(out_dir)
+    results = _load(out_dir)
+    if not results:
+        raise FileNotFoundError(f"no result JSON in {out_dir}; run the comparison first")
+    order = [s.key for p in PROFILES.values() for s in p.models]
+    groups: Dict[str, List[Dict[str, Any]]] = {}
+    for r in sorted(results, key=lambda r: (order.index(r["model"]) if r["model"] in order else 99, r["seed"])):
+        groups.setdefault(r["model"], []).append(r)
+    rows = [_row(key, runs) for key, runs in groups.items()]
+    _write_table(out_dir, rows, results[0])
+    _plots(out_dir, groups)
+    return out_dir / "results.md"
+
+
+def _row(key: str, runs: List[Dict[str, Any]]) -> Dict[str, Any]:
+    ok = [r for r in runs if r["status"] == "ok"]
+    row = {"model": key, "label": runs[0]["label"], "runs": len(ok), "seeds": " ".join(str(r["seed"]) for r in ok)}
+    if not ok:
+        row["status"] = f"{runs[-1]['status']}: {runs[-1].get('reason', '')}"
+        return row
+    for metric in ("R1", "R5", "R10", "mAP", "train_images_per_s", "eval_s"):
+        row[metric], row[metric + "_std"] = _mean_std([r[metric] for r in ok])
+    row.update(params=ok[0]["params"], epochs=ok[0]["epochs"], status="ok", device=ok[0]["device"])
+    return row
+
+
+def _write_table(out_dir: Path, rows: List[Dict[str, Any]], first: Dict[str, Any]) -> None:
+    def cell(row, metric):
+        if row["status"] != "ok":
+            return "-"
+        return f"{row[metric]:.1f} ± {row[metric + '_std']:.1f}" if row["runs"] > 1 else f"{row[metric]:.1f}"
+
+    lines = [f"Protocol: {first['protocol']}  ", f"Device: {first['device']}; measured {first['date']}; "
+             f"versions: {first['versions']}", "",
+             "| model | R1 | R5 | R10 | mAP | seeds | params (M) | train img/s | eval s | note |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for row in rows:
+        ok = row["status"] == "ok"
+        lines.append(f"| {row['label']} | {cell(row, 'R1')} | {cell(row, 'R5')} | {cell(row, 'R10')} | "
+                     f"{cell(row, 'mAP')} | {row['seeds'] or '-'} | {row['params'] / 1e6:.2f} | " if ok else
+                     f"| {row['label']} | - | - | - | - | - | - | ")
+        lines[-1] += (f"{row['train_images_per_s']:.0f} | {row['eval_s']:.2f} | {row['epochs']} epochs |" if ok else
+                      f"- | - | {row['status']} |")
+    (out_dir / "results.md").write_text("\n".join(lines) + "\n")
+    fields = ["model", "label", "runs", "seeds", "R1", "R1_std", "R5", "R5_std", "R10", "R10_std", "mAP", "mAP_std",
+              "params", "train_images_per_s", "eval_s", "epochs", "status"]
+    with open(out_dir / "results.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _plots(out_dir: Path, groups: Dict[str, List[Dict[str, Any]]]) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    done = {k: [r for r in v if r["status"] == "ok"] for k, v in groups.items()}
+    done = {k: v for k, v in done.items() if v}
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for key, runs in done.items():
+        cmc = np.mean([r["cmc"] for r in runs], axis=0) * 100
+        ax.plot(np.arange(1, len(cmc) + 1), cmc, marker="o", markersize=3, label=runs[0]["label"])
+    ax.set(xlabel="rank", ylabel="matching rate (%)", title="CMC")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out_dir / "cmc.png", dpi=120)
+    plt.close(fig)
+    fig, ax = plt.subplots(figsize=(max(6, len(done) * 0.9), 4))
+    x = np.arange(len(done))
+    for offset, metric in ((-0.2, "R1"), (0.2, "mAP")):
+        stats = [_mean_std([r[metric] for r in runs]) for runs in done.values()]
+        ax.bar(x + offset, [m for m, _ in stats], 0.4, yerr=[s for _, s in stats], capsize=3, label=metric)
+    ax.set_xticks(x, [runs[0]["label"] for runs in done.values()], rotation=30, ha="right", fontsize=8)
+    ax.set(ylabel="%", title="Rank-1 and mAP (mean ± std over seeds)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out_dir / "bars.png", dpi=120)
+    plt.close(fig)
+
+
+def summary_text(results: List[Dict[str, Any]]) -> str:
+    """A short console table of one run."""
+    lines = [f"{'model':<16} {'R1':>6} {'mAP':>6}  note"]
+    for r in results:
+        if r["status"] == "ok":
+            lines.append(f"{r['label']:<16} {r['R1']:6.1f} {r['mAP']:6.1f}  {r['wall_s']:.0f} s")
+        else:
+            lines.append(f"{r['label']:<16} {'-':>6} {'-':>6}  {r['status']}: {r.get('reason', '')[:70]}")
+    return "\n".join(lines)
+

@@ -1,0 +1,67 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lfem_plugin import compare
+from lfem_plugin.compare import ModelSpec, Profile, report, run_compare
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ("train.max_epoch", "1", "data.height", "64", "data.width", "32", "lfem.stride", "8",
+        "train.batch_size", "16", "sampler.num_instances", "4")
+
+
+@pytest.mark.slow
+def test_compare_two_models_writes_json_table_and_plots_and_survives_a_failure(tmp_path, monkeypatch):
+    quick = compare.QUICK
+    broken = ModelSpec("broken", "Broken", "no_such_model", quick.models[0].opts + ("model.name", "no_such_model"))
+    profile = Profile("quick", quick.description, quick.common, quick.models + (broken,))
+    monkeypatch.setitem(compare.PROFILES, "quick", profile)
+    results = run_compare("quick", ["full", "broken", "baseline_vit"], seeds=[0], out_dir=tmp_path,
+                          root=str(tmp_path / "data"), extra=TINY)
+    assert [r["status"] for r in results] == ["ok", "failed", "ok"]
+    assert "no_such_model" in results[1]["reason"]
+    full = json.loads((tmp_path / "full_seed0.json").read_text())
+    for key in ("R1", "R5", "R10", "mAP", "params", "train_images_per_s", "eval_s", "epochs", "device", "versions",
+                "seed", "config"):
+        assert key in full
+    assert full["epochs"] == 1 and 0 <= full["mAP"] <= 100
+    report(tmp_path)
+    table = (tmp_path / "results.md").read_text()
+    assert "Full (LFEM)" in table and "Baseline (ViT)" in table and "failed" in table
+    assert (tmp_path / "results.csv").read_text().startswith("model,label")
+    for png in ("cmc.png", "bars.png"):
+        assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
+    # resumable: finished models are not trained again
+    again = run_compare("quick", ["full"], seeds=[0], out_dir=tmp_path, root=str(tmp_path / "data"), extra=TINY)
+    assert again[0]["date"] == full["date"] and again[0]["R1"] == full["R1"]
+
+
+def test_unknown_model_lists_choices():
+    with pytest.raises(KeyError, match="choices"):
+        run_compare("quick", ["nope"], out_dir="unused")
+
+
+def test_hacnn_is_skipped_with_a_reason_on_cpu(tmp_path):
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("has a GPU")
+    result = run_compare("quick", ["hacnn"], seeds=[0], out_dir=tmp_path)[0]
+    assert result["status"] == "skipped" and "GPU" in result["reason"]
+
+
+def test_paper_profile_skips_baselines_without_weights(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    result = run_compare("paper", ["resnet50"], seeds=[0], out_dir=tmp_path)[0]
+    assert result["status"] == "skipped" and "no download" in result["reason"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", ["bench_eval.py", "bench_throughput.py"])
+def test_bench_scripts_smoke(script, tmp_path):
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), "--smoke", "--out", str(tmp_path)],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert list(tmp_path.glob("*.json"))
