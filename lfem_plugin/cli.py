@@ -19,6 +19,9 @@ COMMANDS: Dict[str, Tuple[str, str]] = {
     "test": ("evaluate a trained checkpoint", "train:test"),
     "demo": ("offline CPU demo: LFEM variants vs torchreid baselines on occluded ORL faces", "compare:demo"),
     "compare": ("train and compare models under one protocol (resumable; --report to aggregate)", "compare"),
+    "extract": ("extract features of images with a trained checkpoint", "inference:extract"),
+    "export": ("export a trained checkpoint (onnx), checked against PyTorch", "inference:export"),
+    "visualize": ("draw the LFEM gates over the JPM patch groups of some images", "inference:visualize"),
     "prepare": ("build a dataset folder from its original archive (occluded-duke)", "prepare"),
 }
 
@@ -47,7 +50,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 0
-    return int(args._run(args) or 0)
+    try:
+        return int(args._run(args) or 0)
+    except (FileNotFoundError, FileExistsError, KeyError, ValueError, RuntimeError, OSError) as err:
+        if args.verbose:
+            raise
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"lfem-reid {args.command}: error: {message}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -19,8 +19,10 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 
 
 def add_test_args(parser: argparse.ArgumentParser) -> None:
-    add_args(parser)
     parser.add_argument("--weights", required=True, help="checkpoint to evaluate")
+    parser.add_argument("--visualize", action="store_true",
+                        help="write ranked lists, a CMC curve and LFEM gate pictures to data.save_dir")
+    add_args(parser)
 
 
 def _config(args: argparse.Namespace, test: bool = False):
@@ -38,6 +40,8 @@ def _config(args: argparse.Namespace, test: bool = False):
         opts += ["use_gpu", "False"]
     if test:
         opts += ["test.evaluate", "True", "model.pretrained", "False", "model.load_weights", ""]
+        if getattr(args, "visualize", False):
+            opts += ["test.visrank", "True"]
     return load_config(args.config_file or None, opts)
 
 
@@ -78,4 +82,31 @@ def run_test(args: argparse.Namespace) -> int:
                        f"unexpected {missing.unexpected_keys[:8]}")
     engine.run(**{**train.C.engine_run_kwargs(cfg), "test_only": True})
     print(json.dumps({k: {"mAP": v["mAP"], "rank1": v["cmc"][0]} for k, v in engine.last_results.items()}))
+    if args.visualize:
+        _pictures(cfg, dm, _unwrap(model), engine)
     return 0
+
+
+def _pictures(cfg, dm, model, engine, num_queries: int = 8) -> None:
+    """CMC curve of every target, and LFEM gate pictures of the first queries (ranked lists: torchreid)."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from ..inference import read_image
+    from ..visualize import draw_lfem_groups, plot_cmc
+    out = Path(cfg.data.save_dir)
+    plot_cmc({name: r["cmc"] for name, r in engine.last_results.items()}, out / "cmc.png")
+    print(f"CMC curve: {out / 'cmc.png'}; ranked lists: {out}/visrank_<dataset>/")
+    if getattr(model, "fusion", None) is None:
+        return
+    for name in engine.last_results:
+        folder = out / f"lfem_gates_{name}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for item in dm.test_dataset[name]["query"][:num_queries]:
+            img = read_image(item[0])
+            shown = np.asarray(img.resize((cfg.data.width, cfg.data.height)))
+            camera = int(item[2]) if cfg.test.use_cameras and model.backbone.sie.enabled else None
+            draw_lfem_groups(model, dm.transform_te(img), shown, folder / (Path(item[0]).stem + ".png"), camera,
+                             f"pid {item[1]} cam {item[2]}")
+        print(f"LFEM gate pictures: {folder}/")

@@ -1,0 +1,92 @@
+"""``lfem-reid extract`` and ``lfem-reid export onnx``."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def add_extract_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--weights", required=True, help="checkpoint written by lfem-reid train")
+    parser.add_argument("--config-file", default=None, help="training config (default: the one in the checkpoint)")
+    parser.add_argument("--images", required=True, help="folder of images, or a text file with one path per line")
+    parser.add_argument("--cameras", nargs="+", default=None,
+                        help="camera id per image (ints), or 'from-name' to parse NNNN_cC names; default: no SIE")
+    parser.add_argument("--out", type=Path, default=Path("features.npy"), help="features .npy (paths beside it)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    parser.add_argument("--skip-bad-images", action="store_true", help="skip unreadable images with a warning")
+
+
+def add_export_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("format", choices=["onnx"], help="export format")
+    parser.add_argument("--weights", required=True, help="checkpoint written by lfem-reid train")
+    parser.add_argument("--config-file", default=None, help="training config (default: the one in the checkpoint)")
+    parser.add_argument("--out", type=Path, default=Path("model.onnx"))
+    parser.add_argument("--with-camera", action="store_true", help="add a 'cameras' input (SIE)")
+
+
+def _cuda() -> bool:
+    import torch
+    return torch.cuda.is_available()
+
+
+def run_extract(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ..inference import cameras_from_names, extract_features, list_images, load_trained
+    model, cfg = load_trained(args.weights, args.config_file, device=args.device)
+    paths = list_images(args.images)
+    cameras = None
+    if args.cameras == ["from-name"]:
+        cameras = cameras_from_names(paths)
+    elif args.cameras:
+        cameras = [int(c) for c in args.cameras]
+    feats, kept = extract_features(model, paths, cfg.data.height, cfg.data.width, cfg.data.norm_mean,
+                                   cfg.data.norm_std, cameras, args.batch_size, args.device, args.skip_bad_images)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    np.save(args.out, feats)
+    paths_file = args.out.with_suffix(".paths.txt")
+    paths_file.write_text("\n".join(kept) + "\n")
+    print(f"{feats.shape[0]} features of dimension {feats.shape[1]} -> {args.out} (paths: {paths_file})")
+    return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from ..inference import export_onnx, load_trained
+    model, cfg = load_trained(args.weights, args.config_file)
+    report = export_onnx(model, str(args.out), cfg.data.height, cfg.data.width, args.with_camera)
+    print(f"exported {args.out} (dynamic batch{', cameras input' if args.with_camera else ''}); onnxruntime vs "
+          f"PyTorch max abs diff: {report['max_abs_diff']:.2e}")
+    print(json.dumps(report))
+    return 0
+
+
+def add_visualize_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--weights", required=True, help="checkpoint written by lfem-reid train")
+    parser.add_argument("--config-file", default=None, help="training config (default: the one in the checkpoint)")
+    parser.add_argument("--images", required=True, help="folder of images, or a text file with one path per line")
+    parser.add_argument("--cameras", nargs="+", default=None, help="camera id per image, or 'from-name'")
+    parser.add_argument("--out", type=Path, default=Path("lfem_gates"), help="output folder of PNGs")
+    parser.add_argument("--limit", type=int, default=16, help="at most this many images")
+
+
+def run_visualize(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from ..data.transforms import build_test_transform
+    from ..inference import cameras_from_names, list_images, load_trained, read_image
+    from ..visualize import draw_lfem_groups
+    model, cfg = load_trained(args.weights, args.config_file)
+    paths = list_images(args.images)[:args.limit]
+    cameras = (cameras_from_names(paths) if args.cameras == ["from-name"] else
+               [int(c) for c in args.cameras][:len(paths)] if args.cameras else [None] * len(paths))
+    transform = build_test_transform(cfg.data.height, cfg.data.width, cfg.data.norm_mean, cfg.data.norm_std)
+    args.out.mkdir(parents=True, exist_ok=True)
+    for path, cam in zip(paths, cameras):
+        img = read_image(path)
+        shown = np.asarray(img.resize((cfg.data.width, cfg.data.height)))
+        out = args.out / (Path(path).stem + "_lfem.png")
+        gates = draw_lfem_groups(model, transform(img), shown, out, cam, Path(path).name)
+        print(f"{out}: gates {np.round(gates, 3).tolist()}")
+    return 0

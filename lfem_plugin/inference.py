@@ -1,0 +1,188 @@
+"""Use a trained model elsewhere: rebuild it from a checkpoint, extract features, export to ONNX.
+
+Without camera ids the model leaves the SIE term out (what torchreid's ``FeatureExtractor`` does); pass the cameras
+to get exactly the features of the engine's evaluation path.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import nn
+
+from .checkpoint import load_checkpoint
+from .config import load_config
+from .data.transforms import build_test_transform
+from .registry import MODELS
+
+__all__ = ["load_trained", "list_images", "read_image", "extract_features", "export_onnx", "BadImageError"]
+
+_logger = logging.getLogger(__name__)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".webp")
+
+
+class BadImageError(OSError):
+    """An image file that cannot be decoded."""
+
+
+def read_image(path: str) -> Image.Image:
+    """Decode ``path`` fully as RGB; raises :class:`BadImageError` naming the file (torchreid retries forever)."""
+    try:
+        with Image.open(path) as img:
+            return img.convert("RGB")
+    except (OSError, UnidentifiedImageError, ValueError) as err:
+        raise BadImageError(f"{path}: cannot read image ({err}). Remove or replace the file, or skip unreadable "
+                            f"images (extract: --skip-bad-images; datasets: data.skip_bad_images True)") from err
+
+
+def load_trained(weights: str, config_file: Optional[str] = None, opts: Sequence[str] = (),
+                 device: str = "cpu") -> Tuple[nn.Module, object]:
+    """Rebuild a plugin model from its checkpoint (config from ``config_file`` or stored in the checkpoint) and
+    load it strictly; the error names missing and unexpected keys."""
+    state = load_checkpoint(weights)
+    if config_file:
+        cfg = load_config(config_file, opts)
+    elif "config" in state:
+        cfg = load_config(None, _cfg_opts_from_text(state["config"]) + list(opts))
+    else:
+        raise ValueError(f"{weights} holds no config; pass the training config with --config-file")
+    sd = state.get("state_dict", state)
+    name = cfg.model.name
+    if name not in MODELS:
+        raise KeyError(f"{name!r} is not a plugin model; choices: {sorted(MODELS)} (torchreid models: use "
+                       f"torchreid.utils.FeatureExtractor)")
+    num_classes = sd["heads.0.classifier.weight"].shape[0] if "heads.0.classifier.weight" in sd else 1
+    num_cameras = sd["backbone.sie.table"].shape[0] if "backbone.sie.table" in sd else 0
+    from .config import model_kwargs
+    kwargs = dict(model_kwargs(cfg, num_cameras), pretrained_path=None)
+    model = MODELS.get(name)(num_classes=num_classes, loss=cfg.loss.name, pretrained=False, **kwargs)
+    result = model.load_state_dict(sd, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise KeyError(f"{weights} does not match {name} built from its config: missing keys "
+                       f"{result.missing_keys[:10]}, unexpected keys {result.unexpected_keys[:10]}. Is it a "
+                       f"checkpoint of another model, or the wrong --config-file?")
+    return model.to(device).eval(), cfg
+
+
+def _cfg_opts_from_text(text: str) -> List[str]:
+    import yaml
+    flat: List[str] = []
+
+    def walk(prefix: str, node) -> None:
+        for key, value in node.items():
+            if isinstance(value, dict):
+                walk(f"{prefix}{key}.", value)
+            else:
+                flat.extend([f"{prefix}{key}", repr(value) if not isinstance(value, str) else value])
+    walk("", yaml.safe_load(text))
+    return flat
+
+
+def list_images(source: str) -> List[str]:
+    """Images under a folder (recursive, sorted) or listed one per line in a text file."""
+    path = Path(source)
+    if path.is_dir():
+        found = sorted(str(p) for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    elif path.is_file():
+        base = path.parent
+        found = [str(p if Path(p).is_absolute() else base / p) for p in
+                 (line.strip() for line in path.read_text().splitlines()) if p]
+    else:
+        raise FileNotFoundError(f"{source} is neither a folder of images nor a list file")
+    if not found:
+        raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found in {source}")
+    return found
+
+
+def cameras_from_names(paths: Sequence[str]) -> List[int]:
+    """Camera ids parsed from Duke/Market-style names ``NNNN_cC...`` (camid = C - 1)."""
+    out = []
+    for p in paths:
+        match = re.match(r"^-?\d+_c(\d+)", os.path.basename(p))
+        if match is None:
+            raise ValueError(f"{p}: no camera in the file name ('NNNN_cC_...'); pass --cameras explicitly")
+        out.append(int(match.group(1)) - 1)
+    return out
+
+
+@torch.no_grad()
+def extract_features(model: nn.Module, paths: Sequence[str], height: int, width: int, mean, std,
+                     cameras: Optional[Sequence[int]] = None, batch_size: int = 64, device: str = "cpu",
+                     skip_bad_images: bool = False) -> Tuple[np.ndarray, List[str]]:
+    """Features ``(N, D)`` of the readable images, and their paths (bad ones skipped with a warning if asked)."""
+    from tqdm import tqdm
+    transform = build_test_transform(height, width, mean, std)
+    if cameras is not None and len(cameras) != len(paths):
+        raise ValueError(f"{len(cameras)} camera ids for {len(paths)} images")
+    feats, kept, skipped = [], [], 0
+    batch, batch_cams = [], []
+    items = list(zip(paths, cameras if cameras is not None else [None] * len(paths)))
+    for i, (path, cam) in enumerate(tqdm(items, desc="extract", unit="img", disable=not sys.stderr.isatty())):
+        try:
+            batch.append(transform(read_image(path)))
+        except BadImageError:
+            if not skip_bad_images:
+                raise
+            _logger.warning("skipping unreadable image %s", path)
+            skipped += 1
+            continue
+        kept.append(path)
+        batch_cams.append(cam)
+        if len(batch) == batch_size or i == len(items) - 1:
+            camera = torch.tensor(batch_cams, device=device) if cameras is not None else None
+            feats.append(model(torch.stack(batch).to(device), camera=camera).float().cpu())
+            batch, batch_cams = [], []
+    if batch:
+        camera = torch.tensor(batch_cams, device=device) if cameras is not None else None
+        feats.append(model(torch.stack(batch).to(device), camera=camera).float().cpu())
+    if skipped:
+        _logger.warning("skipped %d unreadable image(s) of %d", skipped, len(paths))
+    if not feats:
+        raise BadImageError("no readable image")
+    return torch.cat(feats).numpy(), kept
+
+
+class _OnnxGraph(nn.Module):
+    """The evaluation graph with an optional camera input."""
+
+    def __init__(self, model: nn.Module, with_camera: bool) -> None:
+        super().__init__()
+        self.model, self.with_camera = model, with_camera
+
+    def forward(self, images: torch.Tensor, cameras: Optional[torch.Tensor] = None) -> torch.Tensor:
+        return self.model(images, camera=cameras if self.with_camera else None)
+
+
+def export_onnx(model: nn.Module, out: str, height: int, width: int, with_camera: bool = False,
+                check: bool = True) -> Dict[str, float]:
+    """Export the evaluation graph (dynamic batch); with ``check`` compare onnxruntime with PyTorch."""
+    model = model.eval()
+    graph = _OnnxGraph(model, with_camera).eval()
+    images = torch.randn(2, 3, height, width)
+    inputs: Tuple[torch.Tensor, ...] = (images, torch.zeros(2, dtype=torch.long)) if with_camera else (images,)
+    names = ["images", "cameras"][:len(inputs)]
+    torch.onnx.export(graph, inputs, out, input_names=names, output_names=["features"], dynamo=False,
+                      dynamic_axes={**{n: {0: "batch"} for n in names}, "features": {0: "batch"}}, opset_version=17)
+    model.eval()
+    if not check:
+        return {}
+    import onnxruntime as ort
+    session = ort.InferenceSession(out, providers=["CPUExecutionProvider"])
+    test = torch.randn(5, 3, height, width)
+    feed = {"images": test.numpy()}
+    cams = None
+    if with_camera:
+        num = max(getattr(model.backbone.sie, "num_cameras", 1), 1)
+        cams = torch.arange(5) % num
+        feed["cameras"] = cams.numpy()
+    with torch.no_grad():
+        ref = model(test, camera=cams).numpy()
+    got = session.run(None, feed)[0]
+    return {"max_abs_diff": float(np.abs(got - ref).max()), "batch": 5}
