@@ -37,6 +37,7 @@ def get_default_config() -> CN:
     cfg.data.norm_mean = [0.5, 0.5, 0.5]  # normalisation mean (the jx ViT weights use 0.5)
     cfg.data.norm_std = [0.5, 0.5, 0.5]  # normalisation std
     cfg.data.save_dir = "log/lfem"  # output folder: logs, TensorBoard, checkpoints
+    cfg.data.skip_bad_images = False  # drop unreadable images when building the plugin's datasets (decodes all)
     cfg.sampler = CN()
     cfg.sampler.train_sampler = "RandomIdentitySampler"  # torchreid sampler name (P x K)
     cfg.sampler.num_instances = 3  # K images per identity in a batch

@@ -15,6 +15,7 @@ from yacs.config import CfgNode
 
 from . import _torchreid, config as C
 from . import distributed as D
+from .data.datasets import set_skip_bad_images
 from .data.sampler import DistributedIdentitySampler
 from .data.transforms import build_test_transform, build_train_transform
 from .engine import LFEMEngine, TorchreidSoftmaxEngine, TorchreidTripletEngine, _unwrap
@@ -42,6 +43,7 @@ def is_plugin_model(name: str) -> bool:
 def build_datamanager(cfg: CfgNode):
     """torchreid's ``ImageDataManager``; plugin models get the multi-view train and the test transforms."""
     plugin = is_plugin_model(cfg.model.name)
+    set_skip_bad_images(cfg.data.skip_bad_images)
     kwargs = C.imagedata_kwargs(cfg)
     if not plugin:
         kwargs.update(transforms=["random_flip"], norm_mean=None, norm_std=None)

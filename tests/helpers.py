@@ -8,6 +8,7 @@ import numpy as np
 from PIL import Image
 
 from lfem_plugin import _torchreid
+from lfem_plugin.data.datasets import SafeImageDataset
 from lfem_plugin.engine import LFEMEngine
 from lfem_plugin.losses import MultiBranchLoss
 from lfem_plugin.optim import WarmupCosineLR, build_optimizer
@@ -32,7 +33,7 @@ def write_synthetic_reid(root: Path, num_ids: int = 6, per_id: int = 4, size=(32
                     folder / f"{pid:04d}_c{cam}_f{i:07d}.jpg")
 
 
-class SyntheticReID(TR.data.ImageDataset):
+class SyntheticReID(SafeImageDataset):
     """Test dataset over :func:`write_synthetic_reid`'s folder."""
 
     def __init__(self, root: str = "", **kwargs) -> None:

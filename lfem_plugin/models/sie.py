@@ -50,7 +50,7 @@ class CameraEmbedding(nn.Module):
             if lo < 0 or hi >= self.num_cameras:
                 raise ValueError(f"camera id {lo if lo < 0 else hi} is outside the SIE table of {self.num_cameras} "
                                  f"training cameras (valid ids 0..{self.num_cameras - 1}); evaluate without cameras "
-                                 f"(camera=None, SIE off) or train with all cameras")
+                                 f"(camera=None; config test.use_cameras False: SIE off) or train with all cameras")
         return self.coef * self.table[camera]
 
     def extra_repr(self) -> str:
