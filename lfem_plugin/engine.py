@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import time
 import os.path as osp
 from contextlib import nullcontext
@@ -66,7 +67,13 @@ class EvalCheckpointMixin:
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(self.epoch)
         start = time.perf_counter()
-        super().train(print_freq, fixbase_epoch, open_layers)
+        loader = self.train_loader
+        if sys.stderr.isatty() and D.is_main():  # a bar on a terminal; torchreid's periodic log lines otherwise
+            self.train_loader = _Progress(loader, f"epoch {self.epoch + 1}/{self.max_epoch}")
+        try:
+            super().train(print_freq, fixbase_epoch, open_layers)
+        finally:
+            self.train_loader = loader
         images = len(self.train_loader) * self.train_loader.batch_size * self.num_views * D.world_size()
         self.train_images_per_s.append(images / max(time.perf_counter() - start, 1e-9))
         # RNG as training left it: evaluation creates data-loader iterators that draw from the torch RNG, and a
@@ -239,6 +246,21 @@ class LFEMEngine(EvalCheckpointMixin, _TR.engine.Engine):
                                  f"(step {self.global_step + 1}): total={float(loss)}, terms={bad}. Training stopped; "
                                  f"the last good checkpoint in {self._save_dir} is kept. Lower train.lr or set "
                                  f"lfem.grad_clip.")
+
+class _Progress:
+    """A data loader seen through a tqdm bar (same length and iteration)."""
+
+    def __init__(self, loader, desc: str) -> None:
+        self.loader, self.desc = loader, desc
+        self.batch_size = loader.batch_size
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        from tqdm import tqdm
+        return iter(tqdm(self.loader, desc=self.desc, leave=False, unit="batch"))
+
 
 class _NullWriter:
     """Stands in for TensorBoard's SummaryWriter on ranks other than 0."""
