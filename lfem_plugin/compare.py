@@ -65,6 +65,7 @@ _QUICK_COMMON = _opts(data__sources="['orl_faces_occluded']", data__targets="['o
                       data__height=96, data__width=80, data__workers=0, data__norm_mean="[0.5,0.5,0.5]",
                       data__norm_std="[0.5,0.5,0.5]", train__batch_size=32, sampler__num_instances=4,
                       test__batch_size=100, test__eval_freq=-1, train__checkpoint_period=0, train__print_freq=1000,
+                      train__save_checkpoints=False,
                       model__pretrained=False, test__ranks="[1,5,10]")
 _QUICK_LFEM = _opts(model__name="lfem_vit_tiny", lfem__stride=16, lfem__drop_path_rate=0.0, lfem__padding=4,
                     train__optim="adamw", train__lr=1e-3, train__max_epoch=100, lfem__warmup_epochs=5)

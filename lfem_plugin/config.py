@@ -51,6 +51,7 @@ def get_default_config() -> CN:
     cfg.train.print_freq = 20  # log every N iterations
     cfg.train.seed = 1  # random seed
     cfg.train.checkpoint_period = 20  # save a resumable checkpoint every N epochs (0: only at evaluations/end)
+    cfg.train.save_checkpoints = True  # write checkpoints at all (comparisons turn it off to save disk)
     cfg.sgd = CN()
     cfg.sgd.momentum = 0.9  # SGD momentum
     cfg.loss = CN()

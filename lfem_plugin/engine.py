@@ -52,6 +52,8 @@ class EvalCheckpointMixin:
     scaler = None
     num_views: int = 1
 
+    save_checkpoints: bool = True
+
     def _init_mixin(self, use_cameras: bool, checkpoint_period: int) -> None:
         self.device = torch.device("cuda" if self.use_gpu else "cpu")
         self.use_cameras = use_cameras
@@ -144,7 +146,7 @@ class EvalCheckpointMixin:
     # ---- checkpoints -------------------------------------------------------------------------------------------
     def save_model(self, epoch: int, rank1: float, save_dir: str, is_best: bool = False) -> None:
         """Atomic checkpoint ``save_dir/model/model.pth.tar-<epoch+1>`` that resumes exactly (rank 0 writes)."""
-        if not D.is_main():
+        if not D.is_main() or not self.save_checkpoints:
             return
         state = {"state_dict": _unwrap(self.model).state_dict(), "epoch": epoch + 1,
                  "rank1": float(rank1) if rank1 is not None and not math.isnan(float(rank1)) else -1.0,

@@ -101,6 +101,7 @@ def build_engine(cfg: CfgNode, dm) -> Tuple[object, torch.nn.Module]:
                                             weight_t=cfg.loss.triplet.weight_t, weight_x=cfg.loss.triplet.weight_x,
                                             **common)
         engine.config_text = cfg.dump()
+        engine.save_checkpoints = cfg.train.save_checkpoints
         return engine, model
     optimizer = build_optimizer(model, **C.optimizer_kwargs(cfg))
     if D.is_distributed():
@@ -116,6 +117,7 @@ def build_engine(cfg: CfgNode, dm) -> Tuple[object, torch.nn.Module]:
                         grad_clip=cfg.lfem.grad_clip, use_cameras=cfg.test.use_cameras,
                         checkpoint_period=cfg.train.checkpoint_period)
     engine.config_text = cfg.dump()
+    engine.save_checkpoints = cfg.train.save_checkpoints
     return engine, model
 
 
