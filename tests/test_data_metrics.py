@@ -68,7 +68,6 @@ def test_occluded_duke_missing_or_incomplete_says_how_to_build(tmp_path):
 
 
 @pytest.fixture(scope="module")
-@needs_lists
 def fake_duke_zip(tmp_path_factory):
     """The original zip layout holding every listed image (query images partly only in bounding_box_test)."""
     lists = {s: (LISTS / f"{s}.list").read_text().split() for s in ("train", "query", "gallery")}
