@@ -103,7 +103,7 @@ def test_paper_config_is_the_paper_recipe():
 def _cfg(root, save_dir, *opts):
     return C.load_config(REPO / "configs" / "orl" / "lfem_vit_tiny_64x32_cpu.yaml",
                          ["data.root", str(root), "data.save_dir", str(save_dir), "data.sources", "['synthetic_reid']",
-                          "data.targets", "['synthetic_reid']",
+                          "data.targets", "['synthetic_reid']", "test.eval_freq", "-1", "train.checkpoint_period", "0",
                           "train.batch_size", "8", "sampler.num_instances", "2", "test.batch_size", "8",
                           "use_gpu", "False", *opts])
 
@@ -234,14 +234,22 @@ dist.destroy_process_group()
 """
 
 
+def _free_port() -> int:
+    import socket
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 @pytest.mark.slow
 def test_two_process_gloo_step_matches_single_process(tmp_path):
     script = tmp_path / "ddp_step.py"
     script.write_text(DDP_SCRIPT.format(tests=str(Path(__file__).parent), out=str(tmp_path / "state")))
     env = dict(os.environ, OMP_NUM_THREADS="1")
     for n in (1, 2):
-        subprocess.run([sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={n}", "--master_port",
-                        str(29500 + n), str(script)], check=True, env=env, capture_output=True, timeout=300)
+        out = subprocess.run([sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={n}", "--master_port",
+                              str(_free_port()), str(script)], env=env, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-3000:]
     one, two = torch.load(tmp_path / "state1"), torch.load(tmp_path / "state2")
     for key in one:
         assert torch.allclose(one[key].float(), two[key].float(), atol=1e-5, rtol=1e-4), key

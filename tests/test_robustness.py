@@ -24,7 +24,8 @@ from .helpers import TR, SyntheticReID, register_synthetic, write_synthetic_reid
 REPO = Path(__file__).resolve().parents[1]
 CPU_CONFIG = REPO / "configs" / "orl" / "lfem_vit_tiny_64x32_cpu.yaml"
 SMALL = ["data.sources", "['synthetic_reid']", "data.targets", "['synthetic_reid']", "train.batch_size", "8",
-         "sampler.num_instances", "2", "test.batch_size", "8", "use_gpu", "False"]
+         "sampler.num_instances", "2", "test.batch_size", "8", "use_gpu", "False", "train.checkpoint_period", "1",
+         "test.eval_freq", "-1"]
 
 
 @pytest.fixture()

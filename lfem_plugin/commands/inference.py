@@ -88,5 +88,5 @@ def run_visualize(args: argparse.Namespace) -> int:
         shown = np.asarray(img.resize((cfg.data.width, cfg.data.height)))
         out = args.out / (Path(path).stem + "_lfem.png")
         gates = draw_lfem_groups(model, transform(img), shown, out, cam, Path(path).name)
-        print(f"{out}: gates {np.round(gates, 3).tolist()}")
+        print(f"{out}: gates {[round(float(g), 3) for g in gates]}")
     return 0
