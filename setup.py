@@ -25,6 +25,7 @@ INSTALL_REQUIRES = [
     "six>=1.16",
     "tqdm>=4.60",
     "PyYAML>=6.0",
+    "numba>=0.59",  # the fast rank/mAP kernel (lfem_plugin/_rank_numba.py); a torch fallback exists without it
 ]
 
 EXTRAS = {

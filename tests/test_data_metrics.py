@@ -181,8 +181,9 @@ def _random_case(rng, ties):
     return dist, args
 
 
+@pytest.mark.parametrize("backend", ["torch", "numba"])
 @pytest.mark.parametrize("ties", [False, True])
-def test_evaluator_equals_torchreid(ties, monkeypatch):
+def test_evaluator_equals_torchreid(ties, backend, monkeypatch):
     if ties:
         monkeypatch.setattr(rank_module, "np", _StableNumpy("np"))
     rng = np.random.default_rng(int(ties))
@@ -195,7 +196,7 @@ def test_evaluator_equals_torchreid(ties, monkeypatch):
         except (AssertionError, ValueError):
             # torchreid fails when no query is valid (we raise too) or a query keeps fewer than max_rank items
             continue
-        cmc, mAP = evaluate_rank(dist, *args, max_rank=max_rank)
+        cmc, mAP = evaluate_rank(dist, *args, max_rank=max_rank, backend=backend)
         assert cmc.dtype == np.float32 and len(cmc) == min(max_rank, dist.shape[1])
         # torchreid returns a shorter CMC when every query keeps fewer gallery items than max_rank; ours pads
         assert np.array_equal(cmc[:len(ref[0])], ref[0]) and np.all(cmc[len(ref[0]):] == ref[0][-1])
@@ -204,11 +205,22 @@ def test_evaluator_equals_torchreid(ties, monkeypatch):
     assert checked > 50
 
 
-def test_evaluator_tiny_gallery_and_no_match():
-    cmc, mAP = evaluate_rank(np.array([[0.1, 0.2]], np.float32), [1], [2, 1], [0], [1, 1], max_rank=50)
+@pytest.mark.parametrize("backend", ["torch", "numba"])
+def test_evaluator_tiny_gallery_and_no_match(backend):
+    cmc, mAP = evaluate_rank(np.array([[0.1, 0.2]], np.float32), [1], [2, 1], [0], [1, 1], max_rank=50,
+                             backend=backend)
     assert cmc.tolist() == [0.0, 1.0] and mAP == pytest.approx(0.5)
     with pytest.raises(ValueError, match="no query has a match"):
-        evaluate_rank(np.array([[0.1]], np.float32), [1], [1], [0], [0])
+        evaluate_rank(np.array([[0.1]], np.float32), [1], [1], [0], [0], backend=backend)
+
+
+def test_evaluator_backends_agree_at_scale():
+    rng = np.random.default_rng(3)
+    dist = rng.random((300, 2000)).astype(np.float32)
+    dist[:, ::7] = 0.5  # many exact ties
+    args = (rng.integers(0, 60, 300), rng.integers(0, 60, 2000), rng.integers(0, 6, 300), rng.integers(0, 6, 2000))
+    a, b = evaluate_rank(dist, *args, backend="torch"), evaluate_rank(dist, *args, backend="numba")
+    assert np.array_equal(a[0], b[0]) and a[1] == pytest.approx(b[1], abs=1e-12)
 
 
 def test_evaluator_chunking_is_invisible():
