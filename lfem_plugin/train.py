@@ -74,6 +74,7 @@ def _distributed_loader(cfg: CfgNode, loader):
 def build_model(cfg: CfgNode, num_classes: int, num_cameras: int) -> torch.nn.Module:
     name = cfg.model.name
     if is_plugin_model(name):
+        _check_normalisation(cfg, MODELS.get(name))
         return MODELS.get(name)(num_classes=num_classes, loss=cfg.loss.name, pretrained=cfg.model.pretrained,
                                 use_gpu=cfg.use_gpu, **C.model_kwargs(cfg, num_cameras))
     model = _TR.models.build_model(name, num_classes=num_classes, loss=cfg.loss.name,
@@ -81,6 +82,18 @@ def build_model(cfg: CfgNode, num_classes: int, num_cameras: int) -> torch.nn.Mo
     if cfg.model.load_weights:
         _TR.utils.load_pretrained_weights(model, cfg.model.load_weights)
     return model
+
+
+def _check_normalisation(cfg: CfgNode, builder) -> None:
+    """ImageNet weights expect the normalisation they were trained with; say so when the config differs."""
+    if not cfg.model.pretrained or not hasattr(builder, "arch"):
+        return
+    from .models.backbones import backbone_norm
+    mean, std = backbone_norm(builder.arch)
+    if any(abs(a - b) > 1e-6 for a, b in zip(list(mean) + list(std), list(cfg.data.norm_mean) + list(cfg.data.norm_std))):
+        _logger.warning("data.norm_mean/norm_std %s/%s differ from the normalisation of %s's ImageNet weights %s/%s; "
+                        "set them to match", list(cfg.data.norm_mean), list(cfg.data.norm_std), builder.arch,
+                        list(mean), list(std))
 
 
 def build_engine(cfg: CfgNode, dm) -> Tuple[object, torch.nn.Module]:

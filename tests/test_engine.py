@@ -271,3 +271,14 @@ def test_cli_train_then_test_end_to_end(synthetic_root, tmp_path):
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert '"mAP"' in out.stdout
+
+
+def test_pretrained_normalisation_mismatch_is_reported(caplog):
+    import logging
+    cfg = C.load_config(None, ["model.name", "lfem_deit_small_patch16_s16_256x128"])
+    with caplog.at_level(logging.WARNING):
+        T._check_normalisation(cfg, MODELS.get(cfg.model.name))
+    assert "0.485" in caplog.text
+    caplog.clear()
+    T._check_normalisation(C.load_config(None, []), MODELS.get("lfem_vit"))  # jx ViT: 0.5 / 0.5 as configured
+    assert caplog.text == ""

@@ -52,6 +52,10 @@ def _log_to_file(save_dir: str, kind: str) -> None:
     logging.getLogger().addHandler(handler)
 
 
+def _summary(results) -> str:
+    return json.dumps({k: {"mAP": round(v["mAP"], 4), "rank1": round(v["cmc"][0], 4)} for k, v in results.items()})
+
+
 def run(args: argparse.Namespace) -> int:
     from .. import train
     from ..checkpoint import latest_checkpoint
@@ -61,8 +65,7 @@ def run(args: argparse.Namespace) -> int:
     if resume == "auto":
         resume = str(latest_checkpoint(os.path.join(cfg.data.save_dir, "model")) or "")
     engine = train.run(cfg, resume=resume)
-    results = getattr(engine, "last_results", {})
-    print(json.dumps({k: {"mAP": v["mAP"], "rank1": v["cmc"][0]} for k, v in results.items()}))
+    print(_summary(getattr(engine, "last_results", {})))
     return 0
 
 
@@ -81,7 +84,7 @@ def run_test(args: argparse.Namespace) -> int:
         raise KeyError(f"{args.weights} does not match model {cfg.model.name}: missing {missing.missing_keys[:8]}, "
                        f"unexpected {missing.unexpected_keys[:8]}")
     engine.run(**{**train.C.engine_run_kwargs(cfg), "test_only": True})
-    print(json.dumps({k: {"mAP": v["mAP"], "rank1": v["cmc"][0]} for k, v in engine.last_results.items()}))
+    print(_summary(engine.last_results))
     if args.visualize:
         _pictures(cfg, dm, _unwrap(model), engine)
     return 0

@@ -215,6 +215,7 @@ def _variant(name: str, arch: str, **model_args: Any) -> None:
         return create_lfem_vit(arch, num_classes, loss, pretrained, use_gpu, **dict(model_args, **kwargs))
     builder.__name__ = builder.__qualname__ = name
     builder.__doc__ = f"{name}: {arch} with {model_args}."
+    builder.arch = arch  # the backbone architecture (its weight source fixes the input normalisation)
     MODELS.register(builder, name=name)
 
 
