@@ -142,7 +142,8 @@ def main() -> None:
     payload = {"device": device_name, "torch": torch.__version__, "settings": settings, "results": results,
                "ratios": ratios, "date": time.strftime("%Y-%m-%d")}
     args.out.mkdir(parents=True, exist_ok=True)
-    name = f"bench_throughput_{'smoke_' if args.smoke else ''}{device_name.replace(' ', '_')}_torch{torch.__version__}.json"
+    prefix = "bench_throughput_smoke_" if args.smoke else "bench_throughput_"
+    name = f"{prefix}{device_name.replace(' ', '_')}_torch{torch.__version__}.json"
     (args.out / name).write_text(json.dumps(payload, indent=2))
     print(f"written {args.out / name}")
 

@@ -16,7 +16,8 @@ from typing import Any, Callable, Dict, Tuple
 
 from .registry import same_definition
 
-__all__ = ["root", "resolve_root", "model_factory", "image_dataset_factory", "add_model", "add_image_dataset", "ROOT_CANDIDATES"]
+__all__ = ["root", "resolve_root", "model_factory", "image_dataset_factory", "add_model", "add_image_dataset",
+           "ROOT_CANDIDATES"]
 
 _logger = logging.getLogger(__name__)
 

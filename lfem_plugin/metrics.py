@@ -74,16 +74,6 @@ def _ranks_of_matches(keys: torch.Tensor, positive: torch.Tensor, negative: torc
     return torch.where(torch.arange(width) < num_pos[:, None], ranks, -1), num_pos
 
 
-def _evaluate_numba(kernel, dist, q_pids, g_pids, q_camids, g_camids, max_rank: int) -> Tuple[np.ndarray, float]:
-    first_rank, ap = kernel(dist.numpy(), q_pids.numpy(), g_pids.numpy(), q_camids.numpy(), g_camids.numpy())
-    valid = first_rank >= 0
-    if not valid.any():
-        raise ValueError("no query has a match in the gallery (after removing same-id same-camera images)")
-    hits = np.bincount(np.minimum(first_rank[valid], max_rank), minlength=max_rank + 1)
-    cmc = np.cumsum(hits[:max_rank]).astype(np.float32) / int(valid.sum())
-    return cmc, float(ap[valid].sum() / valid.sum())
-
-
 def _numba_rank_rows():
     try:
         from ._rank_numba import rank_rows
@@ -98,7 +88,8 @@ def evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int = 5
 
     Per query, gallery items with the same pid *and* camera are dropped; queries without a remaining match are
     skipped. Where every query keeps fewer than ``max_rank`` gallery items, torchreid returns a shorter CMC; this
-    one keeps ``max_rank`` entries (the tail repeats the last value). Distances are compared in float32 (what torchreid's ``compute_distance_matrix`` produces).
+    one keeps ``max_rank`` entries (the tail repeats the last value). Distances are compared in float32 (what
+    torchreid's ``compute_distance_matrix`` produces).
 
     Args:
         distmat: ``(Q, G)`` distances (numpy or torch).
@@ -117,31 +108,40 @@ def evaluate_rank(distmat, q_pids, g_pids, q_camids, g_camids, max_rank: int = 5
     num_q, num_g = dist.shape
     if (len(q_pids), len(g_pids)) != (num_q, num_g) or len(q_camids) != num_q or len(g_camids) != num_g:
         raise ValueError(f"labels do not match the {num_q}x{num_g} distance matrix")
-    max_rank = min(max_rank, num_g)
     kernel = _numba_rank_rows() if backend in ("auto", "numba") else None
     if backend == "numba" and kernel is None:
         raise ImportError("backend='numba' needs `pip install numba`")
     if kernel is not None:
-        return _evaluate_numba(kernel, dist, q_pids, g_pids, q_camids, g_camids, max_rank)
+        first_rank, ap = kernel(dist.numpy(), q_pids.numpy(), g_pids.numpy(), q_camids.numpy(), g_camids.numpy())
+    else:
+        first_rank, ap = _rank_rows_torch(dist, q_pids, g_pids, q_camids, g_camids, chunk_elements)
+    valid = first_rank >= 0
+    if not valid.any():
+        raise ValueError("no query has a match in the gallery (after removing same-id same-camera images)")
+    max_rank = min(max_rank, num_g)
+    hits = np.bincount(np.minimum(first_rank[valid], max_rank), minlength=max_rank + 1)
+    cmc = np.cumsum(hits[:max_rank]).astype(np.float32) / int(valid.sum())
+    return cmc, float(ap[valid].sum() / valid.sum())
+
+
+def _rank_rows_torch(dist: torch.Tensor, q_pids: torch.Tensor, g_pids: torch.Tensor, q_camids: torch.Tensor,
+                     g_camids: torch.Tensor, chunk_elements: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Per query: rank of the first match (-1 without a match) and AP, in chunks of query rows."""
+    num_q, num_g = dist.shape
     # One int64 label per (pid, camera) pair, so "same pid and same camera" is a single comparison.
     cam_base = int(torch.cat([q_camids, g_camids]).max()) + 1 if num_q and num_g else 1
     q_pidcam, g_pidcam = q_pids * cam_base + q_camids, g_pids * cam_base + g_camids
-    hits = torch.zeros(max_rank + 1, dtype=torch.int64)
-    ap_sum, num_valid = 0.0, 0
+    first_rank, ap = [], []
     step = max(1, chunk_elements // max(num_g, 1))
     for start in range(0, num_q, step):
         sl = slice(start, start + step)
         same_pid = g_pids[None, :] == q_pids[sl, None]
         junk = g_pidcam[None, :] == q_pidcam[sl, None]
         ranks, num_pos = _ranks_of_matches(_ordered_keys(dist[sl]), same_pid & ~junk, ~same_pid)
-        valid = num_pos > 0
-        ranks, num_pos = ranks[valid], num_pos[valid]
-        num_valid += int(valid.sum())
-        hits += torch.bincount(ranks[:, 0].clamp(max=max_rank), minlength=max_rank + 1)
         precision = torch.arange(1, ranks.shape[1] + 1, dtype=torch.float64) / (ranks + 1).double()
         precision = torch.where(ranks >= 0, precision, 0.0)  # padding slots of queries with fewer matches
-        ap_sum += float(precision.sum(1).div(num_pos.double()).sum())
-    if num_valid == 0:
-        raise ValueError("no query has a match in the gallery (after removing same-id same-camera images)")
-    cmc = torch.cumsum(hits[:max_rank], 0).numpy().astype(np.float32) / num_valid
-    return cmc, ap_sum / num_valid
+        first_rank.append(torch.where(num_pos > 0, ranks[:, 0], -1))
+        ap.append(precision.sum(1) / num_pos.clamp(min=1).double())
+    if not first_rank:
+        return np.zeros(0, dtype=np.int64), np.zeros(0)
+    return torch.cat(first_rank).numpy(), torch.cat(ap).numpy()

@@ -90,7 +90,8 @@ def _check_normalisation(cfg: CfgNode, builder) -> None:
         return
     from .models.backbones import backbone_norm
     mean, std = backbone_norm(builder.arch)
-    if any(abs(a - b) > 1e-6 for a, b in zip(list(mean) + list(std), list(cfg.data.norm_mean) + list(cfg.data.norm_std))):
+    configured = list(cfg.data.norm_mean) + list(cfg.data.norm_std)
+    if any(abs(a - b) > 1e-6 for a, b in zip(list(mean) + list(std), configured)):
         _logger.warning("data.norm_mean/norm_std %s/%s differ from the normalisation of %s's ImageNet weights %s/%s; "
                         "set them to match", list(cfg.data.norm_mean), list(cfg.data.norm_std), builder.arch,
                         list(mean), list(std))
