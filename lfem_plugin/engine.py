@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import logging
 import math
+import os.path as osp
 import sys
 import time
-import os.path as osp
 from contextlib import nullcontext
 from typing import Any, Dict, List, Optional
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
