@@ -5,6 +5,7 @@ import argparse
 import json
 import logging
 import os
+import sys
 import time
 
 
@@ -60,7 +61,10 @@ def run(args: argparse.Namespace) -> int:
     from .. import train
     from ..checkpoint import latest_checkpoint
     cfg = _config(args)
-    _log_to_file(cfg.data.save_dir, "train")
+    if int(os.environ.get("RANK", "0")) != 0:  # torchrun: torchreid's progress lines and results from rank 0 only
+        sys.stdout = open(os.devnull, "w")
+    else:
+        _log_to_file(cfg.data.save_dir, "train")
     resume = args.resume or cfg.model.resume
     if resume == "auto":
         resume = str(latest_checkpoint(os.path.join(cfg.data.save_dir, "model")) or "")
