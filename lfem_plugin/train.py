@@ -45,8 +45,8 @@ def build_datamanager(cfg: CfgNode):
     plugin = is_plugin_model(cfg.model.name)
     set_skip_bad_images(cfg.data.skip_bad_images)
     kwargs = C.imagedata_kwargs(cfg)
-    if not plugin:
-        kwargs.update(transforms=["random_flip"], norm_mean=None, norm_std=None)
+    if not plugin:  # torchreid models: torchreid's own transforms, with the configured normalisation
+        kwargs.update(transforms=["random_flip"])
     dm = _TR.data.ImageDataManager(**kwargs)
     if plugin:
         dm.transform_tr = build_train_transform(**C.transform_kwargs(cfg))
