@@ -72,7 +72,8 @@ _QUICK_LFEM = _opts(model__name="lfem_vit_tiny", lfem__stride=16, lfem__drop_pat
 _BASELINE_VIT = _opts(model__name="vit_transreid_tiny", lfem__use_lfem=False, lfem__views="['original']",
                       lfem__local_feature="jpm", lfem__eval_feature="concat", lfem__loss_weights="transreid")
 _QUICK_CNN = _opts(loss__name="softmax", loss__softmax__label_smooth=True, train__optim="adam", train__lr=3e-4,
-                   train__weight_decay=5e-4, train__max_epoch=15, lfem__warmup_epochs=0)
+                   train__weight_decay=5e-4, train__max_epoch=15, lfem__warmup_epochs=0,
+                   data__norm_mean="[0.485,0.456,0.406]", data__norm_std="[0.229,0.224,0.225]")
 
 LFEM_VARIANTS = ("baseline_vit", "lfem_only", "rerc_only", "full")
 
