@@ -242,9 +242,9 @@ class LFEMEngine(EvalCheckpointMixin, _TR.engine.Engine):
     def _check_finite(self, loss: torch.Tensor, terms: Dict[str, torch.Tensor]) -> None:
         if torch.isfinite(loss):
             return
-        bad = {k: float(v) for k, v in terms.items()}
+        bad = {k: float(v.detach()) for k, v in terms.items()}
         raise NonFiniteLossError(f"non-finite loss at epoch {self.epoch + 1}, iteration {self.batch_idx + 1} "
-                                 f"(step {self.global_step + 1}): total={float(loss)}, terms={bad}. Training stopped; "
+                                 f"(step {self.global_step + 1}): total={float(loss.detach())}, terms={bad}. Training stopped; "
                                  f"the last good checkpoint in {self._save_dir} is kept. Lower train.lr or set "
                                  f"lfem.grad_clip.")
 

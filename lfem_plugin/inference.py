@@ -168,8 +168,15 @@ def export_onnx(model: nn.Module, out: str, height: int, width: int, with_camera
     images = torch.randn(2, 3, height, width)
     inputs: Tuple[torch.Tensor, ...] = (images, torch.zeros(2, dtype=torch.long)) if with_camera else (images,)
     names = ["images", "cameras"][:len(inputs)]
-    torch.onnx.export(graph, inputs, out, input_names=names, output_names=["features"], dynamo=False,
-                      dynamic_axes={**{n: {0: "batch"} for n in names}, "features": {0: "batch"}}, opset_version=17)
+    try:  # the torch.export-based exporter (the supported one); the TorchScript exporter as a fallback
+        batch = torch.export.Dim("batch", min=1)
+        torch.onnx.export(graph, inputs, out, input_names=names, output_names=["features"], dynamo=True,
+                          dynamic_shapes=tuple({0: batch} for _ in inputs), external_data=False)
+    except Exception as err:  # noqa: BLE001 - logged, then the legacy exporter is tried
+        _logger.warning("torch.export-based ONNX export failed (%s); using the TorchScript exporter", err)
+        torch.onnx.export(graph, inputs, out, input_names=names, output_names=["features"], dynamo=False,
+                          dynamic_axes={**{n: {0: "batch"} for n in names}, "features": {0: "batch"}},
+                          opset_version=17)
     model.eval()
     if not check:
         return {}
