@@ -244,9 +244,9 @@ class LFEMEngine(EvalCheckpointMixin, _TR.engine.Engine):
             return
         bad = {k: float(v.detach()) for k, v in terms.items()}
         raise NonFiniteLossError(f"non-finite loss at epoch {self.epoch + 1}, iteration {self.batch_idx + 1} "
-                                 f"(step {self.global_step + 1}): total={float(loss.detach())}, terms={bad}. Training stopped; "
-                                 f"the last good checkpoint in {self._save_dir} is kept. Lower train.lr or set "
-                                 f"lfem.grad_clip.")
+                                 f"(step {self.global_step + 1}): total={float(loss.detach())}, terms={bad}. "
+                                 f"Training stopped; the last good checkpoint in {self._save_dir} is kept. Lower "
+                                 f"train.lr or set lfem.grad_clip.")
 
 class _Progress:
     """A data loader seen through a tqdm bar (same length and iteration)."""
