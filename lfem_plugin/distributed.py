@@ -8,7 +8,8 @@ from typing import List
 import torch
 import torch.distributed as dist
 
-__all__ = ["init_from_env", "is_distributed", "rank", "world_size", "is_main", "barrier", "all_gather_cat"]
+__all__ = ["init_from_env", "is_distributed", "rank", "world_size", "is_main", "barrier", "all_gather_cat",
+           "shard_loader", "gather_objects"]
 
 _logger = logging.getLogger(__name__)
 
@@ -63,3 +64,23 @@ def all_gather_cat(tensor: torch.Tensor) -> torch.Tensor:
     parts: List[torch.Tensor] = [torch.empty_like(tensor) for _ in range(world_size())]
     dist.all_gather(parts, tensor.contiguous())
     return torch.cat(parts, dim=0)
+
+
+def shard_loader(loader):
+    """This rank's contiguous shard of an evaluation loader (the loader itself when not distributed)."""
+    if not is_distributed():
+        return loader
+    size = len(loader.dataset)
+    start, end = size * rank() // world_size(), size * (rank() + 1) // world_size()
+    return torch.utils.data.DataLoader(torch.utils.data.Subset(loader.dataset, range(start, end)),
+                                       batch_size=loader.batch_size, shuffle=False, num_workers=loader.num_workers,
+                                       pin_memory=loader.pin_memory, drop_last=False)
+
+
+def gather_objects(tensor):
+    """Concatenate a (possibly empty, ``None``) CPU tensor from every rank in rank order."""
+    if not is_distributed():
+        return tensor
+    parts = [None] * world_size()
+    dist.all_gather_object(parts, tensor)
+    return torch.cat([p for p in parts if p is not None])

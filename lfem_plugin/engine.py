@@ -90,10 +90,10 @@ class EvalCheckpointMixin:
         super().run(save_dir=save_dir, **kwargs)
 
     def test(self, *args: Any, **kwargs: Any):
-        """torchreid's test on rank 0 (with the unwrapped model); other ranks wait."""
-        result = super().test(*args, **kwargs) if D.is_main() else 0.0
+        """torchreid's test; under DDP every rank extracts its shard of features and rank 0 scores them."""
+        result = super().test(*args, **kwargs)
         D.barrier()
-        return result
+        return result if D.is_main() else 0.0
 
     # ---- evaluation --------------------------------------------------------------------------------------------
     def parse_data_for_eval(self, data: Dict[str, Any]):
@@ -109,13 +109,17 @@ class EvalCheckpointMixin:
 
     @torch.no_grad()
     def _extract(self, loader):
+        """Features, pids and cameras of ``loader``; under DDP each rank takes a contiguous shard and the shards
+        are gathered in rank order, so every rank ends with the same arrays a single process would have."""
+        loader = D.shard_loader(loader)
         feats, pids, cams = [], [], []
         for data in loader:
             images, pid, cam = self.parse_data_for_eval(data)
             feats.append(self.extract_features(images.to(self.device)).cpu())
             pids.append(pid)
             cams.append(cam)
-        return torch.cat(feats), torch.cat(pids).numpy(), torch.cat(cams).numpy()
+        feats, pids, cams = (D.gather_objects(torch.cat(x) if x else None) for x in (feats, pids, cams))
+        return feats, pids.numpy(), cams.numpy()
 
     def _evaluate(self, dataset_name: str = "", query_loader=None, gallery_loader=None,
                   dist_metric: str = "euclidean", normalize_feature: bool = False, visrank: bool = False,
@@ -124,6 +128,8 @@ class EvalCheckpointMixin:
         start = time.perf_counter()
         qf, q_pids, q_cams = self._extract(query_loader)
         gf, g_pids, g_cams = self._extract(gallery_loader)
+        if not D.is_main():
+            return 0.0, 0.0
         if normalize_feature:
             qf, gf = F.normalize(qf, dim=1), F.normalize(gf, dim=1)
         distmat = compute_distance_matrix(qf, gf, dist_metric).numpy()

@@ -228,8 +228,19 @@ if world > 1:
     views, pids, cams = [v[sl] for v in views], pids[sl], cams[sl]
 engine = tiny_engine(model=model)
 engine.forward_backward({{"img": views, "pid": pids, "camid": cams}})
+# evaluation features: each rank extracts a shard, the shards are gathered in order
+class Items(torch.utils.data.Dataset):
+    def __len__(self):
+        return 7
+    def __getitem__(self, i):
+        return {{"img": torch.randn(3, 64, 32, generator=torch.Generator().manual_seed(i)), "pid": i, "camid": i % 2}}
+engine.model.eval()
+feats, fpids, fcams = engine._extract(torch.utils.data.DataLoader(Items(), batch_size=3))
+assert fpids.tolist() == list(range(7))
 if rank == 0:
-    torch.save({{k: v for k, v in (model.module if world > 1 else model).state_dict().items()}}, {out!r} + str(world))
+    state = {{k: v for k, v in (model.module if world > 1 else model).state_dict().items()}}
+    state["_eval_features"] = feats
+    torch.save(state, {out!r} + str(world))
 dist.destroy_process_group()
 """
 
