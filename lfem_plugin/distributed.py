@@ -9,7 +9,7 @@ import torch
 import torch.distributed as dist
 
 __all__ = ["init_from_env", "is_distributed", "rank", "world_size", "is_main", "barrier", "all_gather_cat",
-           "shard_loader", "gather_objects"]
+           "shard_loader", "gather_objects", "shutdown"]
 
 _logger = logging.getLogger(__name__)
 
@@ -54,16 +54,29 @@ def barrier() -> None:
         dist.barrier()
 
 
+class _GatherCat(torch.autograd.Function):
+    """All-gather along dim 0 (same size on every rank); the backward sums the gradients of every rank's copy of
+    the loss and returns this rank's slice, which is the gradient of a loss computed identically on every rank."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor) -> torch.Tensor:
+        parts: List[torch.Tensor] = [torch.empty_like(tensor) for _ in range(world_size())]
+        dist.all_gather(parts, tensor.contiguous())
+        return torch.cat(parts, dim=0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous()
+        dist.all_reduce(grad)
+        size = grad.shape[0] // world_size()
+        return grad[rank() * size:(rank() + 1) * size]
+
+
 def all_gather_cat(tensor: torch.Tensor) -> torch.Tensor:
-    """Concatenate ``tensor`` from every rank along dim 0, differentiably (gradients flow back to each rank)."""
+    """Concatenate ``tensor`` (same shape on every rank) from every rank along dim 0, differentiably."""
     if not is_distributed():
         return tensor
-    if tensor.requires_grad:
-        from torch.distributed.nn.functional import all_gather
-        return torch.cat(all_gather(tensor), dim=0)
-    parts: List[torch.Tensor] = [torch.empty_like(tensor) for _ in range(world_size())]
-    dist.all_gather(parts, tensor.contiguous())
-    return torch.cat(parts, dim=0)
+    return _GatherCat.apply(tensor)
 
 
 def shard_loader(loader):
@@ -84,3 +97,10 @@ def gather_objects(tensor):
     parts = [None] * world_size()
     dist.all_gather_object(parts, tensor)
     return torch.cat([p for p in parts if p is not None])
+
+
+def shutdown() -> None:
+    """Wait for every rank, then end the process group (a clean exit for ``torchrun``)."""
+    if is_distributed():
+        dist.barrier()
+        dist.destroy_process_group()

@@ -150,4 +150,5 @@ def run(cfg: CfgNode, resume: str = "") -> LFEMEngine:
     if resume:
         kwargs["start_epoch"] = engine.resume(resume)
     engine.run(**kwargs)
+    D.shutdown()  # on success only: after an error on one rank a barrier would wait forever
     return engine

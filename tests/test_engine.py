@@ -241,7 +241,8 @@ if rank == 0:
     state = {{k: v for k, v in (model.module if world > 1 else model).state_dict().items()}}
     state["_eval_features"] = feats
     torch.save(state, {out!r} + str(world))
-dist.destroy_process_group()
+dist.barrier()
+os._exit(0)  # skip interpreter teardown: gloo's threads can abort an otherwise finished process at exit
 """
 
 
