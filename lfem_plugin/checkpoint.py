@@ -11,7 +11,7 @@ from typing import Any, Dict, Optional
 import numpy as np
 import torch
 
-__all__ = ["save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state", "latest_checkpoint"]
+__all__ = ["save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state", "latest_checkpoint", "load_state_strict"]
 
 _logger = logging.getLogger(__name__)
 
@@ -67,6 +67,16 @@ def load_checkpoint(path: str | os.PathLike, map_location: Optional[str] = "cpu"
                            f"torch.load(weights_only=True) ({type(err).__name__}: {str(err)[:200]}). Checkpoints "
                            f"with pickled Python objects could execute code; re-save it as a state dict in a "
                            f"trusted environment.") from err
+
+
+def load_state_strict(model: torch.nn.Module, state_dict: Dict[str, Any], source: str | os.PathLike,
+                      target: str) -> None:
+    """``load_state_dict`` that raises a ``KeyError`` naming the missing and unexpected keys."""
+    result = model.load_state_dict(state_dict, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise KeyError(f"{source} does not match {target}: missing keys {result.missing_keys[:10]}, unexpected "
+                       f"keys {result.unexpected_keys[:10]}. Is it a checkpoint of another model, or the wrong "
+                       f"--config-file?")
 
 
 def latest_checkpoint(folder: str | os.PathLike) -> Optional[Path]:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 import yaml
 from yacs.config import CfgNode as CN
@@ -135,13 +135,15 @@ def _deep_merge(into: Dict[str, Any], new: Dict[str, Any]) -> None:
             into[key] = value
 
 
-def load_config(path: str | os.PathLike | None = None, opts: List[str] = ()) -> CN:
-    """Defaults, then the YAML file (with ``_BASE_``), then ``KEY VALUE`` overrides; frozen. Unknown keys fail
-    with their name."""
+def load_config(path: str | os.PathLike | None = None, opts: List[str] = (), text: Optional[str] = None) -> CN:
+    """Defaults, then the YAML file (with ``_BASE_``) or YAML ``text`` (a config stored in a checkpoint), then
+    ``KEY VALUE`` overrides; frozen. Unknown keys fail with their name."""
     cfg = get_default_config()
     try:
         if path:
             cfg.merge_from_other_cfg(CN(load_yaml_with_base(path)))
+        elif text:
+            cfg.merge_from_other_cfg(CN(yaml.safe_load(text) or {}))
         if opts:
             cfg.merge_from_list(list(opts))
     except (KeyError, AssertionError) as err:  # yacs: KeyError from files, AssertionError from KEY VALUE lists

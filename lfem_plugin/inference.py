@@ -17,7 +17,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import nn
 
-from .checkpoint import load_checkpoint
+from .checkpoint import load_checkpoint, load_state_strict
 from .config import load_config
 from .data.transforms import build_test_transform
 from .registry import MODELS
@@ -50,7 +50,7 @@ def load_trained(weights: str, config_file: Optional[str] = None, opts: Sequence
     if config_file:
         cfg = load_config(config_file, opts)
     elif "config" in state:
-        cfg = load_config(None, _cfg_opts_from_text(state["config"]) + list(opts))
+        cfg = load_config(None, opts, text=state["config"])
     else:
         raise ValueError(f"{weights} holds no config; pass the training config with --config-file")
     sd = state.get("state_dict", state)
@@ -63,26 +63,8 @@ def load_trained(weights: str, config_file: Optional[str] = None, opts: Sequence
     from .config import model_kwargs
     kwargs = dict(model_kwargs(cfg, num_cameras), pretrained_path=None)
     model = MODELS.get(name)(num_classes=num_classes, loss=cfg.loss.name, pretrained=False, **kwargs)
-    result = model.load_state_dict(sd, strict=False)
-    if result.missing_keys or result.unexpected_keys:
-        raise KeyError(f"{weights} does not match {name} built from its config: missing keys "
-                       f"{result.missing_keys[:10]}, unexpected keys {result.unexpected_keys[:10]}. Is it a "
-                       f"checkpoint of another model, or the wrong --config-file?")
+    load_state_strict(model, sd, weights, f"{name} built from its config")
     return model.to(device).eval(), cfg
-
-
-def _cfg_opts_from_text(text: str) -> List[str]:
-    import yaml
-    flat: List[str] = []
-
-    def walk(prefix: str, node) -> None:
-        for key, value in node.items():
-            if isinstance(value, dict):
-                walk(f"{prefix}{key}.", value)
-            else:
-                flat.extend([f"{prefix}{key}", repr(value) if not isinstance(value, str) else value])
-    walk("", yaml.safe_load(text))
-    return flat
 
 
 def list_images(source: str) -> List[str]:

@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
 
 def run_test(args: argparse.Namespace) -> int:
     from .. import train
-    from ..checkpoint import load_checkpoint
+    from ..checkpoint import load_checkpoint, load_state_strict
     from ..engine import _unwrap
     cfg = _config(args, test=True)
     _log_to_file(cfg.data.save_dir, "test")
@@ -83,10 +83,7 @@ def run_test(args: argparse.Namespace) -> int:
     dm = train.build_datamanager(cfg)
     engine, model = train.build_engine(cfg, dm)
     state = load_checkpoint(args.weights)
-    missing = _unwrap(model).load_state_dict(state.get("state_dict", state), strict=False)
-    if missing.missing_keys or missing.unexpected_keys:
-        raise KeyError(f"{args.weights} does not match model {cfg.model.name}: missing {missing.missing_keys[:8]}, "
-                       f"unexpected {missing.unexpected_keys[:8]}")
+    load_state_strict(_unwrap(model), state.get("state_dict", state), args.weights, f"model {cfg.model.name}")
     engine.run(**{**train.C.engine_run_kwargs(cfg), "test_only": True})
     print(_summary(engine.last_results))
     if args.visualize:

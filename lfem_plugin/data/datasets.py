@@ -223,7 +223,8 @@ class OrlFacesOccluded(SafeImageDataset):
                 other = np.asarray(Image.open(train[int(rng.integers(len(train)))][0]).convert("L"))
                 image = np.asarray(Image.open(path).convert("L"))
                 Image.fromarray(occlude(image, other, rng, cls.coverage)).save(tmp / f"{i:03d}.png")
-            os.replace(tmp, folder) if not folder.exists() else shutil.rmtree(tmp)
+            if not folder.exists():  # another process may have written it meanwhile; then ours is dropped below
+                os.replace(tmp, folder)
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
