@@ -8,7 +8,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import re
 import sys
+import zipfile
 from typing import Dict, List, Optional, Tuple
 
 __all__ = ["main", "build_parser", "COMMANDS"]
@@ -38,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
         suffix = f"_{suffix}" if suffix else ""
         sub_parser = sub.add_parser(name, help=help_text, description=help_text)
         getattr(command, f"add{suffix}_args")(sub_parser)
-        sub_parser.set_defaults(_run=getattr(command, f"run{suffix}"))
+        flags = frozenset(flag for action in sub_parser._actions for flag in action.option_strings)
+        sub_parser.set_defaults(_run=getattr(command, f"run{suffix}"), _flags=flags)
     return parser
 
 
@@ -52,12 +55,21 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 0
     try:
         return int(args._run(args) or 0)
-    except (FileNotFoundError, FileExistsError, KeyError, ValueError, RuntimeError, OSError) as err:
+    except (KeyError, ValueError, RuntimeError, OSError, zipfile.BadZipFile) as err:
         if args.verbose:
             raise
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"lfem-reid {args.command}: error: {message}", file=sys.stderr)
+        print(f"lfem-reid {args.command}: error: {error_message(err)}", file=sys.stderr)
         return 2
+
+
+def error_message(err: BaseException) -> str:
+    """The user-facing sentence of an error; a DataLoader worker's re-raised error keeps only its last line (the
+    worker's traceback is noise to a user: the message names the file)."""
+    message = str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err)
+    if "Original Traceback" in message:
+        last = [line for line in message.splitlines() if line.strip()][-1]
+        message = last.split(": ", 1)[1] if re.match(r"^[\w.]+(Error|Exception): ", last) else last
+    return message
 
 
 if __name__ == "__main__":  # pragma: no cover

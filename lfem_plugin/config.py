@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import yaml
 from yacs.config import CfgNode as CN
@@ -113,16 +113,30 @@ def add_lfem_config(cfg: CN) -> None:
     cfg.lfem.grad_clip = 0.0  # max gradient norm (0: off)
 
 
-def load_yaml_with_base(path: str | os.PathLike) -> Dict[str, Any]:
-    """Read a YAML file; a ``_BASE_`` key (relative to the file) is loaded first and deep-merged under it."""
+def load_yaml_with_base(path: str | os.PathLike, _chain: Tuple[Path, ...] = ()) -> Dict[str, Any]:
+    """Read a YAML mapping; a ``_BASE_`` key (relative to the file) is loaded first and deep-merged under it.
+
+    Errors name the file: missing, not valid YAML (with the line), not a mapping, or a ``_BASE_`` loop.
+    """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"config file {path} not found")
-    data = yaml.safe_load(path.read_text()) or {}
+        raise FileNotFoundError(f"config file {path} not found" + (f" (the _BASE_ of {_chain[-1]})" if _chain else ""))
+    if path.resolve() in _chain:
+        loop = " -> ".join(str(p) for p in (*_chain, path.resolve()))
+        raise ValueError(f"_BASE_ loop in config files: {loop}; remove one of the _BASE_ keys")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ValueError(f"config file {path} is not valid YAML: {' '.join(str(err).split())}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {path} must hold a mapping of keys (e.g. 'train: {{max_epoch: 10}}'), not a "
+                         f"{type(data).__name__}")
     base = data.pop(BASE_KEY, None)
     if base is None:
         return data
-    merged = load_yaml_with_base(path.parent / base)
+    merged = load_yaml_with_base(path.parent / base, (*_chain, path.resolve()))
     _deep_merge(merged, data)
     return merged
 
@@ -135,20 +149,48 @@ def _deep_merge(into: Dict[str, Any], new: Dict[str, Any]) -> None:
             into[key] = value
 
 
+def _merge(cfg: CN, source: str, merge) -> None:
+    """Run one yacs merge; its KeyError / AssertionError / ValueError, and keys left without a value (null), become
+    an error naming ``source``."""
+    try:
+        merge()
+    except (KeyError, AssertionError) as err:  # yacs: KeyError from files, AssertionError from KEY VALUE lists
+        raise KeyError(f"unknown config key in {source}: {err}; see lfem_plugin/config.py for the valid "
+                       f"keys") from None
+    except ValueError as err:  # yacs: type mismatch, odd number of KEY VALUE items
+        raise ValueError(f"bad value in {source}: {' '.join(str(err).split())}") from None
+    nulls = _null_keys(cfg, get_default_config())
+    if nulls:
+        raise ValueError(f"config keys without a value (null/None) in {source}: {', '.join(nulls)}; give each a "
+                         f"value, or delete it to keep the default")
+
+
+def _null_keys(cfg: CN, defaults: CN, prefix: str = "") -> List[str]:
+    found = []
+    for key, value in cfg.items():
+        default = defaults.get(key)
+        if isinstance(value, CN):
+            found += _null_keys(value, default, f"{prefix}{key}.")
+        elif value is None and default is not None:
+            found.append(f"{prefix}{key}")
+    return found
+
+
 def load_config(path: str | os.PathLike | None = None, opts: List[str] = (), text: Optional[str] = None) -> CN:
     """Defaults, then the YAML file (with ``_BASE_``) or YAML ``text`` (a config stored in a checkpoint), then
-    ``KEY VALUE`` overrides; frozen. Unknown keys fail with their name."""
+    ``KEY VALUE`` overrides; frozen. Unknown keys, wrong types and empty (null) values fail with the key's name and
+    the place it came from."""
     cfg = get_default_config()
-    try:
-        if path:
-            cfg.merge_from_other_cfg(CN(load_yaml_with_base(path)))
-        elif text:
-            cfg.merge_from_other_cfg(CN(yaml.safe_load(text) or {}))
-        if opts:
-            cfg.merge_from_list(list(opts))
-    except (KeyError, AssertionError) as err:  # yacs: KeyError from files, AssertionError from KEY VALUE lists
-        raise KeyError(f"unknown config key in {path or 'the KEY VALUE overrides'}: {err}; see "
-                       f"lfem_plugin/config.py for the valid keys") from None
+    if path:
+        data = load_yaml_with_base(path)
+        _merge(cfg, f"config file {path}", lambda: cfg.merge_from_other_cfg(CN(data)))
+    elif text:
+        _merge(cfg, "the checkpoint's stored config", lambda: cfg.merge_from_other_cfg(CN(yaml.safe_load(text) or {})))
+    if opts:
+        if len(opts) % 2:
+            raise ValueError(f"the KEY VALUE overrides have an odd number of items ({' '.join(map(str, opts))}): "
+                             f"every key needs a value")
+        _merge(cfg, "the KEY VALUE overrides", lambda: cfg.merge_from_list(list(opts)))
     cfg.freeze()
     return cfg
 
@@ -168,10 +210,12 @@ def transform_kwargs(cfg: CN) -> Dict[str, Any]:
                 crop_ratio=tuple(cfg.lfem.crop_ratio))
 
 
-def model_kwargs(cfg: CN, num_cameras: int) -> Dict[str, Any]:
-    """Extra builder arguments for plugin models (torchreid's own models take none)."""
+def model_kwargs(cfg: CN, num_cameras: int, camera_ids: Optional[List[int]] = None) -> Dict[str, Any]:
+    """Extra builder arguments for plugin models (torchreid's own models take none); ``camera_ids`` are the raw
+    camera ids of the training set (one SIE row each)."""
+    sie = dict(num_cameras=num_cameras, camera_ids=camera_ids) if cfg.lfem.use_sie else dict(num_cameras=0)
     return dict(img_size=(cfg.data.height, cfg.data.width), stride=cfg.lfem.stride, sie_coef=cfg.lfem.sie_coef,
-                num_cameras=num_cameras if cfg.lfem.use_sie else 0, drop_path_rate=cfg.lfem.drop_path_rate,
+                **sie, drop_path_rate=cfg.lfem.drop_path_rate,
                 num_groups=cfg.lfem.num_groups, rearrange=cfg.lfem.rearrange, shift_num=cfg.lfem.shift_num,
                 shuffle_groups=cfg.lfem.shuffle_groups, use_lfem=cfg.lfem.use_lfem, num_views=len(cfg.lfem.views),
                 lfem_proj_dim=cfg.lfem.proj_dim or None, lfem_scale_gate=cfg.lfem.scale_gate,

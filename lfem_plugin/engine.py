@@ -22,7 +22,8 @@ from torch import nn
 
 from . import _torchreid
 from . import distributed as D
-from .checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from .checkpoint import (NonFiniteStateError, load_checkpoint, newest_finite_checkpoint, rng_state, save_checkpoint,
+                         set_rng_state)
 from .losses import MultiBranchLoss
 from .metrics import compute_distance_matrix, evaluate_rank
 from .registry import ENGINES
@@ -35,7 +36,18 @@ _TR = _torchreid.root()
 
 
 class NonFiniteLossError(RuntimeError):
-    """Training produced a NaN/inf loss; the last good checkpoint is kept."""
+    """Training produced a NaN/inf loss or weights; no non-finite checkpoint is ever written."""
+
+
+# fp16 AMP: GradScaler skips a step whose gradients overflow and lowers its scale; that is not a failure. A loss
+# that stays non-finite for this many consecutive steps is (the forward itself overflows).
+MAX_SKIPPED_FP16_STEPS = 20
+
+
+def _non_finite_advice(save_dir: str) -> str:
+    newest = newest_finite_checkpoint(osp.join(save_dir, "model"))
+    where = (f"the newest finite checkpoint is {newest}" if newest else f"no finite checkpoint exists in {save_dir}")
+    return f"{where}. Lower train.lr or set lfem.grad_clip, then resume from it (--resume PATH) or start again"
 
 
 class EvalCheckpointMixin:
@@ -51,12 +63,15 @@ class EvalCheckpointMixin:
     scaler = None
     num_views: int = 1
 
-    save_checkpoints: bool = True
-
-    def _init_mixin(self, use_cameras: bool, checkpoint_period: int) -> None:
+    def _init_mixin(self, use_cameras: bool, checkpoint_period: int, save_checkpoints: bool = True,
+                    config_text: str = "") -> None:
         self.device = torch.device("cuda" if self.use_gpu else "cpu")
         self.use_cameras = use_cameras
         self.checkpoint_period = checkpoint_period
+        self.save_checkpoints = save_checkpoints
+        self.config_text = config_text
+        self.resumed_epoch = 0
+        self.skipped_steps = 0
         self.last_results: Dict[str, Dict[str, Any]] = {}
         self.train_images_per_s: List[float] = []
         self._eval_cameras: Optional[torch.Tensor] = None
@@ -77,9 +92,6 @@ class EvalCheckpointMixin:
             self.train_loader = loader
         images = len(self.train_loader) * self.train_loader.batch_size * self.num_views * D.world_size()
         self.train_images_per_s.append(images / max(time.perf_counter() - start, 1e-9))
-        # RNG as training left it: evaluation creates data-loader iterators that draw from the torch RNG, and a
-        # resumed run must continue from the state an uninterrupted run would have.
-        self._train_rng = rng_state()
         if self.checkpoint_period and (self.epoch + 1) % self.checkpoint_period == 0:
             self.save_model(self.epoch, float("nan"), self._save_dir)
 
@@ -90,8 +102,16 @@ class EvalCheckpointMixin:
         super().run(save_dir=save_dir, **kwargs)
 
     def test(self, *args: Any, **kwargs: Any):
-        """torchreid's test; under DDP every rank extracts its shard of features and rank 0 scores them."""
-        result = super().test(*args, **kwargs)
+        """torchreid's test; under DDP every rank extracts its shard of features and rank 0 scores them.
+
+        Evaluation leaves the RNG streams as it found them (its data-loader iterators draw seeds from the torch
+        RNG): training after an evaluation continues exactly as a run resumed from that epoch's checkpoint does.
+        """
+        state = rng_state()
+        try:
+            result = super().test(*args, **kwargs)
+        finally:
+            set_rng_state(state)
         D.barrier()
         return result if D.is_main() else 0.0
 
@@ -153,15 +173,22 @@ class EvalCheckpointMixin:
         """Atomic checkpoint ``save_dir/model/model.pth.tar-<epoch+1>`` that resumes exactly (rank 0 writes)."""
         if not D.is_main() or not self.save_checkpoints:
             return
+        if epoch + 1 < self.resumed_epoch:  # never overwrite the run's future with its past
+            raise RuntimeError(f"refusing to write the epoch-{epoch + 1} checkpoint of a run resumed at epoch "
+                               f"{self.resumed_epoch}")
         state = {"state_dict": _unwrap(self.model).state_dict(), "epoch": epoch + 1,
                  "rank1": float(rank1) if rank1 is not None and not math.isnan(float(rank1)) else -1.0,
                  "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                  "scaler": self.scaler.state_dict() if self.scaler is not None else {},
-                 "rng": getattr(self, "_train_rng", None) or rng_state(), "global_step": self.global_step,
+                 "rng": rng_state(), "global_step": self.global_step,
                  "results": {k: {"mAP": v["mAP"], "cmc": v["cmc"][:50]} for k, v in self.last_results.items()}}
-        if getattr(self, "config_text", None):
+        if self.config_text:
             state["config"] = self.config_text
-        path = save_checkpoint(state, osp.join(save_dir, "model", f"model.pth.tar-{epoch + 1}"))
+        try:
+            path = save_checkpoint(state, osp.join(save_dir, "model", f"model.pth.tar-{epoch + 1}"))
+        except NonFiniteStateError as err:
+            raise NonFiniteLossError(f"epoch {epoch + 1}: training diverged: {err}; "
+                                     f"{_non_finite_advice(save_dir)}") from None
         _logger.info("checkpoint saved to %s", path)
 
     def resume(self, path: str) -> int:
@@ -174,6 +201,7 @@ class EvalCheckpointMixin:
             self.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
         self.global_step = int(state.get("global_step", 0))
+        self.resumed_epoch = int(state["epoch"])
         _logger.info("resumed from %s (epoch %d)", path, state["epoch"])
         return int(state["epoch"])
 
@@ -195,11 +223,14 @@ class LFEMEngine(EvalCheckpointMixin, _TR.engine.Engine):
         grad_clip: max gradient norm (0: off).
         use_cameras: pass query/gallery camera ids to the model at evaluation (SIE).
         checkpoint_period: also checkpoint every N epochs (0: only at evaluations and the end).
+        save_checkpoints: write checkpoints at all (comparisons turn it off).
+        config_text: the run's config (YAML), stored in every checkpoint.
     """
 
     def __init__(self, datamanager, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
                  criterion: MultiBranchLoss, use_gpu: bool = True, amp: str = "bf16", grad_clip: float = 0.0,
-                 use_cameras: bool = True, checkpoint_period: int = 0) -> None:
+                 use_cameras: bool = True, checkpoint_period: int = 0, save_checkpoints: bool = True,
+                 config_text: str = "") -> None:
         super().__init__(datamanager, use_gpu)
         self.model, self.optimizer, self.scheduler, self.criterion = model, optimizer, scheduler, criterion
         self.register_model("model", model, optimizer, scheduler)
@@ -209,7 +240,7 @@ class LFEMEngine(EvalCheckpointMixin, _TR.engine.Engine):
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == "fp16")
         self.grad_clip = grad_clip
         self.num_views = getattr(_unwrap(model), "num_views", 1)
-        self._init_mixin(use_cameras, checkpoint_period)
+        self._init_mixin(use_cameras, checkpoint_period, save_checkpoints, config_text)
 
     # ---- training ----------------------------------------------------------------------------------------------
     def _autocast(self):
@@ -246,13 +277,19 @@ class LFEMEngine(EvalCheckpointMixin, _TR.engine.Engine):
         return summary
 
     def _check_finite(self, loss: torch.Tensor, terms: Dict[str, torch.Tensor]) -> None:
+        """Stop on a non-finite loss, naming the newest finite checkpoint; under fp16 AMP, GradScaler skips such a
+        step (its gradients overflow) and only a run of them is a failure."""
         if torch.isfinite(loss):
+            self.skipped_steps = 0
+            return
+        self.skipped_steps += 1
+        if self.amp == "fp16" and self.skipped_steps < MAX_SKIPPED_FP16_STEPS:
+            _logger.warning("non-finite loss at step %d under fp16: GradScaler skips the step", self.global_step + 1)
             return
         bad = {k: float(v.detach()) for k, v in terms.items()}
         raise NonFiniteLossError(f"non-finite loss at epoch {self.epoch + 1}, iteration {self.batch_idx + 1} "
                                  f"(step {self.global_step + 1}): total={float(loss.detach())}, terms={bad}. "
-                                 f"Training stopped; the last good checkpoint in {self._save_dir} is kept. Lower "
-                                 f"train.lr or set lfem.grad_clip.")
+                                 f"Training stopped; {_non_finite_advice(self._save_dir)}.")
 
 class _Progress:
     """A data loader seen through a tqdm bar (same length and iteration)."""
@@ -290,9 +327,10 @@ class TorchreidSoftmaxEngine(EvalCheckpointMixin, _TR.engine.ImageSoftmaxEngine)
     Reference: torchreid ``ImageSoftmaxEngine``.
     """
 
-    def __init__(self, *args: Any, checkpoint_period: int = 0, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, checkpoint_period: int = 0, save_checkpoints: bool = True, config_text: str = "",
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._init_mixin(False, checkpoint_period)
+        self._init_mixin(False, checkpoint_period, save_checkpoints, config_text)
 
 
 @ENGINES.register
@@ -302,6 +340,7 @@ class TorchreidTripletEngine(EvalCheckpointMixin, _TR.engine.ImageTripletEngine)
     Reference: torchreid ``ImageTripletEngine``.
     """
 
-    def __init__(self, *args: Any, checkpoint_period: int = 0, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, checkpoint_period: int = 0, save_checkpoints: bool = True, config_text: str = "",
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._init_mixin(False, checkpoint_period)
+        self._init_mixin(False, checkpoint_period, save_checkpoints, config_text)

@@ -17,7 +17,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torch import nn
 
-from .checkpoint import load_checkpoint, load_state_strict
+from .checkpoint import load_checkpoint, load_state_strict, strip_module_prefix
 from .config import load_config
 from .data.transforms import build_test_transform
 from .registry import MODELS
@@ -37,7 +37,7 @@ def read_image(path: str) -> Image.Image:
     try:
         with Image.open(path) as img:
             return img.convert("RGB")
-    except (OSError, UnidentifiedImageError, ValueError) as err:
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as err:
         raise BadImageError(f"{path}: cannot read image ({err}). Remove or replace the file, or skip unreadable "
                             f"images (extract: --skip-bad-images; datasets: data.skip_bad_images True)") from err
 
@@ -53,15 +53,16 @@ def load_trained(weights: str, config_file: Optional[str] = None, opts: Sequence
         cfg = load_config(None, opts, text=state["config"])
     else:
         raise ValueError(f"{weights} holds no config; pass the training config with --config-file")
-    sd = state.get("state_dict", state)
+    sd = strip_module_prefix(state.get("state_dict", state))
     name = cfg.model.name
     if name not in MODELS:
         raise KeyError(f"{name!r} is not a plugin model; choices: {sorted(MODELS)} (torchreid models: use "
                        f"torchreid.utils.FeatureExtractor)")
     num_classes = sd["heads.0.classifier.weight"].shape[0] if "heads.0.classifier.weight" in sd else 1
     num_cameras = sd["backbone.sie.table"].shape[0] if "backbone.sie.table" in sd else 0
+    camera_ids = sd["backbone.sie.camera_ids"].tolist() if "backbone.sie.camera_ids" in sd else None
     from .config import model_kwargs
-    kwargs = dict(model_kwargs(cfg, num_cameras), pretrained_path=None)
+    kwargs = dict(model_kwargs(cfg, num_cameras, camera_ids), pretrained_path=None)
     model = MODELS.get(name)(num_classes=num_classes, loss=cfg.loss.name, pretrained=False, **kwargs)
     load_state_strict(model, sd, weights, f"{name} built from its config")
     return model.to(device).eval(), cfg
@@ -168,8 +169,8 @@ def export_onnx(model: nn.Module, out: str, height: int, width: int, with_camera
     feed = {"images": test.numpy()}
     cams = None
     if with_camera:
-        num = max(getattr(model.backbone.sie, "num_cameras", 1), 1)
-        cams = torch.arange(5) % num
+        sie = model.backbone.sie
+        cams = sie.camera_ids[torch.arange(5) % sie.num_cameras] if sie.enabled else torch.zeros(5, dtype=torch.long)
         feed["cameras"] = cams.numpy()
     with torch.no_grad():
         ref = model(test, camera=cams).numpy()

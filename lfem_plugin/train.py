@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import random
-from typing import Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 import torch
@@ -15,6 +15,8 @@ from yacs.config import CfgNode
 
 from . import _torchreid, config as C
 from . import distributed as D
+from . import preflight
+from .checkpoint import list_checkpoints, load_checkpoint, remove_orphan_tmp
 from .data.datasets import set_skip_bad_images
 from .data.sampler import DistributedIdentitySampler
 from .data.transforms import build_test_transform, build_train_transform
@@ -22,8 +24,9 @@ from .engine import LFEMEngine, TorchreidSoftmaxEngine, TorchreidTripletEngine, 
 from .losses import MultiBranchLoss, branch_weights
 from .optim import WarmupCosineLR, build_optimizer
 from .registry import MODELS
+from .run_lock import RunLock
 
-__all__ = ["build_datamanager", "build_model", "build_engine", "set_seed"]
+__all__ = ["build_datamanager", "build_model", "build_engine", "set_seed", "resolve_resume", "run"]
 
 _logger = logging.getLogger(__name__)
 _TR = _torchreid.root()
@@ -47,7 +50,12 @@ def build_datamanager(cfg: CfgNode):
     kwargs = C.imagedata_kwargs(cfg)
     if not plugin:  # torchreid models: torchreid's own transforms, with the configured normalisation
         kwargs.update(transforms=["random_flip"])
-    dm = _TR.data.ImageDataManager(**kwargs)
+    try:
+        dm = _TR.data.ImageDataManager(**kwargs)
+    except AssertionError:  # torchreid's sampler asserts there are enough identities for one P x K batch
+        num_pids = _TR.data.ImageDataManager(**dict(kwargs, train_sampler="RandomSampler")).num_train_pids
+        preflight.check_sampler(num_pids, cfg.train.batch_size, cfg.sampler.num_instances, cfg.data.sources)
+        raise
     if plugin:
         dm.transform_tr = build_train_transform(**C.transform_kwargs(cfg))
         dm.transform_te = build_test_transform(cfg.data.height, cfg.data.width, cfg.data.norm_mean, cfg.data.norm_std)
@@ -71,12 +79,17 @@ def _distributed_loader(cfg: CfgNode, loader):
                                        drop_last=True)
 
 
-def build_model(cfg: CfgNode, num_classes: int, num_cameras: int) -> torch.nn.Module:
+def train_cameras(dm) -> list:
+    """The raw camera ids of the training set (one SIE row each, in sorted order)."""
+    return sorted({int(item[2]) for item in dm.train_loader.dataset.train})
+
+
+def build_model(cfg: CfgNode, num_classes: int, num_cameras: int, camera_ids=None) -> torch.nn.Module:
     name = cfg.model.name
     if is_plugin_model(name):
         _check_normalisation(cfg, MODELS.get(name))
         return MODELS.get(name)(num_classes=num_classes, loss=cfg.loss.name, pretrained=cfg.model.pretrained,
-                                use_gpu=cfg.use_gpu, **C.model_kwargs(cfg, num_cameras))
+                                use_gpu=cfg.use_gpu, **C.model_kwargs(cfg, num_cameras, camera_ids))
     model = _TR.models.build_model(name, num_classes=num_classes, loss=cfg.loss.name,
                                    pretrained=cfg.model.pretrained, use_gpu=cfg.use_gpu)
     if cfg.model.load_weights:
@@ -100,22 +113,21 @@ def _check_normalisation(cfg: CfgNode, builder) -> None:
 def build_engine(cfg: CfgNode, dm) -> Tuple[object, torch.nn.Module]:
     """The engine for ``cfg.model.name``: :class:`LFEMEngine` for plugin models, torchreid's otherwise."""
     use_gpu = cfg.use_gpu and torch.cuda.is_available()
-    model = build_model(cfg, dm.num_train_pids, dm.num_train_cams)
+    model = build_model(cfg, dm.num_train_pids, dm.num_train_cams, train_cameras(dm))
     model = model.to(D.init_from_env() if use_gpu else "cpu")
     if not is_plugin_model(cfg.model.name):
         optimizer = _TR.optim.build_optimizer(model, optim=cfg.train.optim, lr=cfg.train.lr,
                                               weight_decay=cfg.train.weight_decay)
         scheduler = WarmupCosineLR(optimizer, **C.scheduler_kwargs(cfg))
         common = dict(scheduler=scheduler, use_gpu=use_gpu, label_smooth=cfg.loss.softmax.label_smooth,
-                      checkpoint_period=cfg.train.checkpoint_period)
+                      checkpoint_period=cfg.train.checkpoint_period, save_checkpoints=cfg.train.save_checkpoints,
+                      config_text=cfg.dump())
         if cfg.loss.name == "softmax":
             engine = TorchreidSoftmaxEngine(dm, model, optimizer, **common)
         else:
             engine = TorchreidTripletEngine(dm, model, optimizer, margin=cfg.loss.triplet.margin,
                                             weight_t=cfg.loss.triplet.weight_t, weight_x=cfg.loss.triplet.weight_x,
                                             **common)
-        engine.config_text = cfg.dump()
-        engine.save_checkpoints = cfg.train.save_checkpoints
         return engine, model
     optimizer = build_optimizer(model, **C.optimizer_kwargs(cfg))
     if D.is_distributed():
@@ -129,26 +141,74 @@ def build_engine(cfg: CfgNode, dm) -> Tuple[object, torch.nn.Module]:
                                 [w * cfg.loss.triplet.weight_t for w in weights], **C.loss_kwargs(cfg))
     engine = LFEMEngine(dm, model, optimizer, scheduler, criterion, use_gpu=use_gpu, amp=cfg.lfem.amp,
                         grad_clip=cfg.lfem.grad_clip, use_cameras=cfg.test.use_cameras,
-                        checkpoint_period=cfg.train.checkpoint_period)
-    engine.config_text = cfg.dump()
-    engine.save_checkpoints = cfg.train.save_checkpoints
+                        checkpoint_period=cfg.train.checkpoint_period, save_checkpoints=cfg.train.save_checkpoints,
+                        config_text=cfg.dump())
     return engine, model
 
 
-def run(cfg: CfgNode, resume: str = "") -> LFEMEngine:
-    """Train (or test, with ``test.evaluate``) as configured; returns the engine (results in ``last_results``).
+def resolve_resume(model_dir: str, resume: str, max_epoch: int) -> Tuple[str, int]:
+    """The checkpoint to resume from (``''``: from scratch) and its epoch.
 
-    Under ``torchrun`` (``WORLD_SIZE > 1``) it trains with DistributedDataParallel: one process per GPU (gloo on
-    CPU), each loading whole identities of every global batch; rank 0 logs, evaluates and checkpoints.
+    ``'auto'`` takes the newest checkpoint in ``model_dir``. Resuming from an older checkpoint than the newest in
+    ``model_dir`` is refused: continuing would overwrite the newer ones.
     """
+    found = list_checkpoints(model_dir)
+    if resume == "auto":
+        if not found:
+            _logger.info("--resume auto: no checkpoint in %s, starting from scratch", model_dir)
+            return "", 0
+        resume = str(found[-1][1])
+    if not resume:
+        return "", 0
+    epoch = int(load_checkpoint(resume)["epoch"])
+    newer = [path.name for e, path in found if e > epoch]
+    if newer and epoch < max_epoch:
+        raise FileExistsError(f"{resume} is from epoch {epoch}, but {model_dir} already holds later checkpoints "
+                              f"({', '.join(newer[-3:])}) that continuing would overwrite; resume from the newest "
+                              f"(--resume auto) or set another data.save_dir")
+    return resume, epoch
+
+
+def run(cfg: CfgNode, resume: str = "") -> Optional[LFEMEngine]:
+    """Train (or test, with ``test.evaluate``) as configured; returns the engine (results in ``last_results``), or
+    None when the checkpoint to resume from already finished the run (nothing is written then).
+
+    Everything checkable is checked before the first step (:mod:`lfem_plugin.preflight`); one training at a time
+    may use ``data.save_dir`` (:class:`~lfem_plugin.run_lock.RunLock`). Under ``torchrun`` (``WORLD_SIZE > 1``) it
+    trains with DistributedDataParallel: one process per GPU (gloo on CPU), each loading whole identities of every
+    global batch; rank 0 logs, evaluates and checkpoints.
+    """
+    preflight.check_config(cfg)
+    model_dir = os.path.join(cfg.data.save_dir, "model")
     D.init_from_env()
+    lock = RunLock(cfg.data.save_dir) if D.is_main() and not cfg.test.evaluate else None
+    try:
+        if lock is not None:
+            lock.acquire()
+            remove_orphan_tmp(model_dir)
+        resume, start_epoch = ("", 0) if cfg.test.evaluate else resolve_resume(model_dir, resume, cfg.train.max_epoch)
+        if resume and start_epoch >= cfg.train.max_epoch:
+            _logger.info("%s already finished the run (epoch %d of train.max_epoch %d): nothing to do", resume,
+                         start_epoch, cfg.train.max_epoch)
+            engine = None
+        else:
+            engine = _train(cfg, resume)
+    finally:
+        if lock is not None:
+            lock.release()
+    D.shutdown()  # on success only: after an error on one rank a barrier would wait forever
+    return engine
+
+
+def _train(cfg: CfgNode, resume: str) -> LFEMEngine:
     set_seed(cfg.train.seed)
     os.makedirs(cfg.data.save_dir, exist_ok=True)
     dm = build_datamanager(cfg)
-    engine, _ = build_engine(cfg, dm)
+    engine, model = build_engine(cfg, dm)
+    sie = getattr(getattr(_unwrap(model), "backbone", None), "sie", None)
+    preflight.check_data(cfg, dm, sie.camera_ids.tolist() if sie is not None and sie.enabled else ())
     kwargs = C.engine_run_kwargs(cfg)
     if resume:
         kwargs["start_epoch"] = engine.resume(resume)
     engine.run(**kwargs)
-    D.shutdown()  # on success only: after an error on one rank a barrier would wait forever
     return engine

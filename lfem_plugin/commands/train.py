@@ -26,10 +26,19 @@ def add_test_args(parser: argparse.ArgumentParser) -> None:
     add_args(parser)
 
 
+def check_overrides(args: argparse.Namespace, parser_flags) -> None:
+    """Flags after the ``KEY VALUE`` overrides would be read as overrides: say so instead."""
+    misplaced = [item for item in args.opts if item.split("=")[0] in parser_flags]
+    if misplaced:
+        raise ValueError(f"{' '.join(misplaced)} comes after the KEY VALUE overrides, where it would be read as a "
+                         f"config key; put every --flag before the first KEY VALUE pair")
+
+
 def _config(args: argparse.Namespace, test: bool = False):
     import torch
 
     from ..config import load_config
+    check_overrides(args, args._flags)
     opts = list(args.opts)
     for key, value in (("model.name", args.model), ("data.root", args.root)):
         if value:
@@ -59,16 +68,16 @@ def _summary(results) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from .. import train
-    from ..checkpoint import latest_checkpoint
     cfg = _config(args)
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun: torchreid's progress lines and results from rank 0 only
         sys.stdout = open(os.devnull, "w")
     else:
         _log_to_file(cfg.data.save_dir, "train")
-    resume = args.resume or cfg.model.resume
-    if resume == "auto":
-        resume = str(latest_checkpoint(os.path.join(cfg.data.save_dir, "model")) or "")
-    engine = train.run(cfg, resume=resume)
+    engine = train.run(cfg, resume=args.resume or cfg.model.resume)
+    if engine is None:
+        print(f"nothing to do: the run in {cfg.data.save_dir} already finished (train.max_epoch "
+              f"{cfg.train.max_epoch}); raise train.max_epoch to train further")
+        return 0
     print(_summary(getattr(engine, "last_results", {})))
     return 0
 

@@ -4,7 +4,7 @@ Reference: TransReID (ICCV 2021), Sec. 3.3 "Side Information Embeddings".
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 import torch
 from timm.layers import trunc_normal_
@@ -14,44 +14,62 @@ __all__ = ["CameraEmbedding"]
 
 
 class CameraEmbedding(nn.Module):
-    """A learnable ``(num_cameras, 1, D)`` table; returns ``coef * table[camera]`` to add to every token.
+    """A learnable ``(num_cameras, 1, D)`` table; returns ``coef * table[row(camera)]`` to add to every token.
+
+    Rows belong to the cameras seen in training, in sorted order of their ids (``camera_ids``; default
+    ``0..num_cameras-1``), the way torchreid relabels person ids: a training set whose cameras are ``c1`` and
+    ``c6`` gets a two-row table. A camera id without a row (never seen in training) is an error naming the known
+    ids; :func:`lfem_plugin.preflight` checks the test cameras before training starts.
 
     ``camera=None`` means "no side information" (torchreid's ``FeatureExtractor`` and stock engines call
-    ``model(x)``) and returns ``None``. With ``num_cameras <= 1`` SIE is disabled and cameras are ignored.
+    ``model(x)``) and returns ``None``. With fewer than 2 cameras SIE is disabled and cameras are ignored.
 
     Reference: TransReID (ICCV 2021), Sec. 3.3, camera-only SIE with coefficient lambda (3.0 in the paper's recipe).
 
     Args:
-        num_cameras: number of training cameras (``datamanager.num_train_cams``).
+        num_cameras: number of training cameras (``datamanager.num_train_cams``); ignored with ``camera_ids``.
         embed_dim: token width.
         coef: the SIE coefficient ``lambda``.
+        camera_ids: the raw camera ids of the training set (one table row each).
     """
 
-    def __init__(self, num_cameras: int, embed_dim: int, coef: float = 3.0) -> None:
+    def __init__(self, num_cameras: int, embed_dim: int, coef: float = 3.0,
+                 camera_ids: Optional[Sequence[int]] = None) -> None:
         super().__init__()
-        self.num_cameras = num_cameras if num_cameras > 1 else 0
+        ids = sorted({int(c) for c in camera_ids}) if camera_ids is not None else list(range(num_cameras))
+        self.num_cameras = len(ids) if len(ids) > 1 else 0
         self.coef = coef
         if self.num_cameras:
             self.table = nn.Parameter(torch.zeros(self.num_cameras, 1, embed_dim))
             trunc_normal_(self.table, std=0.02)
+            self.register_buffer("camera_ids", torch.tensor(ids, dtype=torch.long))
         else:
             self.register_parameter("table", None)
+            self.register_buffer("camera_ids", None)
 
     @property
     def enabled(self) -> bool:
         return self.table is not None
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        # Checkpoints written before camera ids were stored: their rows are cameras 0..N-1.
+        if self.enabled and prefix + "table" in state_dict and prefix + "camera_ids" not in state_dict:
+            state_dict[prefix + "camera_ids"] = torch.arange(state_dict[prefix + "table"].shape[0])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def forward(self, camera: Optional[torch.Tensor]) -> Optional[torch.Tensor]:
         if camera is None or self.table is None:
             return None
         camera = torch.as_tensor(camera, device=self.table.device).long().reshape(-1)
-        if not (torch.jit.is_tracing() or torch.compiler.is_compiling()):
-            lo, hi = int(camera.min()), int(camera.max())
-            if lo < 0 or hi >= self.num_cameras:
-                raise ValueError(f"camera id {lo if lo < 0 else hi} is outside the SIE table of {self.num_cameras} "
-                                 f"training cameras (valid ids 0..{self.num_cameras - 1}); evaluate without cameras "
-                                 f"(camera=None; config test.use_cameras False: SIE off) or train with all cameras")
-        return self.coef * self.table[camera]
+        # One-hot row selection (exactly table[row]; exports to ONNX without a gather on a searched index).
+        match = camera.unsqueeze(1) == self.camera_ids.unsqueeze(0)
+        if not (torch.jit.is_tracing() or torch.compiler.is_compiling()) and not bool(match.any(1).all()):
+            bad = int(camera[~match.any(1)][0])
+            raise ValueError(f"camera id {bad} is outside the SIE table of {self.num_cameras} training cameras "
+                             f"(ids {self.camera_ids.tolist()}); evaluate without cameras (camera=None; config "
+                             f"test.use_cameras False: SIE off) or train with all cameras")
+        rows = match.to(self.table.dtype) @ self.table.flatten(1)
+        return self.coef * rows.unsqueeze(1)
 
     def extra_repr(self) -> str:
         return f"num_cameras={self.num_cameras}, coef={self.coef}"

@@ -6,7 +6,7 @@ Reference: He et al., "TransReID: Transformer-based Object Re-Identification", I
 from __future__ import annotations
 
 from functools import partial
-from typing import NamedTuple, Optional, Tuple
+from typing import NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from timm.layers import trunc_normal_
@@ -49,6 +49,7 @@ class TransReIDViT(nn.Module):
         qkv_bias: bias in the qkv projection.
         drop_path_rate: stochastic depth, linear from 0 to this value over the blocks.
         num_cameras: rows of the camera SIE table (``<= 1`` disables SIE).
+        camera_ids: the raw camera ids of the training set, one SIE row each (default ``0..num_cameras-1``).
         sie_coef: SIE coefficient.
         jpm: build the Jigsaw Patch Module.
         num_groups: JPM local groups.
@@ -61,14 +62,14 @@ class TransReIDViT(nn.Module):
                  in_chans: int = 3, embed_dim: int = 768, depth: int = 12, num_heads: int = 12,
                  mlp_ratio: float = 4.0, qkv_bias: bool = True, drop_path_rate: float = 0.1, num_cameras: int = 0,
                  sie_coef: float = 3.0, jpm: bool = True, num_groups: int = 4, rearrange: bool = True,
-                 shift_num: int = 5, shuffle_groups: int = 2) -> None:
+                 shift_num: int = 5, shuffle_groups: int = 2, camera_ids: Optional[Sequence[int]] = None) -> None:
         super().__init__()
         self.num_features = self.embed_dim = embed_dim
         self.depth = depth
         self.patch_embed = OverlapPatchEmbed(img_size, patch_size, stride, in_chans, embed_dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, self.patch_embed.num_patches + 1, embed_dim))
-        self.sie = CameraEmbedding(num_cameras, embed_dim, sie_coef)
+        self.sie = CameraEmbedding(num_cameras, embed_dim, sie_coef, camera_ids)
         norm_layer = partial(nn.LayerNorm, eps=1e-6)
         dpr = torch.linspace(0, drop_path_rate, depth).tolist()
         blocks = [Block(embed_dim, num_heads, mlp_ratio, qkv_bias=qkv_bias, drop_path=dpr[i], norm_layer=norm_layer)

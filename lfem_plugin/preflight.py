@@ -1,0 +1,115 @@
+"""Checks run before the first training step, so a long run never fails on something knowable at the start.
+
+:func:`check_config` needs only the config (sampler arithmetic, epochs, metric names); :func:`check_data` needs
+the built data manager (test images readable, every query identity in the gallery, test cameras known to SIE,
+enough identities for one batch). Errors say what is wrong, where, and how to fix it.
+"""
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from typing import Dict, List, Sequence, Tuple
+
+from PIL import Image
+from yacs.config import CfgNode
+
+__all__ = ["check_config", "check_data", "check_sampler", "check_test_images", "check_query_matches",
+           "check_test_cameras", "PreflightError"]
+
+_logger = logging.getLogger(__name__)
+Item = Tuple  # (path, pid, camid, ...)
+
+
+class PreflightError(ValueError):
+    """A setting or the data makes the run fail later; raised before training starts."""
+
+
+def check_config(cfg: CfgNode) -> None:
+    """Settings that are wrong whatever the data."""
+    if not cfg.test.evaluate and cfg.train.max_epoch < 1:
+        raise PreflightError(f"train.max_epoch is {cfg.train.max_epoch}; it must be at least 1")
+    if cfg.test.dist_metric not in ("euclidean", "cosine"):
+        raise PreflightError(f"test.dist_metric {cfg.test.dist_metric!r} is not one of 'euclidean', 'cosine'")
+    for key, value in (("train.batch_size", cfg.train.batch_size), ("test.batch_size", cfg.test.batch_size),
+                       ("sampler.num_instances", cfg.sampler.num_instances)):
+        if value < 1:
+            raise PreflightError(f"{key} is {value}; it must be at least 1")
+    if cfg.train.checkpoint_period < 0:
+        raise PreflightError(f"train.checkpoint_period is {cfg.train.checkpoint_period}; use 0 (only at evaluations "
+                             f"and the end) or a positive number of epochs")
+    if cfg.sampler.train_sampler == "RandomIdentitySampler":
+        batch, k = cfg.train.batch_size, cfg.sampler.num_instances
+        if batch % k:
+            lower, upper = batch - batch % k, batch - batch % k + k
+            raise PreflightError(f"train.batch_size {batch} is not a multiple of sampler.num_instances {k} (P "
+                                 f"identities x K images); use {lower or upper} or {upper}")
+        if batch // k == 1:
+            _logger.warning("train.batch_size %d / sampler.num_instances %d = one identity per batch: every triplet "
+                            "term is 0 (no negatives); raise train.batch_size", batch, k)
+
+
+def check_sampler(num_pids: int, batch_size: int, num_instances: int, sources: Sequence[str]) -> None:
+    """The P x K sampler needs at least P = batch_size / num_instances training identities."""
+    needed = batch_size // num_instances
+    if num_pids < needed:
+        raise PreflightError(f"train.batch_size {batch_size} / sampler.num_instances {num_instances} = {needed} "
+                             f"identities per batch, but the training set ({', '.join(sources)}) has {num_pids}; "
+                             f"lower train.batch_size to at most {num_pids * num_instances}")
+
+
+def _header_ok(path: str) -> bool:
+    try:
+        with Image.open(path) as img:
+            img.size  # noqa: B018 - the header is parsed on open; size proves it
+        return True
+    except (OSError, ValueError, Image.DecompressionBombError):
+        return False
+
+
+def check_test_images(name: str, split: str, items: List[Item], skip_bad_images: bool) -> None:
+    """Every query/gallery file opens (header only: fast); bad ones are dropped in place when skipping."""
+    bad = [item for item in items if not _header_ok(item[0])]
+    if not bad:
+        return
+    if not skip_bad_images:
+        shown = ", ".join(str(item[0]) for item in bad[:3])
+        raise PreflightError(f"{name} {split}: {len(bad)} of {len(items)} images cannot be read ({shown}"
+                             f"{', ...' if len(bad) > 3 else ''}); replace them, or drop them with "
+                             f"data.skip_bad_images True")
+    bad_paths = {item[0] for item in bad}
+    items[:] = [item for item in items if item[0] not in bad_paths]
+    _logger.warning("%s %s: skipped %d unreadable image(s) of %d", name, split, len(bad), len(items) + len(bad))
+
+
+def check_query_matches(name: str, query: List[Item], gallery: List[Item]) -> None:
+    """Each query needs a gallery image of its identity from another camera (the Market/Duke protocol drops
+    same-camera matches); queries without one are left out of the metrics, a set with none cannot be scored."""
+    cams_of: Dict[int, set] = defaultdict(set)
+    for item in gallery:
+        cams_of[int(item[1])].add(int(item[2]))
+    valid = sum(bool(cams_of.get(int(q[1]), set()) - {int(q[2])}) for q in query)
+    if valid == 0:
+        raise PreflightError(f"{name}: no query identity has a gallery image from another camera, so rank-1/mAP "
+                             f"cannot be computed; check the dataset's query/gallery split and camera ids")
+    if valid < len(query):
+        _logger.warning("%s: %d of %d queries have no gallery match from another camera; they are left out of the "
+                        "metrics", name, len(query) - valid, len(query))
+
+
+def check_test_cameras(name: str, items: List[Item], train_cameras: Sequence[int]) -> None:
+    """With SIE and ``test.use_cameras``, every test camera must have an SIE row (a training camera)."""
+    unseen = sorted({int(item[2]) for item in items} - set(int(c) for c in train_cameras))
+    if unseen:
+        raise PreflightError(f"{name}: test camera ids {unseen} never occur in training (training cameras "
+                             f"{sorted(set(train_cameras))}), so camera SIE has no embedding for them; set "
+                             f"test.use_cameras False (SIE off at evaluation) or lfem.use_sie False")
+
+
+def check_data(cfg: CfgNode, dm, sie_cameras: Sequence[int] = ()) -> None:
+    """Checks on the built data manager: test images, query/gallery matches, test cameras known to SIE."""
+    for name, splits in dm.test_dataset.items():
+        for split in ("query", "gallery"):
+            check_test_images(name, split, splits[split], cfg.data.skip_bad_images)
+        check_query_matches(name, splits["query"], splits["gallery"])
+        if sie_cameras and cfg.test.use_cameras:
+            check_test_cameras(name, splits["query"] + splits["gallery"], sie_cameras)
