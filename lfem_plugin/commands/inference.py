@@ -31,10 +31,38 @@ def _cuda() -> bool:
     return torch.cuda.is_available()
 
 
+def _positive(value: int, flag: str) -> None:
+    if value < 1:
+        raise ValueError(f"{flag} is {value}; it must be at least 1")
+
+
+def _writable_file(path: Path, flag: str) -> None:
+    """Create the parent folder and check ``path`` can be written, before any long work."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise PermissionError(f"{flag} {path}: cannot create the folder {path.parent} ({err.strerror}); choose "
+                              f"another path") from None
+    if path.is_dir():
+        raise IsADirectoryError(f"{flag} {path} is a folder; give a file name")
+    existed = path.exists()
+    try:
+        with open(path, "ab"):
+            pass
+    except OSError as err:
+        raise PermissionError(f"{flag} {path} cannot be written ({err.strerror}); choose another path") from None
+    if not existed:
+        path.unlink()
+
+
 def run_extract(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ..inference import cameras_from_names, extract_features, list_images, load_trained
+    _positive(args.batch_size, "--batch-size")
+    if args.out.suffix != ".npy":  # np.save would append .npy silently
+        args.out = args.out.with_name(args.out.name + ".npy")
+    _writable_file(args.out, "--out")
     model, cfg = load_trained(args.weights, args.config_file, device=args.device)
     paths = list_images(args.images)
     cameras = None
@@ -44,7 +72,6 @@ def run_extract(args: argparse.Namespace) -> int:
         cameras = [int(c) for c in args.cameras]
     feats, kept = extract_features(model, paths, cfg.data.height, cfg.data.width, cfg.data.norm_mean,
                                    cfg.data.norm_std, cameras, args.batch_size, args.device, args.skip_bad_images)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     np.save(args.out, feats)
     paths_file = args.out.with_suffix(".paths.txt")
     paths_file.write_text("\n".join(kept) + "\n")
@@ -54,6 +81,7 @@ def run_extract(args: argparse.Namespace) -> int:
 
 def run_export(args: argparse.Namespace) -> int:
     from ..inference import export_onnx, load_trained
+    _writable_file(args.out, "--out")
     model, cfg = load_trained(args.weights, args.config_file)
     report = export_onnx(model, str(args.out), cfg.data.height, cfg.data.width, args.with_camera)
     print(f"exported {args.out} (dynamic batch{', cameras input' if args.with_camera else ''}); onnxruntime vs "
@@ -77,16 +105,17 @@ def run_visualize(args: argparse.Namespace) -> int:
     from ..data.transforms import build_test_transform
     from ..inference import cameras_from_names, list_images, load_trained, read_image
     from ..visualize import draw_lfem_groups
+    _positive(args.limit, "--limit")
     model, cfg = load_trained(args.weights, args.config_file)
     paths = list_images(args.images)[:args.limit]
     cameras = (cameras_from_names(paths) if args.cameras == ["from-name"] else
                [int(c) for c in args.cameras][:len(paths)] if args.cameras else [None] * len(paths))
     transform = build_test_transform(cfg.data.height, cfg.data.width, cfg.data.norm_mean, cfg.data.norm_std)
     args.out.mkdir(parents=True, exist_ok=True)
-    for path, cam in zip(paths, cameras):
+    for index, (path, cam) in enumerate(zip(paths, cameras)):
         img = read_image(path)
         shown = np.asarray(img.resize((cfg.data.width, cfg.data.height)))
-        out = args.out / (Path(path).stem + "_lfem.png")
+        out = args.out / f"{index:03d}_{Path(path).stem}_lfem.png"  # two images may share a stem
         gates = draw_lfem_groups(model, transform(img), shown, out, cam, Path(path).name)
         print(f"{out}: gates {[round(float(g), 3) for g in gates]}")
     return 0

@@ -16,6 +16,7 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from collections import Counter
 from pathlib import Path
 from typing import Dict, List, Optional
@@ -85,9 +86,13 @@ def prepare_occluded_duke(duke_zip: Path, root: Path, lists_dir: Optional[Path] 
     root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=root, prefix=".Occluded_Duke.tmp-"))
     try:
-        with zipfile.ZipFile(duke_zip) as archive:
-            index = _zip_index(archive)
-            missing = _copy_splits(archive, index, lists, tmp)
+        try:
+            with zipfile.ZipFile(duke_zip) as archive:
+                index = _zip_index(archive)
+                missing = _copy_splits(archive, index, lists, tmp)
+        except (zipfile.BadZipFile, zlib.error, EOFError) as err:
+            raise ValueError(f"{duke_zip} is not a complete zip archive ({err}); it may be truncated or corrupt: "
+                             f"download DukeMTMC-reID.zip again (nothing was written under {root})") from None
         if missing:
             shown = ", ".join(missing[:10])
             raise FileNotFoundError(f"{len(missing)} listed images are not in {duke_zip} (e.g. {shown}); is it the "

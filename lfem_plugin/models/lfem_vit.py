@@ -186,8 +186,8 @@ def _check_choice(key: str, value: str, choices: Tuple[str, ...]) -> None:
         raise ValueError(f"{key}={value!r} is not one of {choices}")
 
 
-_BACKBONE_KEYS = ("img_size", "stride", "num_cameras", "camera_ids", "sie_coef", "drop_path_rate", "num_groups", "rearrange",
-                  "shift_num", "shuffle_groups", "pretrained_path")
+_BACKBONE_KEYS = ("img_size", "stride", "num_cameras", "camera_ids", "sie_coef", "drop_path_rate", "num_groups",
+                  "rearrange", "shift_num", "shuffle_groups", "pretrained_path")
 
 
 def create_lfem_vit(arch: str, num_classes: int, loss: str = "softmax", pretrained: bool = False,
