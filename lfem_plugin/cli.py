@@ -19,6 +19,7 @@ __all__ = ["main", "build_parser", "COMMANDS"]
 COMMANDS: Dict[str, Tuple[str, str]] = {
     "train": ("train a model (lfem_vit or any torchreid model) from a yacs config", "train"),
     "test": ("evaluate a trained checkpoint", "train:test"),
+    "doctor": ("measure a config before a long run: memory, speed, projected hours, health", "doctor"),
     "demo": ("offline CPU demo: LFEM variants vs torchreid baselines on occluded ORL faces", "compare:demo"),
     "compare": ("train and compare models under one protocol (resumable; --report to aggregate)", "compare"),
     "extract": ("extract features of images with a trained checkpoint", "inference:extract"),

@@ -67,8 +67,10 @@ _QUICK_COMMON = _opts(data__sources="['orl_faces_occluded']", data__targets="['o
                       test__batch_size=100, test__eval_freq=-1, train__checkpoint_period=0, train__print_freq=1000,
                       train__save_checkpoints=False,
                       model__pretrained=False, test__ranks="[1,5,10]")
+# The LFEM variants of the quick profile keep the literal-sum loss weighting they were measured with (README).
 _QUICK_LFEM = _opts(model__name="lfem_vit_tiny", lfem__stride=16, lfem__drop_path_rate=0.0, lfem__padding=4,
-                    train__optim="adamw", train__lr=1e-3, train__max_epoch=100, lfem__warmup_epochs=5)
+                    train__optim="adamw", train__lr=1e-3, train__max_epoch=100, lfem__warmup_epochs=5,
+                    lfem__loss_weights="paper")
 _BASELINE_VIT = _opts(model__name="vit_transreid_tiny", lfem__use_lfem=False, lfem__views="['original']",
                       lfem__local_feature="jpm", lfem__eval_feature="concat", lfem__loss_weights="transreid")
 _QUICK_CNN = _opts(loss__name="softmax", loss__softmax__label_smooth=True, train__optim="adam", train__lr=3e-4,
@@ -111,9 +113,8 @@ PAPER = Profile(
     common=_opts(data__sources="['occluded_duke']", data__targets="['occluded_duke']"),
     config_file="occluded_duke/lfem_vit_base_s11_256x128.yaml",
     models=(
-        ModelSpec("baseline_vit", "Baseline (ViT)", "vit_transreid",
-                  _opts(model__name="vit_transreid", lfem__use_lfem=False, lfem__views="['original']",
-                        lfem__local_feature="jpm", lfem__eval_feature="concat", lfem__loss_weights="transreid")),
+        ModelSpec("baseline_vit", "Baseline (ViT)", "lfem_vit",
+                  _opts(lfem__use_lfem=False, lfem__views="['original']", lfem__local_feature="jpm")),
         ModelSpec("lfem_only", "LFEM only", "lfem_vit", _opts(lfem__views="['original']")),
         ModelSpec("rerc_only", "RE&RC only", "lfem_vit", _opts(lfem__use_lfem=False, lfem__local_feature="jpm")),
         ModelSpec("full", "Full (LFEM)", "lfem_vit", ()),

@@ -97,7 +97,7 @@ def add_lfem_config(cfg: CN) -> None:
     cfg.lfem.local_feature = "refined"  # local branch supervision: 'refined' | 'jpm' | 'fused'
     cfg.lfem.neck_feat = "before"  # evaluation feature before/after the BNNeck
     cfg.lfem.eval_feature = "final"  # 'final' (f_final) or 'concat' (TransReID's concatenation)
-    cfg.lfem.loss_weights = "paper"  # 'paper' (all 1) or 'transreid' (0.5 global / 0.5 local)
+    cfg.lfem.loss_weights = "transreid"  # 'transreid' (0.5 mean of globals + 0.5 mean of locals) or 'paper' (all 1)
     cfg.lfem.soft_margin = False  # soft-margin triplet instead of margin
     cfg.lfem.flip_prob = 0.5  # horizontal flip probability
     cfg.lfem.padding = 10  # zero padding before the random crop
@@ -111,6 +111,8 @@ def add_lfem_config(cfg: CN) -> None:
     cfg.lfem.weight_decay_bias = 1e-4  # bias weight decay
     cfg.lfem.amp = "bf16"  # mixed precision on CUDA: 'bf16', 'fp16' or 'off' (always off on CPU)
     cfg.lfem.grad_clip = 0.0  # max gradient norm (0: off)
+    cfg.lfem.compile = False  # torch.compile the model (nn.Module.compile: checkpoints keep their keys)
+    cfg.lfem.tf32 = True  # TF32 matmuls/convolutions on Ampere+ GPUs for what runs in fp32 (CUDA only)
 
 
 def load_yaml_with_base(path: str | os.PathLike, _chain: Tuple[Path, ...] = ()) -> Dict[str, Any]:

@@ -130,6 +130,10 @@ def build_engine(cfg: CfgNode, dm) -> Tuple[object, torch.nn.Module]:
                                             **common)
         return engine, model
     optimizer = build_optimizer(model, **C.optimizer_kwargs(cfg))
+    if use_gpu and cfg.lfem.tf32:
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    if cfg.lfem.compile:
+        model.compile()  # in place: the state dict keeps its keys, so checkpoints stay interchangeable
     if D.is_distributed():
         # The trunk's last block is not built under JPM, so every parameter is used: no find_unused_parameters.
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[torch.cuda.current_device()]

@@ -86,7 +86,7 @@ def test_shipped_configs_load(path):
     if path.name.startswith("_"):
         return
     cfg = C.load_config(path)
-    assert cfg.model.name in MODELS or cfg.model.name
+    assert cfg.model.name in MODELS or cfg.model.name in T._TR.models.__dict__["__model_factory"]
 
 
 def test_paper_config_is_the_paper_recipe():

@@ -1,0 +1,66 @@
+"""The shipped Occluded-Duke recipe: TransReID's loss normalisation, and ablation configs that differ from it only in
+what the paper's Table 2 changes."""
+from pathlib import Path
+
+import pytest
+import torch
+
+from lfem_plugin import config as C
+from lfem_plugin import train as T
+from lfem_plugin.losses import branch_weights
+
+REPO = Path(__file__).resolve().parents[1]
+DUKE = REPO / "configs" / "occluded_duke"
+FULL = DUKE / "lfem_vit_base_s11_256x128.yaml"
+
+
+def _flat(cfg, prefix=""):
+    out = {}
+    for key, value in cfg.items():
+        if isinstance(value, dict):
+            out.update(_flat(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def test_shipped_recipe_branch_weights_are_transreids_normalisation():
+    cfg = C.load_config(FULL)
+    assert cfg.lfem.loss_weights == "transreid" == C.get_default_config().lfem.loss_weights
+    names = ("final", "erased", "cropped", "local1", "local2", "local3", "local4")
+    weights = branch_weights(names, cfg.lfem.loss_weights)
+    assert weights == pytest.approx((1 / 6,) * 3 + (1 / 8,) * 4)  # 0.5 x mean of 3 globals, 0.5 x mean of 4 locals
+    assert sum(weights) == pytest.approx(1.0)
+    assert branch_weights(names, "paper") == (1.0,) * 7
+
+
+@pytest.mark.parametrize("name, allowed", [
+    ("vit_transreid_base_s11_256x128.yaml", {"lfem.use_lfem", "lfem.views", "lfem.local_feature"}),
+    ("lfem_only_vit_base_s11_256x128.yaml", {"lfem.views"}),
+    ("rerc_only_vit_base_s11_256x128.yaml", {"lfem.use_lfem", "lfem.local_feature"}),
+    ("lfem_paper_sum_vit_base_s11_256x128.yaml", {"lfem.loss_weights"}),
+])
+def test_ablation_configs_differ_from_the_recipe_only_in_table_2(name, allowed):
+    full, ablation = _flat(C.load_config(FULL)), _flat(C.load_config(DUKE / name))
+    changed = {k for k in full if full[k] != ablation[k]} - {"data.save_dir"}
+    assert changed == allowed
+    assert ablation["data.save_dir"].endswith(name[:-len(".yaml")])
+
+
+def test_recipe_loss_is_transreids_total_on_one_batch():
+    """The shipped weighting sums to TransReID's 0.5 global + 0.5 local per loss type; the literal sum is the
+    unnormalised one (more than 3.5x on any batch)."""
+    cfg = C.load_config(FULL, ["lfem.stride", "16", "model.pretrained", "False"])
+    model = T.build_model(C.load_config(None, ["model.name", "lfem_vit_tiny", "lfem.stride", "8", "data.height",
+                                               "64", "data.width", "32", "model.pretrained", "False"]), 4, 2)
+    from lfem_plugin.losses import MultiBranchLoss
+    out = model(torch.randn(3, 8, 3, 64, 32), camera=torch.tensor([0, 1] * 4), branch_features=True)
+    logits = model.classify(out.names, out.features)
+    pids = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    ours, terms = MultiBranchLoss(out.names, branch_weights(out.names, cfg.lfem.loss_weights),
+                                  branch_weights(out.names, cfg.lfem.loss_weights))(logits, out.features, pids)
+    literal, _ = MultiBranchLoss(out.names)(logits, out.features, pids)
+    by_kind = {kind: [terms[f"{kind}/{n}"] for n in out.names] for kind in ("ce", "tri")}
+    transreid = sum(0.5 * sum(v[:3]) / 3 + 0.5 * sum(v[3:]) / 4 for v in by_kind.values())
+    assert ours.item() == pytest.approx(transreid.item(), rel=1e-6)
+    assert literal.item() > 3.5 * ours.item()
