@@ -227,6 +227,8 @@ def run_doctor(cfg: CfgNode, iters: int = 5, warmup: int = 2, fixed_steps: int =
         cfg.data.save_dir = save_dir  # nothing of the user's run folder is touched
         cfg.train.save_checkpoints = False
         cfg.freeze()
+        if not T.is_plugin_model(cfg.model.name):
+            raise ValueError(f"doctor measures the plugin's models; {cfg.model.name} trains with torchreid's engines")
         T.preflight.check_config(cfg)
         T.set_seed(cfg.train.seed)
         dm = T.build_datamanager(cfg)
@@ -236,8 +238,6 @@ def run_doctor(cfg: CfgNode, iters: int = 5, warmup: int = 2, fixed_steps: int =
         device = engine.device
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()
-        if not hasattr(engine, "criterion"):
-            raise ValueError(f"doctor measures plugin models; {cfg.model.name} trains with torchreid's engine")
         start_state = copy.deepcopy(_unwrap(model).state_dict())
         timing = _time_training(engine, iters, warmup)
         batch = timing.pop("last_batch")

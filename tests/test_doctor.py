@@ -67,3 +67,8 @@ def test_doctor_full_size_paper_config_builds_on_cpu_with_a_small_batch(tmp_path
     assert main(args) == 0
     report = json.loads(out.read_text())
     assert report["batch_images"] == 12 and report["model"] == "lfem_vit" and report["grads_finite"]
+
+
+def test_doctor_refuses_torchreid_models(capsys):
+    assert main(["doctor", "--config-file", str(CPU_CONFIG), "--model", "resnet50"]) == 2
+    assert "doctor measures the plugin's models; resnet50" in capsys.readouterr().err
