@@ -232,9 +232,8 @@ def run_doctor(cfg: CfgNode, iters: int = 5, warmup: int = 2, fixed_steps: int =
         T.preflight.check_config(cfg)
         T.set_seed(cfg.train.seed)
         dm = T.build_datamanager(cfg)
+        T.preflight.check_data(cfg, dm, T.sie_cameras(cfg, dm))
         engine, model = T.build_engine(cfg, dm)
-        sie = getattr(getattr(_unwrap(model), "backbone", None), "sie", None)
-        T.preflight.check_data(cfg, dm, sie.camera_ids.tolist() if sie is not None and sie.enabled else ())
         device = engine.device
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()

@@ -84,6 +84,12 @@ def train_cameras(dm) -> list:
     return sorted({int(item[2]) for item in dm.train_loader.dataset.train})
 
 
+def sie_cameras(cfg: CfgNode, dm) -> list:
+    """The training cameras that get SIE rows (none for torchreid models, with SIE off, or one camera)."""
+    cameras = train_cameras(dm) if is_plugin_model(cfg.model.name) and cfg.lfem.use_sie else []
+    return cameras if len(cameras) > 1 else []
+
+
 def build_model(cfg: CfgNode, num_classes: int, num_cameras: int, camera_ids=None) -> torch.nn.Module:
     name = cfg.model.name
     if is_plugin_model(name):
@@ -208,9 +214,8 @@ def _train(cfg: CfgNode, resume: str) -> LFEMEngine:
     set_seed(cfg.train.seed)
     os.makedirs(cfg.data.save_dir, exist_ok=True)
     dm = build_datamanager(cfg)
-    engine, model = build_engine(cfg, dm)
-    sie = getattr(getattr(_unwrap(model), "backbone", None), "sie", None)
-    preflight.check_data(cfg, dm, sie.camera_ids.tolist() if sie is not None and sie.enabled else ())
+    preflight.check_data(cfg, dm, sie_cameras(cfg, dm))
+    engine, _ = build_engine(cfg, dm)
     kwargs = C.engine_run_kwargs(cfg)
     if resume:
         kwargs["start_epoch"] = engine.resume(resume)

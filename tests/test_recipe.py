@@ -50,7 +50,7 @@ def test_ablation_configs_differ_from_the_recipe_only_in_table_2(name, allowed):
 def test_recipe_loss_is_transreids_total_on_one_batch():
     """The shipped weighting sums to TransReID's 0.5 global + 0.5 local per loss type; the literal sum is the
     unnormalised one (more than 3.5x on any batch)."""
-    cfg = C.load_config(FULL, ["lfem.stride", "16", "model.pretrained", "False"])
+    cfg = C.load_config(FULL)
     model = T.build_model(C.load_config(None, ["model.name", "lfem_vit_tiny", "lfem.stride", "8", "data.height",
                                                "64", "data.width", "32", "model.pretrained", "False"]), 4, 2)
     from lfem_plugin.losses import MultiBranchLoss
