@@ -6,6 +6,8 @@ import torch
 
 import lfem_plugin  # noqa: F401  (registers the plugin into torchreid)
 
+from .helpers import register_synthetic, write_synthetic_reid
+
 torch.set_num_threads(2)
 
 
@@ -14,3 +16,12 @@ def _seed():
     random.seed(0)
     np.random.seed(0)
     torch.manual_seed(0)
+
+
+@pytest.fixture()
+def synthetic_root(tmp_path):
+    """A fresh synthetic ReID set under ``tmp_path/data``, registered as ``synthetic_reid``."""
+    root = tmp_path / "data"
+    write_synthetic_reid(root)
+    register_synthetic()
+    return root

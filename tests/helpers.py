@@ -15,6 +15,11 @@ from lfem_plugin.optim import WarmupCosineLR, build_optimizer
 from lfem_plugin.registry import MODELS
 
 TR = _torchreid.root()
+CPU_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "orl" / "lfem_vit_tiny_64x32_cpu.yaml"
+# Overrides that point the CPU config at the synthetic set: tiny batches, a checkpoint every epoch, no mid-run eval.
+SMALL = ["data.sources", "['synthetic_reid']", "data.targets", "['synthetic_reid']", "train.batch_size", "8",
+         "sampler.num_instances", "2", "test.batch_size", "8", "use_gpu", "False", "train.checkpoint_period", "1",
+         "test.eval_freq", "-1"]
 
 
 def write_synthetic_reid(root: Path, num_ids: int = 6, per_id: int = 4, size=(32, 16)) -> None:

@@ -61,7 +61,8 @@ def test_doctor_full_size_paper_config_builds_on_cpu_with_a_small_batch(tmp_path
     out = tmp_path / "doctor.json"
     args = ["doctor", "--config-file", str(REPO / "configs" / "occluded_duke" / "lfem_vit_base_s11_256x128.yaml"),
             "--synthetic", "--iters", "1", "--warmup", "0", "--eval-images", "4", "--out", str(out),
-            "model.pretrained", "False", "train.batch_size", "4", "sampler.num_instances", "2", "test.batch_size", "4", "data.workers", "0"]
+            "model.pretrained", "False", "train.batch_size", "4", "sampler.num_instances", "2", "test.batch_size", "4",
+            "data.workers", "0"]
     monkeypatch.setattr(doctor, "_fixed_batch", lambda engine, data, steps: {
         "fixed_batch_losses": [1.0, 0.5], "fixed_batch_loss_falls": True})  # 4 more ViT-B steps add nothing here
     assert main(args) == 0

@@ -20,25 +20,11 @@ from lfem_plugin.engine import MAX_SKIPPED_FP16_STEPS, LFEMEngine, NonFiniteLoss
 from lfem_plugin.inference import load_trained
 from lfem_plugin.run_lock import LOCK_NAME, RunLockedError
 
-from .helpers import register_synthetic, tiny_engine, write_synthetic_reid
-
-REPO = Path(__file__).resolve().parents[1]
-CPU_CONFIG = REPO / "configs" / "orl" / "lfem_vit_tiny_64x32_cpu.yaml"
-SMALL = ["data.sources", "['synthetic_reid']", "data.targets", "['synthetic_reid']", "train.batch_size", "8",
-         "sampler.num_instances", "2", "test.batch_size", "8", "use_gpu", "False", "train.checkpoint_period", "1",
-         "test.eval_freq", "-1"]
+from .helpers import CPU_CONFIG, SMALL, register_synthetic, tiny_engine, write_synthetic_reid
 
 
-@pytest.fixture()
-def root(tmp_path):
-    data = tmp_path / "data"
-    write_synthetic_reid(data)
-    register_synthetic()
-    return data
-
-
-def _cfg(root, save_dir, *opts):
-    return C.load_config(CPU_CONFIG, ["data.root", str(root), "data.save_dir", str(save_dir), *SMALL, *opts])
+def _cfg(synthetic_root, save_dir, *opts):
+    return C.load_config(CPU_CONFIG, ["data.root", str(synthetic_root), "data.save_dir", str(save_dir), *SMALL, *opts])
 
 
 def _weights(path):
@@ -46,7 +32,7 @@ def _weights(path):
 
 
 # ---- never lose or corrupt a run -------------------------------------------------------------------------------
-def test_checkpoint_with_non_finite_weights_is_never_written(root, tmp_path, monkeypatch):
+def test_checkpoint_with_non_finite_weights_is_never_written(synthetic_root, tmp_path, monkeypatch):
     original = LFEMEngine.update_lr
 
     def diverge(self):  # the last step of epoch 2 leaves NaN weights behind a finite loss
@@ -58,13 +44,13 @@ def test_checkpoint_with_non_finite_weights_is_never_written(root, tmp_path, mon
     monkeypatch.setattr(LFEMEngine, "update_lr", diverge)
     with pytest.raises(NonFiniteLossError, match=r"epoch 2: training diverged.*newest finite checkpoint is "
                                                  r".*model\.pth\.tar-1\b"):
-        T.run(_cfg(root, tmp_path / "run", "train.max_epoch", "3"))
+        T.run(_cfg(synthetic_root, tmp_path / "run", "train.max_epoch", "3"))
     assert [e for e, _ in list_checkpoints(tmp_path / "run" / "model")] == [1]
     assert not list((tmp_path / "run" / "model").glob(".*.tmp"))
 
 
-def test_sgd_lr_5_stops_naming_the_newest_finite_checkpoint(root, tmp_path):
-    cfg = _cfg(root, tmp_path / "run", "train.max_epoch", "4", "train.optim", "sgd", "train.lr", "5.0",
+def test_sgd_lr_5_stops_naming_the_newest_finite_checkpoint(synthetic_root, tmp_path):
+    cfg = _cfg(synthetic_root, tmp_path / "run", "train.max_epoch", "4", "train.optim", "sgd", "train.lr", "5.0",
                "lfem.warmup_epochs", "0")
     with pytest.raises(NonFiniteLossError, match=r"newest finite checkpoint is .*model\.pth\.tar-\d"):
         T.run(cfg)
@@ -96,36 +82,36 @@ def test_fp16_skipped_steps_are_not_failures_but_a_run_of_them_is():
         engine._check_finite(nan, {})
 
 
-def test_resume_auto_on_a_finished_run_writes_nothing(root, tmp_path, capsys):
+def test_resume_auto_on_a_finished_run_writes_nothing(synthetic_root, tmp_path, capsys):
     from lfem_plugin.cli import main
-    T.run(_cfg(root, tmp_path / "run", "train.max_epoch", "2"))
+    T.run(_cfg(synthetic_root, tmp_path / "run", "train.max_epoch", "2"))
     folder = tmp_path / "run" / "model"
     before = {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in folder.iterdir()}
-    assert main(["train", "--config-file", str(CPU_CONFIG), "--root", str(root), "--resume", "auto",
+    assert main(["train", "--config-file", str(CPU_CONFIG), "--root", str(synthetic_root), "--resume", "auto",
                  "data.save_dir", str(tmp_path / "run"), "train.max_epoch", "2", *SMALL]) == 0
     assert "nothing to do" in capsys.readouterr().out
     assert {p.name: (p.stat().st_mtime_ns, p.read_bytes()) for p in folder.iterdir()} == before
 
 
-def test_resume_from_an_older_checkpoint_would_overwrite_newer_ones(root, tmp_path):
-    T.run(_cfg(root, tmp_path / "run", "train.max_epoch", "2"))
+def test_resume_from_an_older_checkpoint_would_overwrite_newer_ones(synthetic_root, tmp_path):
+    T.run(_cfg(synthetic_root, tmp_path / "run", "train.max_epoch", "2"))
     older = tmp_path / "run" / "model" / "model.pth.tar-1"
     with pytest.raises(FileExistsError, match=r"model\.pth\.tar-2.*--resume auto"):
-        T.run(_cfg(root, tmp_path / "run", "train.max_epoch", "3"), resume=str(older))
+        T.run(_cfg(synthetic_root, tmp_path / "run", "train.max_epoch", "3"), resume=str(older))
     engine = tiny_engine()
     engine.resumed_epoch = 5
     with pytest.raises(RuntimeError, match="epoch-3 checkpoint of a run resumed at epoch 5"):
         engine.save_model(2, 0.0, str(tmp_path / "other"))
 
 
-def test_resume_auto_without_checkpoint_says_it_starts_from_scratch(root, tmp_path, caplog):
+def test_resume_auto_without_checkpoint_says_it_starts_from_scratch(synthetic_root, tmp_path, caplog):
     with caplog.at_level(logging.INFO):
-        T.run(_cfg(root, tmp_path / "run", "train.max_epoch", "1"), resume="auto")
+        T.run(_cfg(synthetic_root, tmp_path / "run", "train.max_epoch", "1"), resume="auto")
     assert "no checkpoint in" in caplog.text and "starting from scratch" in caplog.text
 
 
 @pytest.mark.slow
-def test_resume_is_exact_from_every_checkpoint_including_evaluation_epochs(root, tmp_path, monkeypatch):
+def test_resume_is_exact_from_every_checkpoint_including_evaluation_epochs(synthetic_root, tmp_path, monkeypatch):
     """Every checkpoint file as it was written (the one saved before an evaluation too, which a kill during that
     evaluation would leave behind) resumes to the uninterrupted run's final weights, bit for bit."""
     from lfem_plugin import engine as E
@@ -140,7 +126,7 @@ def test_resume_is_exact_from_every_checkpoint_including_evaluation_epochs(root,
 
     monkeypatch.setattr(E, "save_checkpoint", snapshot)
     opts = ("train.max_epoch", "4", "test.eval_freq", "2")
-    T.run(_cfg(root, tmp_path / "full", *opts))
+    T.run(_cfg(synthetic_root, tmp_path / "full", *opts))
     monkeypatch.undo()
     reference = _weights(tmp_path / "full" / "model" / "model.pth.tar-4")
     resumable = [p for p in written if not p.name.endswith("tar-4")]
@@ -149,12 +135,12 @@ def test_resume_is_exact_from_every_checkpoint_including_evaluation_epochs(root,
         run_dir = tmp_path / f"resumed-{snap.name}"
         (run_dir / "model").mkdir(parents=True)
         shutil.copy(snap, run_dir / "model" / snap.name.split("-", 1)[1])
-        T.run(_cfg(root, run_dir, *opts), resume="auto")
+        T.run(_cfg(synthetic_root, run_dir, *opts), resume="auto")
         resumed = _weights(run_dir / "model" / "model.pth.tar-4")
         assert all(torch.equal(reference[k], resumed[k]) for k in reference), f"resumed from {snap.name}"
 
 
-def test_a_second_training_into_the_same_folder_is_refused(root, tmp_path):
+def test_a_second_training_into_the_same_folder_is_refused(synthetic_root, tmp_path):
     save_dir = tmp_path / "run"
     save_dir.mkdir()
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
@@ -162,33 +148,33 @@ def test_a_second_training_into_the_same_folder_is_refused(root, tmp_path):
         (save_dir / LOCK_NAME).write_text(f'{{"pid": {sleeper.pid}, "host": "{os.uname().nodename}", '
                                           f'"started": "now", "command": "lfem-reid train"}}')
         with pytest.raises(RunLockedError, match=rf"pid {sleeper.pid}.*another data.save_dir"):
-            T.run(_cfg(root, save_dir, "train.max_epoch", "1"))
+            T.run(_cfg(synthetic_root, save_dir, "train.max_epoch", "1"))
     finally:
         sleeper.kill()
         sleeper.wait()
     assert not (save_dir / "model").exists()
 
 
-def test_a_stale_lock_is_taken_over_and_released(root, tmp_path, caplog):
+def test_a_stale_lock_is_taken_over_and_released(synthetic_root, tmp_path, caplog):
     save_dir = tmp_path / "run"
     save_dir.mkdir()
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     (save_dir / LOCK_NAME).write_text(f'{{"pid": {gone.pid}, "host": "{os.uname().nodename}"}}')
     with caplog.at_level(logging.WARNING):
-        T.run(_cfg(root, save_dir, "train.max_epoch", "1"))
+        T.run(_cfg(synthetic_root, save_dir, "train.max_epoch", "1"))
     assert "stale lock" in caplog.text and not (save_dir / LOCK_NAME).exists()
     assert (save_dir / "model" / "model.pth.tar-1").is_file()
 
 
-def test_orphan_tmp_removed_and_checkpoints_have_normal_permissions(root, tmp_path):
+def test_orphan_tmp_removed_and_checkpoints_have_normal_permissions(synthetic_root, tmp_path):
     folder = tmp_path / "run" / "model"
     folder.mkdir(parents=True)
     orphan = folder / ".model.pth.tar-3.abc123.tmp"
     orphan.write_bytes(b"half")
     old = os.umask(0o022)
     try:
-        T.run(_cfg(root, tmp_path / "run", "train.max_epoch", "1"))
+        T.run(_cfg(synthetic_root, tmp_path / "run", "train.max_epoch", "1"))
     finally:
         os.umask(old)
     assert not orphan.exists()
@@ -214,8 +200,8 @@ def test_full_disk_names_path_and_bytes_and_keeps_the_previous_checkpoint(tmp_pa
     assert [p.name for p in tmp_path.iterdir()] == [target.name]
 
 
-def test_a_module_prefixed_state_dict_loads(root, tmp_path):
-    T.run(_cfg(root, tmp_path / "run", "train.max_epoch", "1"))
+def test_a_module_prefixed_state_dict_loads(synthetic_root, tmp_path):
+    T.run(_cfg(synthetic_root, tmp_path / "run", "train.max_epoch", "1"))
     state = load_checkpoint(tmp_path / "run" / "model" / "model.pth.tar-1")
     state["state_dict"] = {"module." + k: v for k, v in state["state_dict"].items()}
     torch.save(state, tmp_path / "ddp.pth")
@@ -237,9 +223,9 @@ def test_torchreid_checkpoint_with_numpy_rank1_loads(tmp_path):
     (("train.batch_size", "9"), "not a multiple of sampler.num_instances 2.*use 8 or 10"),
     (("train.batch_size", "40"), r"20 identities per batch, but the training set \(synthetic_reid\) has 6"),
 ])
-def test_bad_settings_fail_before_training(root, tmp_path, opts, match):
+def test_bad_settings_fail_before_training(synthetic_root, tmp_path, opts, match):
     with pytest.raises(preflight.PreflightError, match=match):
-        T.run(_cfg(root, tmp_path / "run", *opts))
+        T.run(_cfg(synthetic_root, tmp_path / "run", *opts))
     assert not (tmp_path / "run" / "model").exists()
 
 
@@ -250,11 +236,11 @@ def test_one_identity_per_batch_warns(caplog):
     assert "one identity per batch" in caplog.text
 
 
-def test_unreadable_test_image_fails_before_training_or_is_skipped(root, tmp_path, caplog):
-    bad = sorted((root / "synthetic_reid" / "gallery").glob("*.jpg"))[0]
+def test_unreadable_test_image_fails_before_training_or_is_skipped(synthetic_root, tmp_path, caplog):
+    bad = sorted((synthetic_root / "synthetic_reid" / "gallery").glob("*.jpg"))[0]
     bad.write_bytes(b"not an image")
     with pytest.raises(preflight.PreflightError, match=rf"gallery: 1 of 12 images cannot be read \({bad}"):
-        T.run(_cfg(root, tmp_path / "run", "train.max_epoch", "1"))
+        T.run(_cfg(synthetic_root, tmp_path / "run", "train.max_epoch", "1"))
     assert not (tmp_path / "run" / "model").exists()
     items = [(str(bad), 1, 1), (str(next(bad.parent.glob("0101*"))), 101, 1)]
     with caplog.at_level(logging.WARNING):

@@ -19,21 +19,9 @@ from lfem_plugin.engine import NonFiniteLossError
 from lfem_plugin.inference import BadImageError, export_onnx, extract_features, list_images, load_trained
 from lfem_plugin.losses import MultiBranchLoss
 
-from .helpers import TR, SyntheticReID, register_synthetic, write_synthetic_reid
+from .helpers import CPU_CONFIG, SMALL, TR, SyntheticReID
 
 REPO = Path(__file__).resolve().parents[1]
-CPU_CONFIG = REPO / "configs" / "orl" / "lfem_vit_tiny_64x32_cpu.yaml"
-SMALL = ["data.sources", "['synthetic_reid']", "data.targets", "['synthetic_reid']", "train.batch_size", "8",
-         "sampler.num_instances", "2", "test.batch_size", "8", "use_gpu", "False", "train.checkpoint_period", "1",
-         "test.eval_freq", "-1"]
-
-
-@pytest.fixture()
-def synthetic_root(tmp_path):
-    root = tmp_path / "data"
-    write_synthetic_reid(root)
-    register_synthetic()
-    return root
 
 
 @pytest.fixture()
