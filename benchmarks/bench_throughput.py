@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import multiprocessing as mp
 import platform
 import resource
@@ -87,18 +88,32 @@ def _measure(kind: str, args: Dict[str, Any], queue) -> None:
     step_s = timed(train_step, steps)
     out = {"model": kind, "views": views, "batch": batch, "train_step_s": step_s,
            "train_images_per_s": views * batch / step_s,
-           "params": sum(p.numel() for p in model.parameters())}
-    if kind == "lfem_vit":
-        batched_fwd = timed(lambda: model.forward_branch_features(x, cams), steps)
-        separate_fwd = timed(lambda: [model.forward_branch_features(x[v], cams) for v in range(views)], steps)
+           "params": sum(p.numel() for p in model.parameters()),
+           "peak_memory_mb": (torch.cuda.max_memory_allocated() / 2 ** 20 if device == "cuda"  # training's peak
+                              else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+    if kind == "lfem_vit":  # forward only, in the training step's precision
+        with torch.no_grad(), amp:
+            batched_fwd = timed(lambda: model.forward_branch_features(x, cams), steps)
+            separate_fwd = timed(lambda: [model.forward_branch_features(x[v], cams) for v in range(views)], steps)
         out.update(forward_3views_batched_s=batched_fwd, forward_3views_separate_s=separate_fwd)
     model.eval()
     with torch.no_grad(), amp:
         infer_s = timed(lambda: model(x[0]), steps)
     out["inference_images_per_s"] = batch / infer_s
-    out["peak_memory_mb"] = (torch.cuda.max_memory_allocated() / 2 ** 20 if device == "cuda"
-                             else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
     queue.put(out)
+
+
+def _result(proc, queue, kind: str) -> Dict[str, Any]:
+    """The measuring process's result; an error (not a hang) when it dies without one."""
+    while True:
+        try:
+            result = queue.get(timeout=5)
+            break
+        except Exception:  # queue.Empty
+            if not proc.is_alive():
+                raise SystemExit(f"bench_throughput: measuring {kind} failed (process exit code {proc.exitcode})")
+    proc.join()
+    return result
 
 
 def main() -> None:
@@ -113,7 +128,7 @@ def main() -> None:
     geometry = (dict(arch="vit_base_patch16", img_size=(256, 128), stride=11) if gpu else
                 dict(arch="vit_tiny_test", img_size=(128, 64), stride=11))
     settings = dict(device=args.device, geometry=geometry, batch=args.batch or (48 if gpu else 16),
-                    steps=args.steps or (20 if gpu else 5), warmup=5 if gpu else 2)
+                    steps=args.steps or 20, warmup=5)
     if args.smoke:
         settings.update(geometry=dict(arch="vit_tiny_test", img_size=(64, 32), stride=8), batch=4, steps=1, warmup=1)
     ctx = mp.get_context("spawn")
@@ -122,8 +137,7 @@ def main() -> None:
         queue = ctx.Queue()
         proc = ctx.Process(target=_measure, args=(kind, settings, queue))
         proc.start()
-        results[kind] = queue.get(timeout=1800)
-        proc.join()
+        results[kind] = _result(proc, queue, kind)
         r = results[kind]
         print(f"{kind:>14}: train {r['train_images_per_s']:8.1f} img/s ({r['views']} view(s) x {r['batch']}), "
               f"inference {r['inference_images_per_s']:8.1f} img/s, peak {r['peak_memory_mb']:.0f} MB")
@@ -143,7 +157,7 @@ def main() -> None:
                "ratios": ratios, "date": time.strftime("%Y-%m-%d")}
     args.out.mkdir(parents=True, exist_ok=True)
     prefix = "bench_throughput_smoke_" if args.smoke else "bench_throughput_"
-    name = f"{prefix}{device_name.replace(' ', '_')}_torch{torch.__version__}.json"
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", f"{prefix}{device_name}_torch{torch.__version__}.json")
     (args.out / name).write_text(json.dumps(payload, indent=2))
     print(f"written {args.out / name}")
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.metadata
 import logging
 import warnings
 from types import ModuleType
@@ -16,8 +17,8 @@ from typing import Any, Callable, Dict, Tuple
 
 from .registry import same_definition
 
-__all__ = ["root", "resolve_root", "model_factory", "image_dataset_factory", "add_model", "add_image_dataset",
-           "ROOT_CANDIDATES"]
+__all__ = ["root", "resolve_root", "version", "model_factory", "image_dataset_factory", "add_model",
+           "add_image_dataset", "ROOT_CANDIDATES"]
 
 _logger = logging.getLogger(__name__)
 
@@ -49,6 +50,14 @@ def resolve_root(candidates: Tuple[str, ...]) -> ModuleType:
         errors.append(f"{name}: has no models/data/engine/utils")
     raise ImportError("cannot find torchreid; install it with `pip install torchreid==0.2.5` "
                       "(or upstream deep-person-reid from source). Tried: " + "; ".join(errors))
+
+
+def version() -> str:
+    """The installed torchreid distribution's version (``0.2.5`` on PyPI; its ``torchreid.reid`` says 1.4.0)."""
+    try:
+        return importlib.metadata.version("torchreid")
+    except importlib.metadata.PackageNotFoundError:  # a source checkout on sys.path
+        return str(getattr(root(), "__version__", "unknown"))
 
 
 def _module_dict(module: ModuleType, attr: str) -> Dict[str, Any]:

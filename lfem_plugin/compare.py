@@ -81,7 +81,7 @@ LFEM_VARIANTS = ("baseline_vit", "lfem_only", "rerc_only", "full")
 
 QUICK = Profile(
     name="quick",
-    description="CPU, orl_faces_occluded (20 train ids; 40 occluded queries vs 160 gallery), 96x80 input, random "
+    description="orl_faces_occluded (20 train ids; 40 occluded queries vs 160 gallery), 96x80 input, random "
                 "init; LFEM variants: tiny ViT (64-d, depth 3, stride 16), AdamW 1e-3, 100 epochs; CNN baselines: "
                 "torchreid softmax recipe (Adam 3e-4, label smoothing), 15 epochs",
     common=_QUICK_COMMON,
@@ -144,7 +144,7 @@ def _versions() -> Dict[str, str]:
     except (OSError, subprocess.SubprocessError):
         rev = ""
     return {"torch": torch.__version__, "timm": timm.__version__, "lfem_plugin": __version__,
-            "torchreid": getattr(_torchreid.root(), "__version__", "?"), "git": rev or "unknown"}
+            "torchreid": _torchreid.version(), "git": rev or "unknown"}
 
 
 def _device() -> str:

@@ -13,8 +13,9 @@ from lfem_plugin.doctor import _num_evaluations, write_synthetic
 REPO = Path(__file__).resolve().parents[1]
 CPU_CONFIG = REPO / "configs" / "orl" / "lfem_vit_tiny_64x32_cpu.yaml"
 FIELDS = {"device", "amp", "batch_images", "iter_s", "data_s", "images_per_s", "peak_mem_mb", "iters_per_epoch",
-          "projected_epoch_s", "projected_total_h", "eval_images_per_s", "loss_first", "loss_last", "grads_finite",
-          "gate_mean", "warnings", "fixed_batch_loss_falls", "amp_loss_rel_diff", "amp_grad_cosine"}
+          "projected_epoch_s", "projected_total_h", "eval_images_per_s", "eval_first_batch_s", "loss_first",
+          "loss_last", "grads_finite", "gate_mean", "warnings", "fixed_batch_loss_falls", "amp_loss_rel_diff",
+          "amp_grad_cosine"}
 
 
 def test_synthetic_occluded_duke_has_the_real_shape(tmp_path):
