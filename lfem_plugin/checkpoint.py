@@ -171,6 +171,30 @@ def load_state_strict(model: torch.nn.Module, state_dict: Dict[str, Any], source
                        f"--config-file?")
 
 
+def load_trained_weights(model: torch.nn.Module, path: str | os.PathLike) -> None:
+    """``model.load_weights``: torchreid's ``load_pretrained_weights`` (tensors whose name and shape match are
+    loaded, the rest, e.g. a classifier of another identity count, is listed and left), read ``weights_only``.
+
+    A file none of whose tensors fit but which looks like an ImageNet ViT is refused with the key to use instead.
+    Reference: torchreid ``utils.torchtools.load_pretrained_weights``.
+    """
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"model.load_weights {path} not found; give the path of a trained checkpoint")
+    state = load_checkpoint(path)
+    weights = strip_module_prefix(state.get("state_dict", state))
+    own = model.state_dict()
+    matched = {k: v for k, v in weights.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+    if not matched:
+        hint = (f"it holds ImageNet backbone weights (e.g. {next(iter(weights))}), and model.load_weights means "
+                f"trained weights of the whole model, as in torchreid: write model.pretrained_path {path} instead"
+                if "patch_embed.proj.weight" in weights else "is it a checkpoint of another model?")
+        raise ValueError(f"model.load_weights {path}: no tensor matches the model; {hint}")
+    model.load_state_dict(matched, strict=False)
+    skipped = sorted(set(weights) - set(matched))
+    _logger.info("loaded %d of %d tensors of %s%s", len(matched), len(own), path,
+                 f"; not loaded (name or shape differ): {skipped[:10]}" if skipped else "")
+
+
 def list_checkpoints(folder: str | os.PathLike) -> List[tuple]:
     """``(epoch, path)`` of the ``model.pth.tar-<epoch>`` files in ``folder``, oldest first."""
     found = []

@@ -179,7 +179,7 @@ def _config(spec: ModelSpec, profile: Profile, seed: int, out_dir: Path, root: s
     if root:
         opts += ["data.root", root]
     if vit_weights and spec.model.startswith(("lfem_vit", "vit_transreid")):
-        opts += ["model.load_weights", vit_weights]
+        opts += ["model.pretrained_path", vit_weights]
     if not torch.cuda.is_available():
         opts += ["use_gpu", "False"]
     return load_config(config_file, opts + list(extra))

@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import yaml
 from yacs.config import CfgNode as CN
 
-__all__ = ["get_default_config", "load_config", "load_yaml_with_base", "imagedata_kwargs", "model_kwargs",
+__all__ = ["get_default_config", "load_config", "load_yaml_with_base", "apply_variant", "imagedata_kwargs", "model_kwargs",
            "optimizer_kwargs", "scheduler_kwargs", "loss_kwargs", "engine_run_kwargs", "transform_kwargs"]
 
 BASE_KEY = "_BASE_"
@@ -23,8 +23,9 @@ def get_default_config() -> CN:
     cfg.use_gpu = True  # use CUDA when available
     cfg.model = CN()
     cfg.model.name = "lfem_vit"  # any name registered in torchreid's model factory
-    cfg.model.pretrained = True  # ImageNet weights of the backbone (downloaded, or model.load_weights)
-    cfg.model.load_weights = ""  # local path of the ImageNet backbone weights (plugin models) or full model weights
+    cfg.model.pretrained = True  # ImageNet weights of the backbone (model.pretrained_path, else the download cache)
+    cfg.model.pretrained_path = ""  # local file of the backbone's ImageNet weights (plugin models)
+    cfg.model.load_weights = ""  # trained weights of the whole model (torchreid's meaning: test, fine-tune)
     cfg.model.resume = ""  # checkpoint to resume training from
     cfg.data = CN()
     cfg.data.type = "image"  # only image datasets
@@ -183,18 +184,85 @@ def load_config(path: str | os.PathLike | None = None, opts: List[str] = (), tex
     ``KEY VALUE`` overrides; frozen. Unknown keys, wrong types and empty (null) values fail with the key's name and
     the place it came from."""
     cfg = get_default_config()
-    if path:
-        data = load_yaml_with_base(path)
-        _merge(cfg, f"config file {path}", lambda: cfg.merge_from_other_cfg(CN(data)))
-    elif text:
-        _merge(cfg, "the checkpoint's stored config", lambda: cfg.merge_from_other_cfg(CN(yaml.safe_load(text) or {})))
+    explicit: Dict[str, str] = {}  # key -> where it was set
+    data = load_yaml_with_base(path) if path else (yaml.safe_load(text) or {}) if text else {}
+    if data:
+        source = f"config file {path}" if path else "the checkpoint's stored config"
+        _merge(cfg, source, lambda: cfg.merge_from_other_cfg(CN(data)))
+        explicit.update(dict.fromkeys(_flat_keys(data), source))
     if opts:
         if len(opts) % 2:
             raise ValueError(f"the KEY VALUE overrides have an odd number of items ({' '.join(map(str, opts))}): "
                              f"every key needs a value")
         _merge(cfg, "the KEY VALUE overrides", lambda: cfg.merge_from_list(list(opts)))
+        explicit.update(dict.fromkeys(map(str, opts[0::2]), "the KEY VALUE overrides"))
+    apply_variant(cfg, explicit)
     cfg.freeze()
     return cfg
+
+
+def _flat_keys(data: Dict[str, Any], prefix: str = "") -> List[str]:
+    keys = []
+    for key, value in data.items():
+        keys += _flat_keys(value, f"{prefix}{key}.") if isinstance(value, dict) else [f"{prefix}{key}"]
+    return keys
+
+
+# Builder argument of a registered variant -> the config key(s) that carry it.
+_VARIANT_KEYS = {"img_size": ("data.height", "data.width"), "stride": ("lfem.stride",),
+                 "sie_coef": ("lfem.sie_coef",), "drop_path_rate": ("lfem.drop_path_rate",),
+                 "use_lfem": ("lfem.use_lfem",), "num_views": ("lfem.views",), "eval_feature": ("lfem.eval_feature",),
+                 "local_feature": ("lfem.local_feature",)}
+
+
+def _variant_values(arg: str, value: Any) -> Dict[str, Any]:
+    if arg == "img_size":
+        return {"data.height": int(value[0]), "data.width": int(value[1])}
+    if arg == "num_views":
+        return {"lfem.views": ["original", "erased", "cropped"][:value]}
+    return {_VARIANT_KEYS[arg][0]: value}
+
+
+def _get(cfg: CN, key: str) -> Any:
+    node = cfg
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
+def _set(cfg: CN, key: str, value: Any) -> None:
+    *parents, last = key.split(".")
+    node = cfg
+    for part in parents:
+        node = node[part]
+    node[last] = value
+
+
+def apply_variant(cfg: CN, explicit: Dict[str, str]) -> None:
+    """A registered variant's own settings (e.g. ``vit_transreid``: no LFEM, one view) replace the defaults of the
+    keys that carry them; keys the user set (``explicit``: key -> where) win, except that one contradicting a setting
+    the name fixes (``builder.fixed``, e.g. ``lfem.use_lfem true`` with ``vit_transreid``) is an error naming both.
+    torchreid's own models have no variant settings."""
+    from .registry import MODELS
+    if cfg.model.name not in MODELS:
+        return
+    builder = MODELS.get(cfg.model.name)
+    for arg, value in getattr(builder, "settings", {}).items():
+        if arg not in _VARIANT_KEYS:
+            continue
+        for key, wanted in _variant_values(arg, value).items():
+            if key not in explicit:
+                _set(cfg, key, wanted)
+            elif arg in getattr(builder, "fixed", ()) and not _agrees(arg, _get(cfg, key), wanted):
+                raise ValueError(f"{key} {_get(cfg, key)} (in {explicit[key]}) contradicts the model "
+                                 f"{cfg.model.name}, which fixes {key} {wanted}; remove the key, or choose a model "
+                                 f"whose name allows it (e.g. lfem_vit, whose switches are all keys)")
+
+
+def _agrees(arg: str, value: Any, wanted: Any) -> bool:
+    if arg == "num_views":
+        return len(value) == len(wanted)
+    return value == wanted
 
 
 def imagedata_kwargs(cfg: CN) -> Dict[str, Any]:
@@ -223,7 +291,7 @@ def model_kwargs(cfg: CN, num_cameras: int, camera_ids: Optional[List[int]] = No
                 lfem_proj_dim=cfg.lfem.proj_dim or None, lfem_scale_gate=cfg.lfem.scale_gate,
                 lfem_share=cfg.lfem.share, local_feature=cfg.lfem.local_feature, neck_feat=cfg.lfem.neck_feat,
                 eval_feature=cfg.lfem.eval_feature,
-                pretrained_path=cfg.model.load_weights or None)
+                pretrained_path=cfg.model.pretrained_path or None)
 
 
 def optimizer_kwargs(cfg: CN) -> Dict[str, Any]:

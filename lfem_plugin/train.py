@@ -16,7 +16,7 @@ from yacs.config import CfgNode
 from . import _torchreid, config as C
 from . import distributed as D
 from . import preflight
-from .checkpoint import list_checkpoints, load_checkpoint, remove_orphan_tmp
+from .checkpoint import list_checkpoints, load_checkpoint, load_trained_weights, remove_orphan_tmp
 from .data.datasets import set_skip_bad_images
 from .data.sampler import DistributedIdentitySampler
 from .data.transforms import build_test_transform, build_train_transform
@@ -91,15 +91,17 @@ def sie_cameras(cfg: CfgNode, dm) -> list:
 
 
 def build_model(cfg: CfgNode, num_classes: int, num_cameras: int, camera_ids=None) -> torch.nn.Module:
+    """The configured model; ``model.load_weights`` (trained weights, torchreid's meaning) is loaded into it."""
     name = cfg.model.name
     if is_plugin_model(name):
         _check_normalisation(cfg, MODELS.get(name))
-        return MODELS.get(name)(num_classes=num_classes, loss=cfg.loss.name, pretrained=cfg.model.pretrained,
-                                use_gpu=cfg.use_gpu, **C.model_kwargs(cfg, num_cameras, camera_ids))
-    model = _TR.models.build_model(name, num_classes=num_classes, loss=cfg.loss.name,
-                                   pretrained=cfg.model.pretrained, use_gpu=cfg.use_gpu)
+        model = MODELS.get(name)(num_classes=num_classes, loss=cfg.loss.name, pretrained=cfg.model.pretrained,
+                                 use_gpu=cfg.use_gpu, **C.model_kwargs(cfg, num_cameras, camera_ids))
+    else:
+        model = _TR.models.build_model(name, num_classes=num_classes, loss=cfg.loss.name,
+                                       pretrained=cfg.model.pretrained, use_gpu=cfg.use_gpu)
     if cfg.model.load_weights:
-        _TR.utils.load_pretrained_weights(model, cfg.model.load_weights)
+        load_trained_weights(model, cfg.model.load_weights)
     return model
 
 

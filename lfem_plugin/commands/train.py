@@ -49,7 +49,8 @@ def _config(args: argparse.Namespace, test: bool = False):
     if not torch.cuda.is_available():
         opts += ["use_gpu", "False"]
     if test:
-        opts += ["test.evaluate", "True", "model.pretrained", "False", "model.load_weights", ""]
+        opts += ["test.evaluate", "True", "model.pretrained", "False", "model.pretrained_path", "",
+                 "model.load_weights", ""]
         if getattr(args, "visualize", False):
             opts += ["test.visrank", "True"]
     return load_config(args.config_file or None, opts)

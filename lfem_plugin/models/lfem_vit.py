@@ -209,26 +209,31 @@ def create_lfem_vit(arch: str, num_classes: int, loss: str = "softmax", pretrain
         raise TypeError(f"unknown model option for {arch}: {err}") from None
 
 
-def _variant(name: str, arch: str, **model_args: Any) -> None:
+def _variant(name: str, arch: str, fixed: Tuple[str, ...] = (), **model_args: Any) -> None:
+    """Register ``name``: ``arch`` with ``model_args``. Through configs these settings replace the defaults of the
+    keys that carry them, and ``fixed`` are the ones the name itself states (contradicting them is an error)."""
     def builder(num_classes: int, loss: str = "softmax", pretrained: bool = False, use_gpu: bool = True,
                 **kwargs: Any) -> LFEMViT:
         return create_lfem_vit(arch, num_classes, loss, pretrained, use_gpu, **dict(model_args, **kwargs))
     builder.__name__ = builder.__qualname__ = name
     builder.__doc__ = f"{name}: {arch} with {model_args}."
     builder.arch = arch  # the backbone architecture (its weight source fixes the input normalisation)
+    builder.settings = dict(model_args)
+    builder.fixed = tuple(fixed)
     MODELS.register(builder, name=name)
 
 
 _BASE_S11 = dict(img_size=(256, 128), stride=11, num_cameras=8, sie_coef=3.0)
 _TINY = dict(img_size=(64, 32), stride=8, num_cameras=2, sie_coef=3.0, drop_path_rate=0.0)
+_NAMED_GEOMETRY = ("img_size", "stride")  # names ending in _s<stride>_<H>x<W> state both
 
 # The paper's model (ViT-B/16, stride 11, SIE 3.0, JPM + rearrange, LFEM, erase/crop views, 256x128).
 _variant("lfem_vit", "vit_base_patch16", **_BASE_S11)
-_variant("lfem_vit_base_patch16_s11_256x128", "vit_base_patch16", **_BASE_S11)
-_variant("lfem_deit_base_patch16_s11_256x128", "deit_base_patch16", **_BASE_S11)
-_variant("lfem_deit_small_patch16_s16_256x128", "deit_small_patch16", **dict(_BASE_S11, stride=16))
+_variant("lfem_vit_base_patch16_s11_256x128", "vit_base_patch16", _NAMED_GEOMETRY, **_BASE_S11)
+_variant("lfem_deit_base_patch16_s11_256x128", "deit_base_patch16", _NAMED_GEOMETRY, **_BASE_S11)
+_variant("lfem_deit_small_patch16_s16_256x128", "deit_small_patch16", _NAMED_GEOMETRY, **dict(_BASE_S11, stride=16))
 _variant("lfem_vit_tiny", "vit_tiny_test", **_TINY)
 # The paper's "Baseline (ViT)": TransReID (same backbone and JPM heads), no LFEM, one view, TransReID's eval feature.
-_BASELINE = dict(use_lfem=False, num_views=1, eval_feature="concat")
-_variant("vit_transreid", "vit_base_patch16", **_BASE_S11, **_BASELINE)
-_variant("vit_transreid_tiny", "vit_tiny_test", **_TINY, **_BASELINE)
+_BASELINE = dict(use_lfem=False, num_views=1, local_feature="jpm", eval_feature="concat")
+_variant("vit_transreid", "vit_base_patch16", ("use_lfem", "num_views"), **_BASE_S11, **_BASELINE)
+_variant("vit_transreid_tiny", "vit_tiny_test", ("use_lfem", "num_views"), **_TINY, **_BASELINE)

@@ -120,7 +120,7 @@ def resolve_weights(source: str, path: Optional[str] = None) -> Path:
     """Local path of the weights for ``source``: ``path`` if given, else the ``$TORCH_HOME`` cache (downloaded)."""
     if path:
         if not Path(path).is_file():
-            raise FileNotFoundError(f"pretrained weights {path} not found (model.load_weights / pretrained_path)")
+            raise FileNotFoundError(f"ImageNet weights {path} not found (model.pretrained_path / pretrained_path)")
         return Path(path)
     if source not in WEIGHT_SOURCES:
         raise KeyError(f"unknown weight source {source!r}; choices: {sorted(WEIGHT_SOURCES)}")
@@ -133,9 +133,11 @@ def resolve_weights(source: str, path: Optional[str] = None) -> Path:
     try:
         torch.hub.download_url_to_file(spec.url, str(cache), progress=True)
     except (urllib.error.URLError, OSError, ValueError) as err:
-        raise RuntimeError(f"could not download the pretrained weights {spec.filename} from {spec.url} ({err}). "
-                           f"Without network access, download the file elsewhere and put it at {cache}, or pass "
-                           f"its path as pretrained_path / the config key model.load_weights.") from err
+        raise RuntimeError(f"could not download the ImageNet weights {spec.filename} from {spec.url} ({err}). "
+                           f"Without network access, download the file elsewhere and put it at {cache} (the only "
+                           f"place torchreid's build_model(..., pretrained=True) can use); with lfem-reid you can "
+                           f"instead set model.pretrained_path FILE, and in Python pass pretrained_path=FILE to the "
+                           f"builder (lfem_plugin.MODELS.get(name)).") from err
     return cache
 
 
