@@ -7,13 +7,14 @@ from setuptools import find_packages, setup
 _HERE = Path(__file__).parent
 _VERSION = re.search(r'__version__ = "([^"]+)"', (_HERE / "lfem_plugin" / "__init__.py").read_text()).group(1)
 
-# PyPI torchreid 0.2.5 declares no dependencies; everything `import torchreid` needs is listed here
-# (see the host notes: scipy, gdown, cv2 and tensorboard are imported at module level).
+# PyPI torchreid 0.2.5 declares no dependencies; everything `import torchreid` needs is listed here (scipy, gdown,
+# cv2 and tensorboard are imported at module level). Upstream torchreid (1.4.0, installed from source) is accepted:
+# lfem_plugin._torchreid resolves either layout.
 INSTALL_REQUIRES = [
     "torch>=2.1",
     "torchvision>=0.16",
     "timm>=1.0",
-    "torchreid==0.2.5",
+    "torchreid>=0.2.5",
     "yacs>=0.1.8",
     "numpy>=1.24",
     "gdown>=4.7",

@@ -11,13 +11,14 @@ import functools
 import importlib
 import importlib.metadata
 import logging
+import sys
 import warnings
 from types import ModuleType
 from typing import Any, Callable, Dict, Tuple
 
 from .registry import same_definition
 
-__all__ = ["root", "resolve_root", "version", "model_factory", "image_dataset_factory", "add_model",
+__all__ = ["root", "resolve_root", "version", "alias_pypi_layout", "allow_numpy_scalars_in_checkpoints", "model_factory", "image_dataset_factory", "add_model",
            "add_image_dataset", "ROOT_CANDIDATES"]
 
 _logger = logging.getLogger(__name__)
@@ -58,6 +59,35 @@ def version() -> str:
         return importlib.metadata.version("torchreid")
     except importlib.metadata.PackageNotFoundError:  # a source checkout on sys.path
         return str(getattr(root(), "__version__", "unknown"))
+
+
+def alias_pypi_layout() -> int:
+    """On PyPI 0.2.5 make ``torchreid.<sub>`` importable as the upstream layout has it (``from torchreid.utils
+    import FeatureExtractor``, ``import torchreid.models``), so torchreid's own ``scripts/main.py`` runs: every loaded
+    ``torchreid.reid.<sub...>`` module is also entered in ``sys.modules`` as ``torchreid.<sub...>``. Nothing is
+    replaced (a name that exists is left alone) and upstream, where the root is ``torchreid`` itself, nothing
+    happens. Returns the number of aliases added."""
+    real = root().__name__
+    if real == "torchreid":
+        return 0
+    added = 0
+    for name, module in list(sys.modules.items()):
+        if name.startswith(real + ".") and module is not None:
+            alias = "torchreid." + name[len(real) + 1:]
+            if alias not in sys.modules:
+                sys.modules[alias] = module
+                added += 1
+    return added
+
+
+def allow_numpy_scalars_in_checkpoints() -> None:
+    """Allow-list, for ``torch.load(weights_only=True)``, the numpy scalar and dtype types that torchreid's
+    ``save_checkpoint`` pickles for ``rank1`` (nothing else): torchreid's own ``load_checkpoint`` calls
+    ``torch.load`` with the weights-only default of torch >= 2.6 and otherwise cannot read its own checkpoints."""
+    import torch
+
+    from .checkpoint import numpy_scalar_globals
+    torch.serialization.add_safe_globals(numpy_scalar_globals())
 
 
 def _module_dict(module: ModuleType, attr: str) -> Dict[str, Any]:

@@ -20,7 +20,8 @@ import torch
 
 __all__ = ["save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state", "latest_checkpoint",
            "list_checkpoints", "load_state_strict", "non_finite_tensors", "newest_finite_checkpoint",
-           "remove_orphan_tmp", "NonFiniteStateError", "DiskFullError", "strip_module_prefix"]
+           "remove_orphan_tmp", "NonFiniteStateError", "DiskFullError", "strip_module_prefix", "load_trained_weights",
+           "numpy_scalar_globals"]
 
 _logger = logging.getLogger(__name__)
 PREFIX = "model.pth.tar-"
@@ -136,9 +137,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: Optional[str] = "cpu"
     if path.stat().st_size == 0:
         raise ValueError(f"checkpoint {path} is empty (0 bytes): it was not written completely; use an earlier "
                          f"checkpoint")
+    torch.serialization.add_safe_globals(numpy_scalar_globals())  # a context manager would remove them on exit
     try:
-        with torch.serialization.safe_globals(_numpy_scalar_globals()):
-            return torch.load(path, map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - re-raised with what to do
         raise RuntimeError(f"refusing to load {path}: it is not a plain tensor checkpoint readable with "
                          f"torch.load(weights_only=True) ({type(err).__name__}: {str(err)[:200]}). Checkpoints "
@@ -146,7 +147,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: Optional[str] = "cpu"
                          f"trusted environment.") from err
 
 
-def _numpy_scalar_globals() -> list:
+def numpy_scalar_globals() -> list:
     """What ``torch.save`` pickles for a numpy scalar (torchreid stores ``rank1`` as ``numpy.float32``)."""
     dtypes = [type(np.dtype(t)) for t in ("float16", "float32", "float64", "int32", "int64")]
     core = getattr(np, "_core", None) or np.core  # numpy 2 renamed the module

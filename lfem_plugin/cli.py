@@ -51,6 +51,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    if sys.stderr.isatty():  # the progress bar shows the training terms; the full lines go to the log file only
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(lambda record: record.name != "lfem_plugin.progress")
     if not getattr(args, "_run", None):
         parser.print_help()
         return 0

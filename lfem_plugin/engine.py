@@ -29,7 +29,7 @@ from .metrics import compute_distance_matrix, evaluate_rank
 from .registry import ENGINES
 
 __all__ = ["LFEMEngine", "NonFiniteLossError", "EvalCheckpointMixin", "TorchreidSoftmaxEngine",
-           "TorchreidTripletEngine"]
+           "TorchreidTripletEngine", "print_results"]
 
 _logger = logging.getLogger(__name__)
 _TR = _torchreid.root()
@@ -84,22 +84,28 @@ class EvalCheckpointMixin:
             sampler.set_epoch(self.epoch)
         start = time.perf_counter()
         loader = self.train_loader
-        if sys.stderr.isatty() and D.is_main():  # a bar on a terminal; torchreid's periodic log lines otherwise
+        bar = sys.stderr.isatty() and D.is_main()  # one compact bar on a terminal; torchreid's log lines otherwise
+        if bar:
             self.train_loader = _Progress(loader, f"epoch {self.epoch + 1}/{self.max_epoch}")
+            self.forward_backward = _CompactSummary(self.forward_backward, self.train_loader, self, print_freq)
+            print_freq = sys.maxsize  # torchreid's ~600-character line would interleave with the bar
         try:
             super().train(print_freq, fixbase_epoch, open_layers)
         finally:
             self.train_loader = loader
+            self.__dict__.pop("forward_backward", None)
         images = len(self.train_loader) * self.train_loader.batch_size * self.num_views * D.world_size()
         self.train_images_per_s.append(images / max(time.perf_counter() - start, 1e-9))
         if self.checkpoint_period and (self.epoch + 1) % self.checkpoint_period == 0:
             self.save_model(self.epoch, float("nan"), self._save_dir)
 
-    def run(self, save_dir: str = "log", **kwargs: Any) -> None:
+    def run(self, save_dir: str = "log", **kwargs: Any) -> Dict[str, Dict[str, Any]]:
+        """torchreid's ``Engine.run``; returns the last evaluation's results per target (also ``last_results``)."""
         self._save_dir = save_dir
         if not D.is_main():
             self.writer = _NullWriter()  # TensorBoard, checkpoints and evaluation on rank 0 only
         super().run(save_dir=save_dir, **kwargs)
+        return self.last_results
 
     def test(self, *args: Any, **kwargs: Any):
         """torchreid's test; under DDP every rank extracts its shard of features and rank 0 scores them.
@@ -145,6 +151,9 @@ class EvalCheckpointMixin:
                   dist_metric: str = "euclidean", normalize_feature: bool = False, visrank: bool = False,
                   visrank_topk: int = 10, save_dir: str = "", use_metric_cuhk03: bool = False,
                   ranks: List[int] = (1, 5, 10, 20), rerank: bool = False):
+        if use_metric_cuhk03:
+            raise ValueError("use_metric_cuhk03=True: CUHK03's single-gallery-shot metric is not implemented by the "
+                             "plugin's evaluator (it scores the Market-1501/Duke protocol); run without it")
         start = time.perf_counter()
         qf, q_pids, q_cams = self._extract(query_loader)
         gf, g_pids, g_cams = self._extract(gallery_loader)
@@ -161,6 +170,7 @@ class EvalCheckpointMixin:
                                            "eval_s": time.perf_counter() - start}
         ranks_text = "  ".join(f"R{r}: {cmc[r - 1]:.1%}" for r in ranks if r <= len(cmc))
         _logger.info("%s: mAP %.1f%%  %s", dataset_name, 100 * mAP, ranks_text)
+        print_results(mAP, cmc, ranks)
         if visrank:
             _TR.utils.visualize_ranked_results(distmat, self.datamanager.fetch_test_loaders(dataset_name),
                                                self.datamanager.data_type, width=self.datamanager.width,
@@ -291,6 +301,42 @@ class LFEMEngine(EvalCheckpointMixin, _TR.engine.Engine):
                                  f"(step {self.global_step + 1}): total={float(loss.detach())}, terms={bad}. "
                                  f"Training stopped; {_non_finite_advice(self._save_dir)}.")
 
+def print_results(mAP: float, cmc, ranks) -> None:
+    """The result block torchreid's engines print (same lines, same format)."""
+    print("** Results **")
+    print(f"mAP: {mAP:.1%}")
+    print("CMC curve")
+    for r in ranks:
+        if r <= len(cmc):
+            print(f"Rank-{r:<3}: {cmc[r - 1]:.1%}")
+
+
+_progress_logger = logging.getLogger("lfem_plugin.progress")  # full per-iteration terms; the CLI keeps them off a tty
+
+
+class _CompactSummary:
+    """Wraps ``forward_backward`` on a terminal: loss, acc, lr and the mean LFEM gate go to the bar; every
+    ``print_freq`` iterations the full terms go to the ``lfem_plugin.progress`` logger (the log file)."""
+
+    def __init__(self, step, bar: "_Progress", engine, print_freq: int) -> None:
+        self.step, self.bar, self.engine, self.print_freq = step, bar, engine, max(1, print_freq)
+
+    def __call__(self, data):
+        summary = self.step(data)
+        engine = self.engine
+        shown = {"loss": f"{summary['loss']:.3f}", "acc": f"{summary.get('acc', 0.0):.1f}",
+                 "lr": f"{engine.get_current_lr():.2e}"}
+        gates = [v for k, v in summary.items() if k.startswith("gate/")]
+        if gates:
+            shown["gate"] = f"{sum(gates) / len(gates):.2f}"
+        self.bar.set_postfix(shown)
+        if (engine.batch_idx + 1) % self.print_freq == 0:
+            terms = "  ".join(f"{k} {v:.4f}" for k, v in summary.items())
+            _progress_logger.info("epoch %d/%d iter %d/%d: %s  lr %.6f", engine.epoch + 1, engine.max_epoch,
+                                  engine.batch_idx + 1, engine.num_batches, terms, engine.get_current_lr())
+        return summary
+
+
 class _Progress:
     """A data loader seen through a tqdm bar (same length and iteration)."""
 
@@ -303,7 +349,12 @@ class _Progress:
 
     def __iter__(self):
         from tqdm import tqdm
-        return iter(tqdm(self.loader, desc=self.desc, leave=False, unit="batch"))
+        self.bar = tqdm(self.loader, desc=self.desc, leave=False, unit="batch")
+        return iter(self.bar)
+
+    def set_postfix(self, values: Dict[str, str]) -> None:
+        if getattr(self, "bar", None) is not None:
+            self.bar.set_postfix(values, refresh=False)
 
 
 class _NullWriter:

@@ -51,8 +51,12 @@ def load_trained(weights: str, config_file: Optional[str] = None, opts: Sequence
         cfg = load_config(config_file, opts)
     elif "config" in state:
         cfg = load_config(None, opts, text=state["config"])
+    elif "model.name" in list(opts)[0::2]:  # e.g. a checkpoint of torchreid's engine: the variant's own settings
+        cfg = load_config(None, opts)
     else:
-        raise ValueError(f"{weights} holds no config; pass the training config with --config-file")
+        raise ValueError(f"{weights} holds no config (written by torchreid's engine?); name the model with --model "
+                         f"NAME (plus --set KEY VALUE for settings it was trained with that differ from the "
+                         f"variant's, e.g. --set data.height 384), or pass the training config with --config-file")
     sd = strip_module_prefix(state.get("state_dict", state))
     name = cfg.model.name
     if name not in MODELS:

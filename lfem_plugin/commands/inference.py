@@ -6,9 +6,24 @@ import json
 from pathlib import Path
 
 
-def add_extract_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--weights", required=True, help="checkpoint written by lfem-reid train")
+def _add_model_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--weights", required=True,
+                        help="checkpoint written by lfem-reid train (or by torchreid's engine: then --model)")
     parser.add_argument("--config-file", default=None, help="training config (default: the one in the checkpoint)")
+    parser.add_argument("--model", default="", help="registered model name, for a checkpoint that holds no config "
+                                                     "(e.g. written by torchreid's scripts/main.py)")
+    parser.add_argument("--set", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),
+                        help="config override, e.g. --set data.height 384 (repeatable)")
+
+
+def _load(args: argparse.Namespace, device: str = "cpu"):
+    from ..inference import load_trained
+    opts = [item for pair in args.set for item in pair] + (["model.name", args.model] if args.model else [])
+    return load_trained(args.weights, args.config_file, opts, device=device)
+
+
+def add_extract_args(parser: argparse.ArgumentParser) -> None:
+    _add_model_args(parser)
     parser.add_argument("--images", required=True, help="folder of images, or a text file with one path per line")
     parser.add_argument("--cameras", nargs="+", default=None,
                         help="camera id per image (ints), or 'from-name' to parse NNNN_cC names; default: no SIE")
@@ -20,8 +35,7 @@ def add_extract_args(parser: argparse.ArgumentParser) -> None:
 
 def add_export_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("format", choices=["onnx"], help="export format")
-    parser.add_argument("--weights", required=True, help="checkpoint written by lfem-reid train")
-    parser.add_argument("--config-file", default=None, help="training config (default: the one in the checkpoint)")
+    _add_model_args(parser)
     parser.add_argument("--out", type=Path, default=Path("model.onnx"))
     parser.add_argument("--with-camera", action="store_true", help="add a 'cameras' input (SIE)")
 
@@ -58,12 +72,12 @@ def _writable_file(path: Path, flag: str) -> None:
 def run_extract(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from ..inference import cameras_from_names, extract_features, list_images, load_trained
+    from ..inference import cameras_from_names, extract_features, list_images
     _positive(args.batch_size, "--batch-size")
     if args.out.suffix != ".npy":  # np.save would append .npy silently
         args.out = args.out.with_name(args.out.name + ".npy")
     _writable_file(args.out, "--out")
-    model, cfg = load_trained(args.weights, args.config_file, device=args.device)
+    model, cfg = _load(args, device=args.device)
     paths = list_images(args.images)
     cameras = None
     if args.cameras == ["from-name"]:
@@ -80,9 +94,9 @@ def run_extract(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from ..inference import export_onnx, load_trained
+    from ..inference import export_onnx
     _writable_file(args.out, "--out")
-    model, cfg = load_trained(args.weights, args.config_file)
+    model, cfg = _load(args)
     report = export_onnx(model, str(args.out), cfg.data.height, cfg.data.width, args.with_camera)
     print(f"exported {args.out} (dynamic batch{', cameras input' if args.with_camera else ''}); onnxruntime vs "
           f"PyTorch max abs diff: {report['max_abs_diff']:.2e}")
@@ -91,8 +105,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def add_visualize_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--weights", required=True, help="checkpoint written by lfem-reid train")
-    parser.add_argument("--config-file", default=None, help="training config (default: the one in the checkpoint)")
+    _add_model_args(parser)
     parser.add_argument("--images", required=True, help="folder of images, or a text file with one path per line")
     parser.add_argument("--cameras", nargs="+", default=None, help="camera id per image, or 'from-name'")
     parser.add_argument("--out", type=Path, default=Path("lfem_gates"), help="output folder of PNGs")
@@ -103,10 +116,10 @@ def run_visualize(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ..data.transforms import build_test_transform
-    from ..inference import cameras_from_names, list_images, load_trained, read_image
+    from ..inference import cameras_from_names, list_images, read_image
     from ..visualize import draw_lfem_groups
     _positive(args.limit, "--limit")
-    model, cfg = load_trained(args.weights, args.config_file)
+    model, cfg = _load(args)
     paths = list_images(args.images)[:args.limit]
     cameras = (cameras_from_names(paths) if args.cameras == ["from-name"] else
                [int(c) for c in args.cameras][:len(paths)] if args.cameras else [None] * len(paths))

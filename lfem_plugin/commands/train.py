@@ -39,7 +39,7 @@ def _config(args: argparse.Namespace, test: bool = False):
 
     from ..config import load_config
     check_overrides(args, args._flags)
-    opts = list(args.opts)
+    opts = list(args.opts[1:] if args.opts[:1] == ["--"] else args.opts)  # `-t NAME -- KEY VALUE`: ends the list
     for key, value in (("model.name", args.model), ("data.root", args.root)):
         if value:
             opts += [key, value]
@@ -50,7 +50,7 @@ def _config(args: argparse.Namespace, test: bool = False):
         opts += ["use_gpu", "False"]
     if test:
         opts += ["test.evaluate", "True", "model.pretrained", "False", "model.pretrained_path", "",
-                 "model.load_weights", ""]
+                 "model.load_weights", "", "sampler.train_sampler", "RandomSampler"]  # no P x K batch to fill
         if getattr(args, "visualize", False):
             opts += ["test.visrank", "True"]
     return load_config(args.config_file or None, opts)

@@ -138,6 +138,8 @@ class LFEMViT(nn.Module):
         if num_views > self.num_views:
             raise ValueError(f"got {num_views} views but the model has {self.num_views} global branches "
                              f"(num_views); build it with num_views={num_views}")
+        if self.training:
+            self._warn_what_is_lost(num_views, camera)
         batch = images.shape[0] // num_views
         if camera is not None:
             camera = torch.as_tensor(camera, device=images.device).reshape(-1).repeat(num_views)
@@ -147,6 +149,22 @@ class LFEMViT(nn.Module):
         gates = None if gates is None else gates[:batch]
         self.last_gates = None if gates is None else gates.detach()
         return BranchFeatures(names, features, gates)
+
+    def _warn_what_is_lost(self, num_views: int, camera: Optional[torch.Tensor]) -> None:
+        """Once per model: training on fewer views than it has (torchreid's stock ``ImageDataManager`` gives one) or
+        without camera ids under SIE silently trains another model; say what is lost and how to get it back."""
+        lost = []
+        if num_views < self.num_views:
+            lost.append(f"the {', '.join(self.branch_names[num_views:self.num_views])} view(s) and their heads "
+                        f"({num_views} of {self.num_views} views arrive)")
+        if camera is None and self.backbone.sie.enabled:
+            lost.append("the camera embedding (SIE): no camera ids are passed")
+        if lost and not getattr(self, "_warned_lost", False):
+            self._warned_lost = True
+            _logger.warning("%s trains without %s. Build the data manager with lfem_plugin.build_datamanager(cfg) "
+                            "(multi-view train transform) and train with lfem_plugin.engine.LFEMEngine (or "
+                            "`lfem-reid train`), which passes the views and the cameras", type(self).__name__,
+                            "; and without ".join(lost))
 
     def classify(self, names: Sequence[str], features: Sequence[torch.Tensor]) -> List[torch.Tensor]:
         """Each branch's BNNeck + classifier logits."""
