@@ -268,3 +268,8 @@ def test_offline_weights_error_names_the_hub_cache_and_what_works_where(monkeypa
     assert "build_model" in message and "model.pretrained_path" in message
     readme = (REPO / "README.md").read_text()
     assert "$TORCH_HOME/hub/checkpoints" in readme and "$TORCH_HOME/checkpoints" not in readme
+
+
+def test_double_dash_ends_the_target_list_before_the_overrides():
+    cfg = _cli_config("--model", "lfem_vit_tiny", "-t", "orl_faces", "--", "train.max_epoch", "3")
+    assert list(cfg.data.targets) == ["orl_faces"] and cfg.train.max_epoch == 3
