@@ -18,8 +18,8 @@ from typing import Any, Callable, Dict, Tuple
 
 from .registry import same_definition
 
-__all__ = ["root", "resolve_root", "version", "alias_pypi_layout", "allow_numpy_scalars_in_checkpoints", "model_factory", "image_dataset_factory", "add_model",
-           "add_image_dataset", "ROOT_CANDIDATES"]
+__all__ = ["root", "resolve_root", "version", "alias_pypi_layout", "allow_numpy_scalars_in_checkpoints",
+           "model_factory", "image_dataset_factory", "add_model", "add_image_dataset", "ROOT_CANDIDATES"]
 
 _logger = logging.getLogger(__name__)
 
