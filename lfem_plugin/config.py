@@ -12,7 +12,8 @@ import yaml
 from yacs.config import CfgNode as CN
 
 __all__ = ["get_default_config", "load_config", "load_yaml_with_base", "apply_variant", "imagedata_kwargs",
-           "model_kwargs", "optimizer_kwargs", "scheduler_kwargs", "loss_kwargs", "engine_run_kwargs", "transform_kwargs"]
+           "model_kwargs", "optimizer_kwargs", "scheduler_kwargs", "loss_kwargs", "engine_run_kwargs",
+           "transform_kwargs"]
 
 BASE_KEY = "_BASE_"
 
