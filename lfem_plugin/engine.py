@@ -16,6 +16,7 @@ import time
 from contextlib import nullcontext
 from typing import Any, Dict, List, Optional
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -25,7 +26,7 @@ from . import distributed as D
 from .checkpoint import (NonFiniteStateError, load_checkpoint, newest_finite_checkpoint, rng_state, save_checkpoint,
                          set_rng_state)
 from .losses import MultiBranchLoss
-from .metrics import compute_distance_matrix, evaluate_rank
+from .metrics import compute_distance_matrix, evaluate_rank, re_ranking
 from .registry import ENGINES
 
 __all__ = ["LFEMEngine", "NonFiniteLossError", "EvalCheckpointMixin", "TorchreidSoftmaxEngine",
@@ -161,10 +162,11 @@ class EvalCheckpointMixin:
             return 0.0, 0.0
         if normalize_feature:
             qf, gf = F.normalize(qf, dim=1), F.normalize(gf, dim=1)
-        distmat = compute_distance_matrix(qf, gf, dist_metric).numpy()
-        if rerank:
-            distmat = _TR.utils.re_ranking(distmat, compute_distance_matrix(qf, qf, dist_metric).numpy(),
-                                           compute_distance_matrix(gf, gf, dist_metric).numpy())
+        distmat = compute_distance_matrix(qf, gf, dist_metric)
+        if rerank:  # torchreid's k-reciprocal re-ranking (k1 20, k2 6, lambda 0.3), computed with torch
+            distmat = re_ranking(distmat, compute_distance_matrix(qf, qf, dist_metric),
+                                 compute_distance_matrix(gf, gf, dist_metric))
+        distmat = np.asarray(distmat)
         cmc, mAP = evaluate_rank(distmat, q_pids, g_pids, q_cams, g_cams)
         self.last_results[dataset_name] = {"cmc": cmc.tolist(), "mAP": float(mAP),
                                            "eval_s": time.perf_counter() - start}

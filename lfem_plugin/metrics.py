@@ -14,7 +14,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["evaluate_rank", "compute_distance_matrix"]
+from .rerank import re_ranking
+
+__all__ = ["evaluate_rank", "compute_distance_matrix", "re_ranking"]
 
 _MAX_KEY = torch.iinfo(torch.int64).max
 

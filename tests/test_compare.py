@@ -59,7 +59,7 @@ def test_paper_profile_skips_baselines_without_weights(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("script", ["bench_eval.py", "bench_throughput.py"])
+@pytest.mark.parametrize("script", ["bench_eval.py", "bench_throughput.py", "bench_rerank.py"])
 def test_bench_scripts_smoke(script, tmp_path):
     out = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), "--smoke", "--out", str(tmp_path)],
                          capture_output=True, text=True, timeout=600)
