@@ -23,6 +23,7 @@ COMMANDS: Dict[str, Tuple[str, str]] = {
     "demo": ("offline CPU demo: LFEM variants vs torchreid baselines on occluded ORL faces", "compare:demo"),
     "compare": ("train and compare models under one protocol (resumable; --report to aggregate)", "compare"),
     "extract": ("extract features of images with a trained checkpoint", "inference:extract"),
+    "search": ("rank your own gallery images for query images with a trained checkpoint", "inference:search"),
     "export": ("export a trained checkpoint (onnx), checked against PyTorch", "inference:export"),
     "visualize": ("draw the LFEM gates over the JPM patch groups of some images", "inference:visualize"),
     "prepare": ("build a dataset folder from its original archive (occluded-duke)", "prepare"),

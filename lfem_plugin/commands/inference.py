@@ -1,4 +1,4 @@
-"""``lfem-reid extract`` and ``lfem-reid export onnx``."""
+"""``lfem-reid extract``, ``lfem-reid search``, ``lfem-reid export onnx`` and ``lfem-reid visualize``."""
 from __future__ import annotations
 
 import argparse
@@ -131,4 +131,37 @@ def run_visualize(args: argparse.Namespace) -> int:
         out = args.out / f"{index:03d}_{Path(path).stem}_lfem.png"  # two images may share a stem
         gates = draw_lfem_groups(model, transform(img), shown, out, cam, Path(path).name)
         print(f"{out}: gates {[round(float(g), 3) for g in gates]}")
+    return 0
+
+
+def add_search_args(parser: argparse.ArgumentParser) -> None:
+    _add_model_args(parser)
+    parser.add_argument("--query", required=True, help="folder of query images, or a text file with one path per line")
+    parser.add_argument("--gallery", required=True, help="folder of gallery images, or a list file")
+    parser.add_argument("--cameras", choices=["none", "from-name"], default="none",
+                        help="camera ids for SIE: parsed from NNNN_cC names, or none (SIE left out)")
+    parser.add_argument("--top-k", type=int, default=10, help="gallery images listed per query")
+    parser.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking (k1 20, k2 6, lambda 0.3)")
+    parser.add_argument("--out", type=Path, default=Path("search_out"),
+                        help="results folder (results.csv/json, ranked/ pictures, the gallery feature cache)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    parser.add_argument("--skip-bad-images", action="store_true", help="skip unreadable images with a warning")
+
+
+def run_search(args: argparse.Namespace) -> int:
+    from ..inference import cameras_from_names, list_images
+    from ..search import file_sha256, run_search as search
+    _positive(args.top_k, "--top-k")
+    _positive(args.batch_size, "--batch-size")
+    _writable_file(args.out / "results.csv", "--out")
+    queries, gallery = list_images(args.query), list_images(args.gallery)
+    by_name = args.cameras == "from-name"
+    q_cams, g_cams = (cameras_from_names(queries), cameras_from_names(gallery)) if by_name else (None, None)
+    model, cfg = _load(args, device=args.device)
+    summary = search(model, cfg, queries, gallery, q_cams, g_cams, args.out, file_sha256(args.weights),
+                     args.top_k, args.rerank, args.batch_size, args.device, args.skip_bad_images)
+    cache = "from the cache" if summary["gallery_from_cache"] else "extracted and cached"
+    print(f"{summary['queries']} queries against {summary['gallery']} gallery images (gallery features {cache}); "
+          f"results: {summary['csv']}, {summary['json']}; pictures: {summary['pictures']}/")
     return 0
