@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import re
 import time
 import warnings
 from pathlib import Path
@@ -24,11 +23,12 @@ def labels(lists: Path | None, rng: np.random.Generator):
         g_pids = rng.integers(0, 1110, 17661)
         q_pids = rng.choice(np.unique(g_pids), 2210)
         return q_pids, g_pids, rng.integers(0, 8, 2210), rng.integers(0, 8, 17661)
+    from lfem_plugin.data.io import parse_reid_name
     out = []
     for split in ("query", "gallery"):
         names = (lists / f"{split}.list").read_text().split()
-        parsed = [re.match(r"(\d+)_c(\d)", n).groups() for n in names]
-        out.append((np.array([int(p) for p, _ in parsed]), np.array([int(c) - 1 for _, c in parsed])))
+        parsed = [parse_reid_name(n) for n in names]
+        out.append((np.array([pid for pid, _ in parsed]), np.array([cam for _, cam in parsed])))
     (q_pids, q_cams), (g_pids, g_cams) = out
     return q_pids, g_pids, q_cams, g_cams
 

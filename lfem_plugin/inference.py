@@ -6,40 +6,23 @@ to get exactly the features of the engine's evaluation path.
 from __future__ import annotations
 
 import logging
-import os
-import re
 import sys
-from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 from torch import nn
 
 from .checkpoint import load_checkpoint, load_state_strict, strip_module_prefix
 from .config import load_config
+from .data.io import BadImageError, cameras_from_names, list_images, read_image  # noqa: F401  (re-exported)
 from .data.transforms import build_test_transform
 from .registry import MODELS
 
-__all__ = ["load_trained", "list_images", "read_image", "extract_features", "export_onnx", "BadImageError"]
+__all__ = ["load_trained", "extract_features", "export_onnx", "list_images", "read_image", "cameras_from_names",
+           "BadImageError"]  # the last four live in data.io; re-exported for callers of this module
 
 _logger = logging.getLogger(__name__)
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".webp")
-
-
-class BadImageError(OSError):
-    """An image file that cannot be decoded."""
-
-
-def read_image(path: str) -> Image.Image:
-    """Decode ``path`` fully as RGB; raises :class:`BadImageError` naming the file (torchreid retries forever)."""
-    try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
-    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as err:
-        raise BadImageError(f"{path}: cannot read image ({err}). Remove or replace the file, or skip unreadable "
-                            f"images (extract: --skip-bad-images; datasets: data.skip_bad_images True)") from err
 
 
 def load_trained(weights: str, config_file: Optional[str] = None, opts: Sequence[str] = (),
@@ -70,33 +53,6 @@ def load_trained(weights: str, config_file: Optional[str] = None, opts: Sequence
     model = MODELS.get(name)(num_classes=num_classes, loss=cfg.loss.name, pretrained=False, **kwargs)
     load_state_strict(model, sd, weights, f"{name} built from its config")
     return model.to(device).eval(), cfg
-
-
-def list_images(source: str) -> List[str]:
-    """Images under a folder (recursive, sorted) or listed one per line in a text file."""
-    path = Path(source)
-    if path.is_dir():
-        found = sorted(str(p) for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    elif path.is_file():
-        base = path.parent
-        found = [str(p if Path(p).is_absolute() else base / p) for p in
-                 (line.strip() for line in path.read_text().splitlines()) if p]
-    else:
-        raise FileNotFoundError(f"{source} is neither a folder of images nor a list file")
-    if not found:
-        raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found in {source}")
-    return found
-
-
-def cameras_from_names(paths: Sequence[str]) -> List[int]:
-    """Camera ids parsed from Duke/Market-style names ``NNNN_cC...`` (camid = C - 1)."""
-    out = []
-    for p in paths:
-        match = re.match(r"^-?\d+_c(\d+)", os.path.basename(p))
-        if match is None:
-            raise ValueError(f"{p}: no camera in the file name ('NNNN_cC_...'); pass --cameras explicitly")
-        out.append(int(match.group(1)) - 1)
-    return out
 
 
 @torch.no_grad()

@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
-from .inference import extract_features, read_image
+from .data.io import read_image
+from .inference import extract_features
 from .metrics import compute_distance_matrix, re_ranking
 
 __all__ = ["file_sha256", "gallery_features", "rank_gallery", "write_results", "draw_ranked", "CACHE_NAME"]

@@ -72,7 +72,8 @@ def _writable_file(path: Path, flag: str) -> None:
 def run_extract(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from ..inference import cameras_from_names, extract_features, list_images
+    from ..data.io import cameras_from_names, list_images
+    from ..inference import extract_features
     _positive(args.batch_size, "--batch-size")
     if args.out.suffix != ".npy":  # np.save would append .npy silently
         args.out = args.out.with_name(args.out.name + ".npy")
@@ -116,7 +117,7 @@ def run_visualize(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ..data.transforms import build_test_transform
-    from ..inference import cameras_from_names, list_images, read_image
+    from ..data.io import cameras_from_names, list_images, read_image
     from ..visualize import draw_lfem_groups
     _positive(args.limit, "--limit")
     model, cfg = _load(args)
@@ -150,7 +151,7 @@ def add_search_args(parser: argparse.ArgumentParser) -> None:
 
 
 def run_search(args: argparse.Namespace) -> int:
-    from ..inference import cameras_from_names, list_images
+    from ..data.io import cameras_from_names, list_images
     from ..search import file_sha256, run_search as search
     _positive(args.top_k, "--top-k")
     _positive(args.batch_size, "--batch-size")

@@ -107,7 +107,7 @@ def _pictures(cfg, dm, model, engine, num_queries: int = 8) -> None:
 
     import numpy as np
 
-    from ..inference import read_image
+    from ..data.io import read_image
     from ..visualize import draw_lfem_groups, plot_cmc
     out = Path(cfg.data.save_dir)
     plot_cmc({name: r["cmc"] for name, r in engine.last_results.items()}, out / "cmc.png")

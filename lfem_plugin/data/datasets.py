@@ -10,7 +10,6 @@ import hashlib
 import importlib.util
 import logging
 import os
-import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -21,6 +20,7 @@ from PIL import Image
 
 from .. import _torchreid
 from ..registry import DATASETS
+from .io import BadImageError, parse_reid_name, read_image
 
 __all__ = ["OccludedDuke", "OrlFaces", "OrlFacesOccluded", "parse_duke_name", "find_orl_root", "SafeImageDataset",
            "set_skip_bad_images"]
@@ -43,7 +43,6 @@ def set_skip_bad_images(skip: bool) -> None:
 
 
 def _drop_bad(items: List[Item], split: str) -> List[Item]:
-    from ..inference import BadImageError, read_image
     kept = []
     for item in items:
         try:
@@ -71,25 +70,17 @@ class SafeImageDataset(ImageDataset):
         super().__init__(train, query, gallery, **kwargs)
 
     def __getitem__(self, index: int):
-        from ..inference import read_image
         img_path, pid, camid, dsetid = self.data[index]
         img = read_image(img_path)
         if self.transform is not None:
             img = self._transform_image(self.transform, self.k_tfm, img)
         return {"img": img, "pid": pid, "camid": camid, "impath": img_path, "dsetid": dsetid}
-_DUKE_NAME = re.compile(r"^(-?\d+)_c(\d)")
 DUKE_SPLITS = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}
 
 
 def parse_duke_name(path: str) -> Tuple[int, int]:
-    """``(pid, camid)`` from a Duke-style basename ``NNNN_cC_...``; camid = C - 1. Only the basename is parsed."""
-    match = _DUKE_NAME.match(os.path.basename(path))
-    if match is None:
-        raise ValueError(f"{path}: file name does not follow the 'NNNN_cC_...' pattern of DukeMTMC-reID")
-    pid, cam = int(match.group(1)), int(match.group(2))
-    if not 1 <= cam <= 8:
-        raise ValueError(f"{path}: camera {cam} outside 1..8")
-    return pid, cam - 1
+    """``(pid, camid)`` from a Duke-style basename ``NNNN_cC_...``; camid = C - 1 (cameras 1..8)."""
+    return parse_reid_name(path, max_camera=8)
 
 
 def _scan(folder: Path, relabel: bool) -> List[Item]:
