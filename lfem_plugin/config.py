@@ -289,6 +289,7 @@ def model_kwargs(cfg: CN, num_cameras: int, camera_ids: Optional[List[int]] = No
                 **sie, drop_path_rate=cfg.lfem.drop_path_rate,
                 num_groups=cfg.lfem.num_groups, rearrange=cfg.lfem.rearrange, shift_num=cfg.lfem.shift_num,
                 shuffle_groups=cfg.lfem.shuffle_groups, use_lfem=cfg.lfem.use_lfem, num_views=len(cfg.lfem.views),
+                views=tuple(cfg.lfem.views),
                 lfem_proj_dim=cfg.lfem.proj_dim or None, lfem_scale_gate=cfg.lfem.scale_gate,
                 lfem_share=cfg.lfem.share, local_feature=cfg.lfem.local_feature, neck_feat=cfg.lfem.neck_feat,
                 eval_feature=cfg.lfem.eval_feature,

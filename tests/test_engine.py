@@ -203,7 +203,7 @@ def test_non_finite_loss_stops_with_a_message(synthetic_root, tmp_path):
     with torch.no_grad():
         engine.model.backbone.pos_embed.fill_(float("nan"))
     engine.batch_idx = 0
-    with pytest.raises(Exception, match=r"non-finite loss at epoch 1, iteration 1.*ce/final"):
+    with pytest.raises(Exception, match=r"non-finite loss at epoch 1, iteration 1.*ce/original"):
         engine.forward_backward(batch)
 
 

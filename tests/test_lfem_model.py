@@ -92,7 +92,7 @@ def test_output_contract_softmax_triplet_eval():
 
 def test_one_view_gives_the_supervised_subset(tiny):
     out = tiny.forward_branches(torch.randn(4, 3, 64, 32))
-    assert out.names == ("final", "local1", "local2", "local3", "local4")
+    assert out.names == ("original", "local1", "local2", "local3", "local4")
     baseline = MODELS.get("vit_transreid_tiny")(num_classes=4)
     with pytest.raises(ValueError, match="num_views"):
         baseline(_views())
@@ -215,3 +215,16 @@ def test_multiview_reproducible_under_seed():
 
 def test_test_transform_is_one_view():
     assert build_test_transform(64, 32)(_img()).shape == (3, 64, 32)
+
+
+def test_branches_are_named_by_the_views_the_data_gives():
+    from lfem_plugin.config import load_config, model_kwargs, transform_kwargs
+    from lfem_plugin.data.transforms import build_train_transform
+    cfg = load_config(None, ["model.name", "lfem_vit_tiny", "lfem.views", "['original','cropped']"])
+    model = MODELS.get("lfem_vit_tiny")(num_classes=4, **model_kwargs(cfg, 2, [0, 1]))
+    assert model.branch_names[:2] == ("original", "cropped") and model.num_views == 2
+    assert build_train_transform(**transform_kwargs(cfg)).names == ("original", "cropped")
+    out = model.forward_branches(torch.randn(2, 4, 3, 64, 32), camera=torch.tensor([0, 1, 0, 1]))
+    assert out.names[:2] == ("original", "cropped")  # the cropped view is not logged as 'erased'
+    with pytest.raises(ValueError, match="distinct names"):
+        MODELS.get("lfem_vit_tiny")(num_classes=4, views=("original", "occluded"))

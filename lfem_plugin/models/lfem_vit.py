@@ -21,7 +21,7 @@ __all__ = ["LFEMViT", "BranchOutputs", "BranchFeatures", "VIEW_NAMES", "create_l
 
 _logger = logging.getLogger(__name__)
 
-VIEW_NAMES = ("final", "erased", "cropped")
+VIEW_NAMES = ("original", "erased", "cropped")  # the views of data.transforms.MultiView, in its order
 Views = Union[torch.Tensor, Sequence[torch.Tensor]]
 
 
@@ -57,7 +57,8 @@ class LFEMViT(nn.Module):
     Train mode: the views (original, random-erased, random-cropped) go through the shared network in **one**
     batched forward; each view's global feature is fused with its four JPM locals by :class:`SequentialFusion`
     (``f_final``); the four locals of the original view are supervised too. Returns logits (``loss='softmax'``) or
-    ``(logits, features)`` (``loss='triplet'``) as lists in branch order ``final, erased, cropped, local1..4``.
+    ``(logits, features)`` (``loss='triplet'``) as lists in branch order ``original, erased, cropped, local1..4`` (each view's branch is its fused final
+    feature ``f_final``).
     Fewer views than ``num_views`` (e.g. torchreid's stock engines with one tensor) supervise only what exists.
     Eval mode: one view in, one ``(B, D')`` feature out.
 
@@ -75,7 +76,9 @@ class LFEMViT(nn.Module):
         num_classes: training identities.
         backbone: a :class:`TransReIDViT` with JPM.
         loss: torchreid's ``'softmax'`` or ``'triplet'`` output contract.
-        num_views: global branches (3: original, erased, cropped; 1: no RE/RC views).
+        num_views: global branches (default 3: original, erased, cropped; 1: no RE/RC views).
+        views: the names of the views the data gives, in order (default: the first ``num_views`` of
+            ``VIEW_NAMES``); the global branches and their loss terms carry these names.
         use_lfem: fuse locals into the global feature (False: the plain TransReID heads).
         lfem_proj_dim: LFEM projection width (None: ``D``).
         lfem_scale_gate: scale the relation by ``1/sqrt(proj_dim)``.
@@ -86,7 +89,8 @@ class LFEMViT(nn.Module):
     """
 
     def __init__(self, num_classes: int, backbone: TransReIDViT, loss: Literal["softmax", "triplet"] = "softmax",
-                 num_views: int = 3, use_lfem: bool = True, lfem_proj_dim: Optional[int] = None,
+                 num_views: Optional[int] = None, views: Optional[Sequence[str]] = None, use_lfem: bool = True,
+                 lfem_proj_dim: Optional[int] = None,
                  lfem_scale_gate: bool = True, lfem_share: bool = False,
                  local_feature: Literal["refined", "jpm", "fused"] = "refined",
                  neck_feat: Literal["before", "after"] = "before",
@@ -98,8 +102,12 @@ class LFEMViT(nn.Module):
         _check_choice("local_feature", local_feature, ("refined", "jpm", "fused"))
         _check_choice("neck_feat", neck_feat, ("before", "after"))
         _check_choice("eval_feature", eval_feature, ("final", "concat"))
-        if not 1 <= num_views <= len(VIEW_NAMES):
-            raise ValueError(f"num_views must be 1..{len(VIEW_NAMES)}, got {num_views}")
+        views = tuple(views) if views is not None else VIEW_NAMES[:3 if num_views is None else num_views]
+        if not 1 <= len(views) <= len(VIEW_NAMES) or len(set(views)) < len(views) or set(views) - set(VIEW_NAMES):
+            raise ValueError(f"views {list(views)}: 1 to {len(VIEW_NAMES)} distinct names of {list(VIEW_NAMES)}")
+        if num_views is not None and num_views != len(views):
+            raise ValueError(f"views {list(views)} but num_views {num_views}")
+        num_views = len(views)
         if not use_lfem and local_feature != "jpm":
             local_feature = "jpm"  # without LFEM the only local feature is the JPM one
         self.backbone = backbone
@@ -111,7 +119,7 @@ class LFEMViT(nn.Module):
         dim = self.num_features = backbone.num_features
         groups = backbone.num_groups
         self.fusion = SequentialFusion(dim, groups, lfem_share, lfem_proj_dim, lfem_scale_gate) if use_lfem else None
-        self.branch_names = VIEW_NAMES[:num_views] + tuple(f"local{k + 1}" for k in range(groups))
+        self.branch_names = views + tuple(f"local{k + 1}" for k in range(groups))  # named as the data's views
         self.heads = nn.ModuleList(BNNeckHead(dim, num_classes) for _ in self.branch_names)
         self.last_gates: Optional[torch.Tensor] = None
 
