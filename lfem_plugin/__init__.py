@@ -17,7 +17,7 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from . import _torchreid
-from .registry import BACKBONES, DATASETS, MODELS
+from .registry import DATASETS, MODELS
 
 
 def register_all() -> None:
@@ -42,4 +42,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'lfem_plugin' has no attribute {name!r}")
 
 
-__all__ = ["__version__", "register_all", "build_datamanager", "MODELS", "DATASETS", "BACKBONES"]
+__all__ = ["__version__", "register_all", "build_datamanager", "MODELS", "DATASETS"]

@@ -29,7 +29,7 @@ def get_default_config() -> CN:
     cfg.model.load_weights = ""  # trained weights of the whole model (torchreid's meaning: test, fine-tune)
     cfg.model.resume = ""  # checkpoint to resume training from
     cfg.data = CN()
-    cfg.data.type = "image"  # only image datasets
+    cfg.data.type = "image"  # torchreid's key; only 'image' is supported (checked before a run)
     cfg.data.root = "reid-data"  # data root
     cfg.data.sources = ["occluded_duke"]  # training datasets
     cfg.data.targets = ["occluded_duke"]  # evaluation datasets

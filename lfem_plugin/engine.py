@@ -27,7 +27,6 @@ from .checkpoint import (NonFiniteStateError, load_checkpoint, newest_finite_che
                          set_rng_state)
 from .losses import MultiBranchLoss
 from .metrics import compute_distance_matrix, evaluate_rank, re_ranking
-from .registry import ENGINES
 
 __all__ = ["LFEMEngine", "NonFiniteLossError", "EvalCheckpointMixin", "TorchreidSoftmaxEngine",
            "TorchreidTripletEngine", "print_results"]
@@ -218,7 +217,6 @@ class EvalCheckpointMixin:
         return int(state["epoch"])
 
 
-@ENGINES.register
 class LFEMEngine(EvalCheckpointMixin, _TR.engine.Engine):
     """Trains :class:`~lfem_plugin.models.LFEMViT` (or any model returning ``forward_branches``) in torchreid.
 
@@ -373,7 +371,6 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)) else model
 
 
-@ENGINES.register
 class TorchreidSoftmaxEngine(EvalCheckpointMixin, _TR.engine.ImageSoftmaxEngine):
     """torchreid's ``ImageSoftmaxEngine`` with the plugin's evaluation and checkpoints (for fair comparisons).
 
@@ -386,7 +383,6 @@ class TorchreidSoftmaxEngine(EvalCheckpointMixin, _TR.engine.ImageSoftmaxEngine)
         self._init_mixin(False, checkpoint_period, save_checkpoints, config_text)
 
 
-@ENGINES.register
 class TorchreidTripletEngine(EvalCheckpointMixin, _TR.engine.ImageTripletEngine):
     """torchreid's ``ImageTripletEngine`` with the plugin's evaluation and checkpoints (for fair comparisons).
 

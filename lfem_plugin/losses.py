@@ -11,12 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .registry import LOSSES
 
 __all__ = ["TripletLoss", "MultiBranchLoss", "branch_weights"]
 
 
-@LOSSES.register
 class TripletLoss(nn.Module):
     """Batch-hard triplet loss on non-squared euclidean distances.
 
@@ -63,7 +61,6 @@ def branch_weights(names: Sequence[str], preset: str = "paper") -> Tuple[float, 
     raise ValueError(f"unknown loss weight preset {preset!r}; choices: 'paper', 'transreid'")
 
 
-@LOSSES.register
 class MultiBranchLoss(nn.Module):
     """``sum_k w_id[k] * CE(logits_k) + w_tri[k] * Triplet(features_k)`` over the supervised branches.
 

@@ -1,7 +1,7 @@
 """TransReID/LFEM optimiser (SGD, bias lr x2) and a warmup-cosine schedule with torchreid's ``step()`` contract.
 
 Reference: LFEM paper Sec. 4.2 (SGD lr 8e-3, wd 1e-4, bias wd 1e-4, bias lr x2, linear warmup + cosine);
-TransReID ``solver/make_optimizer.py`` and its cosine scheduler (behaviour described in the host notes §3.4).
+TransReID ``solver/make_optimizer.py`` and its cosine scheduler (``solver/cosine_lr.py``).
 """
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ class WarmupCosineLR:
     ``warmup_epochs``, cosine (counted from epoch 0) down to ``min_lr_factor * lr`` at ``max_epoch``. As in
     TransReID, the schedule is evaluated at ``t = 1`` for the first epoch, ``t = 2`` for the second, and so on.
 
-    Reference: TransReID cosine scheduler (host notes §3.4); LFEM paper Sec. 4.2.
+    Reference: TransReID ``solver/cosine_lr.py`` (timm's ``CosineLRScheduler`` with warmup); LFEM paper Sec. 4.2.
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, max_epoch: int, warmup_epochs: int = 5,

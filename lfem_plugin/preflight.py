@@ -28,6 +28,9 @@ def check_config(cfg: CfgNode) -> None:
     """Settings that are wrong whatever the data."""
     if not cfg.test.evaluate and cfg.train.max_epoch < 1:
         raise PreflightError(f"train.max_epoch is {cfg.train.max_epoch}; it must be at least 1")
+    if cfg.data.type != "image":
+        raise PreflightError(f"data.type {cfg.data.type!r}: only image datasets are supported (torchreid's video "
+                             f"datasets are not); use data.type image")
     if cfg.test.dist_metric not in ("euclidean", "cosine"):
         raise PreflightError(f"test.dist_metric {cfg.test.dist_metric!r} is not one of 'euclidean', 'cosine'")
     for key, value in (("train.batch_size", cfg.train.batch_size), ("test.batch_size", cfg.test.batch_size),

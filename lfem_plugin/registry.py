@@ -1,4 +1,4 @@
-"""A small name -> object registry for the parts torchreid has no registry for.
+"""The plugin's model and dataset registries, pushed into torchreid's own by ``register_all``.
 
 Reference: fast-reid ``fastreid/utils/registry.py`` (design only).
 """
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, Iterator, Optional, TypeVar
 
-__all__ = ["Registry", "same_definition", "MODELS", "BACKBONES", "DATASETS", "ENGINES", "TRANSFORMS", "LOSSES"]
+__all__ = ["Registry", "same_definition", "MODELS", "DATASETS"]
 
 T = TypeVar("T")
 
@@ -72,10 +72,6 @@ def same_definition(a: Any, b: Any) -> bool:
     return ident(a)[1] is not None and ident(a) == ident(b)
 
 
-MODELS = Registry("models")
-BACKBONES = Registry("backbones")
-DATASETS = Registry("datasets")
-ENGINES = Registry("engines")
-TRANSFORMS = Registry("transforms")
-LOSSES = Registry("losses")
+MODELS = Registry("models")  # read by torchreid's build_model (pushed there by register_all) and the CLI
+DATASETS = Registry("datasets")  # read by torchreid's ImageDataManager (pushed there by register_all)
 

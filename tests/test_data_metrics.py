@@ -238,3 +238,13 @@ def test_distance_matrix_matches_torchreid(metric):
     q, g = torch.randn(7, 16), torch.randn(9, 16)
     ref = TR.metrics.compute_distance_matrix(q, g, metric)
     assert torch.allclose(compute_distance_matrix(q, g, metric, chunk_size=3), ref, atol=1e-5)
+
+
+def test_occluded_orl_without_a_root_goes_to_the_cache_not_the_current_folder(tmp_path, monkeypatch):
+    from lfem_plugin.data.datasets import OrlFacesOccluded
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    dataset = OrlFacesOccluded(root="", mode="query", verbose=False)
+    assert list((tmp_path / "work").iterdir()) == []
+    assert dataset.query[0][0].startswith(str(tmp_path / "cache" / "lfem_plugin" / "orl_faces_occluded"))

@@ -9,6 +9,7 @@ import torch
 import yaml
 
 from lfem_plugin import config as C
+from lfem_plugin import preflight
 from lfem_plugin import train as T
 from lfem_plugin.checkpoint import load_checkpoint, save_checkpoint
 from lfem_plugin.engine import LFEMEngine
@@ -87,6 +88,7 @@ def test_shipped_configs_load(path):
         return
     cfg = C.load_config(path)
     assert cfg.model.name in MODELS or cfg.model.name in T._TR.models.__dict__["__model_factory"]
+    preflight.check_config(cfg)  # and nothing in it fails before a run
 
 
 def test_paper_config_is_the_paper_recipe():

@@ -220,6 +220,7 @@ def test_torchreid_checkpoint_with_numpy_rank1_loads(tmp_path):
     (("train.max_epoch", "0"), "train.max_epoch is 0"),
     (("train.max_epoch", "-3"), "train.max_epoch is -3"),
     (("test.dist_metric", "cosin"), "test.dist_metric 'cosin'"),
+    (("data.type", "video"), "data.type 'video'"),
     (("train.batch_size", "9"), "not a multiple of sampler.num_instances 2.*use 8 or 10"),
     (("train.batch_size", "40"), r"20 identities per batch, but the training set \(synthetic_reid\) has 6"),
 ])

@@ -181,12 +181,18 @@ def occlude(image: np.ndarray, other: np.ndarray, rng: np.random.Generator,
 
 
 @DATASETS.register(name="orl_faces_occluded")
+def _cache_dir() -> Path:
+    """Where generated data goes when no data root is given: ``$XDG_CACHE_HOME/lfem_plugin`` (~/.cache/...)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lfem_plugin"
+
+
 class OrlFacesOccluded(SafeImageDataset):
     """ORL faces whose *query* images carry a synthetic occluder covering ``coverage`` of the image.
 
     Occluders are rectangles of uniform noise or of a train-identity image, drawn deterministically from
     ``seed`` and the image index; the occluded queries are written once (atomically) under
-    ``<root>/orl_faces_occluded/<setting>/`` and reused. Change ``coverage``/``seed`` by subclassing.
+    ``<root>/orl_faces_occluded/<setting>/`` (without a root: ``$XDG_CACHE_HOME/lfem_plugin/...``) and reused.
+    Change ``coverage``/``seed`` by subclassing.
 
     Reference: ORL faces (AT&T Laboratories Cambridge) with synthetic occlusion (LFEM paper Sec. 3.2 motivation).
     """
@@ -196,7 +202,7 @@ class OrlFacesOccluded(SafeImageDataset):
 
     def __init__(self, root: str = "", **kwargs) -> None:
         train, query, gallery = orl_split(find_orl_root(root))
-        folder = self.materialise(query, train, Path(os.path.expanduser(root or ".")))
+        folder = self.materialise(query, train, Path(os.path.expanduser(root)) if root else _cache_dir())
         query = [(str(folder / f"{i:03d}.png"), pid, cam) for i, (_, pid, cam) in enumerate(query)]
         super().__init__(train, query, gallery, **kwargs)
 

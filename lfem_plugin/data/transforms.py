@@ -12,12 +12,10 @@ from PIL import Image
 from timm.data.random_erasing import RandomErasing
 from torchvision import transforms as T
 
-from ..registry import TRANSFORMS
 
 __all__ = ["MultiView", "EnsureErased", "build_train_transform", "build_test_transform"]
 
 
-@TRANSFORMS.register
 class MultiView:
     """Apply each transform to the same image and return the list of results.
 

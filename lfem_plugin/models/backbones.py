@@ -1,4 +1,4 @@
-"""TransReID backbone variants as data, one private builder.
+"""TransReID backbone architectures as data (:data:`ARCHS`) and their builder, :func:`build_backbone`.
 
 Reference: TransReID (ICCV 2021); variants follow timm's ``vision_transformer.py`` naming.
 """
@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 from typing import Any, Dict, Optional
 
-from ..registry import BACKBONES
 from .pretrained import WEIGHT_SOURCES, load_pretrained, resolve_weights
 from .vit import TransReIDViT
 
@@ -52,23 +51,3 @@ def build_backbone(arch: str, pretrained: bool = False, pretrained_path: Optiona
             raise ValueError(f"backbone {arch!r} has no ImageNet weights; use pretrained=False")
         load_pretrained(model, resolve_weights(source, pretrained_path))
     return model
-
-
-def _register_backbones() -> None:
-    """Registered backbones in the plugin's own registry: geometry in the name (build_model cannot pass it)."""
-    for arch in ("vit_base_patch16", "deit_base_patch16"):
-        for stride in (16, 12, 11):
-            name = f"transreid_{arch}_s{stride}_256x128"
-            BACKBONES.register(_partial_builder(arch, stride), name=name)
-    BACKBONES.register(_partial_builder("deit_small_patch16", 16), name="transreid_deit_small_patch16_s16_256x128")
-    BACKBONES.register(_partial_builder("vit_tiny_test", 16, (64, 32)), name="transreid_vit_tiny_test_s16_64x32")
-
-
-def _partial_builder(arch: str, stride: int, img_size=(256, 128)):
-    def builder(**kwargs: Any) -> TransReIDViT:
-        return build_backbone(arch, **dict(dict(stride=stride, img_size=img_size), **kwargs))
-    builder.__qualname__ = builder.__name__ = f"transreid_{arch}_s{stride}"
-    return builder
-
-
-_register_backbones()

@@ -57,8 +57,8 @@ class LFEMViT(nn.Module):
     Train mode: the views (original, random-erased, random-cropped) go through the shared network in **one**
     batched forward; each view's global feature is fused with its four JPM locals by :class:`SequentialFusion`
     (``f_final``); the four locals of the original view are supervised too. Returns logits (``loss='softmax'``) or
-    ``(logits, features)`` (``loss='triplet'``) as lists in branch order ``original, erased, cropped, local1..4`` (each view's branch is its fused final
-    feature ``f_final``).
+    ``(logits, features)`` (``loss='triplet'``) as lists in branch order ``original, erased, cropped, local1..4``
+    (each view's branch is its fused final feature ``f_final``).
     Fewer views than ``num_views`` (e.g. torchreid's stock engines with one tensor) supervise only what exists.
     Eval mode: one view in, one ``(B, D')`` feature out.
 
@@ -218,7 +218,8 @@ _BACKBONE_KEYS = ("img_size", "stride", "num_cameras", "camera_ids", "sie_coef",
 
 def create_lfem_vit(arch: str, num_classes: int, loss: str = "softmax", pretrained: bool = False,
                     use_gpu: bool = True, **kwargs: Any) -> LFEMViT:
-    """The one private builder behind every registered variant; unknown keyword arguments are rejected.
+    """The builder behind every registered variant (also used directly by the benchmarks); unknown keyword
+    arguments are rejected.
 
     ``pretrained=True`` loads the architecture's ImageNet weights (downloaded to ``$TORCH_HOME`` where a network
     exists, else from ``pretrained_path``); architectures without ImageNet weights ignore it with a log line.
