@@ -9,7 +9,7 @@ import torch
 import torch.distributed as dist
 
 __all__ = ["init_from_env", "is_distributed", "rank", "world_size", "is_main", "barrier", "all_gather_cat",
-           "shard_loader", "gather_objects", "shutdown"]
+           "shard_loader", "gather_objects", "shutdown", "unwrap"]
 
 _logger = logging.getLogger(__name__)
 
@@ -104,3 +104,9 @@ def shutdown() -> None:
     if is_distributed():
         dist.barrier()
         dist.destroy_process_group()
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside a DataParallel / DistributedDataParallel wrapper (or the model itself)."""
+    wrappers = (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)
+    return model.module if isinstance(model, wrappers) else model

@@ -26,7 +26,7 @@ from PIL import Image
 from yacs.config import CfgNode
 
 from . import train as T
-from .engine import _unwrap
+from .distributed import unwrap as _unwrap
 
 __all__ = ["DatasetShape", "SHAPES", "write_synthetic", "synthetic_config", "run_doctor", "format_report"]
 

@@ -20,7 +20,8 @@ from .checkpoint import list_checkpoints, load_checkpoint, load_trained_weights,
 from .data.datasets import set_skip_bad_images
 from .data.sampler import DistributedIdentitySampler
 from .data.transforms import build_test_transform, build_train_transform
-from .engine import LFEMEngine, TorchreidSoftmaxEngine, TorchreidTripletEngine, _unwrap
+from .distributed import unwrap as _unwrap
+from .engine import LFEMEngine, TorchreidSoftmaxEngine, TorchreidTripletEngine
 from .losses import MultiBranchLoss, branch_weights
 from .optim import WarmupCosineLR, build_optimizer
 from .registry import MODELS

@@ -114,7 +114,7 @@ def test_resume_auto_without_checkpoint_says_it_starts_from_scratch(synthetic_ro
 def test_resume_is_exact_from_every_checkpoint_including_evaluation_epochs(synthetic_root, tmp_path, monkeypatch):
     """Every checkpoint file as it was written (the one saved before an evaluation too, which a kill during that
     evaluation would leave behind) resumes to the uninterrupted run's final weights, bit for bit."""
-    from lfem_plugin import engine as E
+    from lfem_plugin import checkpoint as E  # where the engines look save_checkpoint up
     written = []
 
     def snapshot(state, path):

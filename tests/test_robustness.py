@@ -131,14 +131,14 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(synthetic_root, tm
         calls["n"] += 1
         total, terms = original(self, logits, features, targets, names)
         if calls["n"] > 2:  # epoch 1 has 2 iterations on this data
-            terms["tri/final"] = terms["tri/final"] * float("nan")
+            terms["tri/original"] = terms["tri/original"] * float("nan")
             total = total * float("nan")
         return total, terms
 
     monkeypatch.setattr(MultiBranchLoss, "forward", poisoned)
     cfg = C.load_config(CPU_CONFIG, ["data.root", str(synthetic_root), "data.save_dir", str(tmp_path),
                                      "train.max_epoch", "3", *SMALL])
-    with pytest.raises(NonFiniteLossError, match=r"epoch 2, iteration \d+ \(step \d+\).*'tri/final': nan"):
+    with pytest.raises(NonFiniteLossError, match=r"epoch 2, iteration \d+ \(step \d+\).*'tri/original': nan"):
         T.run(cfg)
     state = load_checkpoint(tmp_path / "model" / "model.pth.tar-1")
     assert state["epoch"] == 1

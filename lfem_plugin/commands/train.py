@@ -86,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
 def run_test(args: argparse.Namespace) -> int:
     from .. import train
     from ..checkpoint import load_checkpoint, load_state_strict
-    from ..engine import _unwrap
+    from ..distributed import unwrap as _unwrap
     cfg = _config(args, test=True)
     _log_to_file(cfg.data.save_dir, "test")
     train.set_seed(cfg.train.seed)

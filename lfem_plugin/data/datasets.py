@@ -180,12 +180,12 @@ def occlude(image: np.ndarray, other: np.ndarray, rng: np.random.Generator,
     return out
 
 
-@DATASETS.register(name="orl_faces_occluded")
 def _cache_dir() -> Path:
     """Where generated data goes when no data root is given: ``$XDG_CACHE_HOME/lfem_plugin`` (~/.cache/...)."""
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lfem_plugin"
 
 
+@DATASETS.register(name="orl_faces_occluded")
 class OrlFacesOccluded(SafeImageDataset):
     """ORL faces whose *query* images carry a synthetic occluder covering ``coverage`` of the image.
 

@@ -1,0 +1,123 @@
+"""Evaluation shared by every engine of the plugin: features (with camera ids for SIE), DDP shards, the fast
+evaluator, re-ranking, torchreid's result block.
+
+One mixin for :class:`~lfem_plugin.engine.LFEMEngine` and torchreid's own engines alike, so every model of a
+comparison is scored by the same code.
+
+Reference: torchreid ``Engine`` hooks ``test``, ``parse_data_for_eval``, ``extract_features``, ``_evaluate``.
+"""
+from __future__ import annotations
+
+import logging
+import os.path as osp
+import time
+from typing import Any, Dict, List, Optional
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import _torchreid
+from . import distributed as D
+from .checkpoint import rng_state, set_rng_state
+from .metrics import compute_distance_matrix, evaluate_rank, re_ranking
+
+__all__ = ["EvaluationMixin", "print_results"]
+
+_logger = logging.getLogger(__name__)
+
+
+def print_results(mAP: float, cmc, ranks) -> None:
+    """The result block torchreid's engines print (same lines, same format)."""
+    print("** Results **")
+    print(f"mAP: {mAP:.1%}")
+    print("CMC curve")
+    for r in ranks:
+        if r <= len(cmc):
+            print(f"Rank-{r:<3}: {cmc[r - 1]:.1%}")
+
+
+class EvaluationMixin:
+    """Evaluation that passes camera ids to SIE models (``use_cameras``), shards feature extraction under DDP, scores
+    with :func:`~lfem_plugin.metrics.evaluate_rank`, keeps every target's results in ``last_results`` and leaves
+    the RNG streams as it found them."""
+
+    use_cameras: bool = False
+
+    def _init_evaluation(self, use_cameras: bool) -> None:
+        self.device = torch.device("cuda" if self.use_gpu else "cpu")
+        self.use_cameras = use_cameras
+        self.last_results: Dict[str, Dict[str, Any]] = {}
+
+    def test(self, *args: Any, **kwargs: Any):
+        """torchreid's test; under DDP every rank extracts its shard of features and rank 0 scores them.
+
+        Evaluation leaves the RNG streams as it found them (its data-loader iterators draw seeds from the torch
+        RNG): training after an evaluation continues exactly as a run resumed from that epoch's checkpoint does.
+        """
+        state = rng_state()
+        try:
+            result = super().test(*args, **kwargs)
+        finally:
+            set_rng_state(state)
+        D.barrier()
+        return result if D.is_main() else 0.0
+
+    def parse_data_for_eval(self, data: Dict[str, Any]):
+        return data["img"], data["pid"], data["camid"]
+
+    def extract_features(self, images: torch.Tensor, cameras: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Features of one batch; ``cameras`` reach models that take them (SIE)."""
+        model = D.unwrap(self.model)
+        if hasattr(model, "forward_branches"):
+            return model(images, camera=None if cameras is None else cameras.to(images.device)).float()
+        return model(images).float()
+
+    @torch.no_grad()
+    def _extract(self, loader):
+        """Features, pids and cameras of ``loader``; under DDP each rank takes a contiguous shard and the shards
+        are gathered in rank order, so every rank ends with the same arrays a single process would have."""
+        feats, pids, cams = [], [], []
+        for data in D.shard_loader(loader):
+            images, pid, cam = self.parse_data_for_eval(data)
+            feats.append(self.extract_features(images.to(self.device), cam if self.use_cameras else None).cpu())
+            pids.append(pid)
+            cams.append(cam)
+        feats, pids, cams = (D.gather_objects(torch.cat(x) if x else None) for x in (feats, pids, cams))
+        return feats, pids.numpy(), cams.numpy()
+
+    def _evaluate(self, dataset_name: str = "", query_loader=None, gallery_loader=None,
+                  dist_metric: str = "euclidean", normalize_feature: bool = False, visrank: bool = False,
+                  visrank_topk: int = 10, save_dir: str = "", use_metric_cuhk03: bool = False,
+                  ranks: List[int] = (1, 5, 10, 20), rerank: bool = False):
+        if use_metric_cuhk03:
+            raise ValueError("use_metric_cuhk03=True: CUHK03's single-gallery-shot metric is not implemented by the "
+                             "plugin's evaluator (it scores the Market-1501/Duke protocol); run without it")
+        start = time.perf_counter()
+        qf, q_pids, q_cams = self._extract(query_loader)
+        gf, g_pids, g_cams = self._extract(gallery_loader)
+        if not D.is_main():
+            return 0.0, 0.0
+        distmat = _distances(qf, gf, dist_metric, normalize_feature, rerank)
+        cmc, mAP = evaluate_rank(distmat, q_pids, g_pids, q_cams, g_cams)
+        self.last_results[dataset_name] = {"cmc": cmc.tolist(), "mAP": float(mAP),
+                                           "eval_s": time.perf_counter() - start}
+        ranks_text = "  ".join(f"R{r}: {cmc[r - 1]:.1%}" for r in ranks if r <= len(cmc))
+        _logger.info("%s: mAP %.1f%%  %s", dataset_name, 100 * mAP, ranks_text)
+        print_results(mAP, cmc, ranks)
+        if visrank:
+            dm = self.datamanager
+            _torchreid.root().utils.visualize_ranked_results(
+                distmat, dm.fetch_test_loaders(dataset_name), dm.data_type, width=dm.width, height=dm.height,
+                topk=visrank_topk, save_dir=osp.join(save_dir, "visrank_" + dataset_name))
+        return cmc[0], mAP
+
+
+def _distances(qf: torch.Tensor, gf: torch.Tensor, metric: str, normalize: bool, rerank: bool) -> np.ndarray:
+    """Query-gallery distances; with ``rerank`` torchreid's k-reciprocal re-ranking (k1 20, k2 6, lambda 0.3)."""
+    if normalize:
+        qf, gf = F.normalize(qf, dim=1), F.normalize(gf, dim=1)
+    distmat = compute_distance_matrix(qf, gf, metric)
+    if rerank:
+        return re_ranking(distmat, compute_distance_matrix(qf, qf, metric), compute_distance_matrix(gf, gf, metric))
+    return distmat.numpy()
