@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing as mp
 import platform
 import tempfile
 import time
@@ -21,6 +20,8 @@ from typing import Any, Dict, Tuple
 
 import numpy as np
 import torch
+
+from _fresh_process import run_fresh
 
 DUKE = (2210, 17661)
 
@@ -60,19 +61,7 @@ def _measure(method: str, q: int, g: int, out_path: str, queue) -> None:
 
 
 def _run(method: str, q: int, g: int, out_path: str) -> Dict[str, Any]:
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_measure, args=(method, q, g, out_path, queue))
-    proc.start()
-    while True:
-        try:
-            result = queue.get(timeout=5)
-            break
-        except Exception:  # queue.Empty
-            if not proc.is_alive():
-                raise SystemExit(f"bench_rerank: {method} at {q}x{g} failed (exit code {proc.exitcode})")
-    proc.join()
-    return result
+    return run_fresh(_measure, (method, q, g, out_path), f"bench_rerank {method} at {q}x{g}")
 
 
 def main() -> None:

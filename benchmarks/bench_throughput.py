@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
-import multiprocessing as mp
 import platform
+import re
 import resource
 import time
 from pathlib import Path
 from typing import Any, Dict
 
 import torch
+
+from _fresh_process import run_fresh
 
 
 def _sync(device: str) -> None:
@@ -103,19 +104,6 @@ def _measure(kind: str, args: Dict[str, Any], queue) -> None:
     queue.put(out)
 
 
-def _result(proc, queue, kind: str) -> Dict[str, Any]:
-    """The measuring process's result; an error (not a hang) when it dies without one."""
-    while True:
-        try:
-            result = queue.get(timeout=5)
-            break
-        except Exception:  # queue.Empty
-            if not proc.is_alive():
-                raise SystemExit(f"bench_throughput: measuring {kind} failed (process exit code {proc.exitcode})")
-    proc.join()
-    return result
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
@@ -131,13 +119,9 @@ def main() -> None:
                     steps=args.steps or 20, warmup=5)
     if args.smoke:
         settings.update(geometry=dict(arch="vit_tiny_test", img_size=(64, 32), stride=8), batch=4, steps=1, warmup=1)
-    ctx = mp.get_context("spawn")
     results = {}
     for kind in ("timm_vit", "vit_transreid", "lfem_vit"):
-        queue = ctx.Queue()
-        proc = ctx.Process(target=_measure, args=(kind, settings, queue))
-        proc.start()
-        results[kind] = _result(proc, queue, kind)
+        results[kind] = run_fresh(_measure, (kind, settings), f"bench_throughput {kind}")
         r = results[kind]
         print(f"{kind:>14}: train {r['train_images_per_s']:8.1f} img/s ({r['views']} view(s) x {r['batch']}), "
               f"inference {r['inference_images_per_s']:8.1f} img/s, peak {r['peak_memory_mb']:.0f} MB")
