@@ -10,7 +10,6 @@ Reference: LFEM paper Tables 1-2 (Sec. 4.3-4.4).
 from __future__ import annotations
 
 import contextlib
-import csv
 import json
 import logging
 import platform
@@ -23,6 +22,8 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+
+from .report import write_report
 
 __all__ = ["ModelSpec", "Profile", "PROFILES", "run_compare", "report", "run_one"]
 
@@ -248,96 +249,10 @@ def run_compare(profile: str = "quick", models: Optional[Sequence[str]] = None, 
     return results
 
 
-def _load(out_dir: Path) -> List[Dict[str, Any]]:
-    return [json.loads(p.read_text()) for p in sorted(out_dir.glob("*_seed*.json"))]
-
-
-def _mean_std(values: List[float]) -> Tuple[float, float]:
-    return float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
-
-
 def report(out_dir: str | Path) -> Path:
-    """Aggregate the JSONs in ``out_dir`` into ``results.md``, ``results.csv``, ``cmc.png`` and ``bars.png``."""
-    out_dir = Path(out_dir)
-    results = _load(out_dir)
-    if not results:
-        raise FileNotFoundError(f"no result JSON in {out_dir}; run the comparison first")
-    order = [s.key for p in PROFILES.values() for s in p.models]
-    groups: Dict[str, List[Dict[str, Any]]] = {}
-    for r in sorted(results, key=lambda r: (order.index(r["model"]) if r["model"] in order else 99, r["seed"])):
-        groups.setdefault(r["model"], []).append(r)
-    rows = [_row(key, runs) for key, runs in groups.items()]
-    _write_table(out_dir, rows, results[0])
-    _plots(out_dir, groups)
-    return out_dir / "results.md"
-
-
-def _row(key: str, runs: List[Dict[str, Any]]) -> Dict[str, Any]:
-    ok = [r for r in runs if r["status"] == "ok"]
-    row = {"model": key, "label": runs[0]["label"], "runs": len(ok), "seeds": " ".join(str(r["seed"]) for r in ok)}
-    if not ok:
-        row["status"] = f"{runs[-1]['status']}: {runs[-1].get('reason', '')}"
-        return row
-    for metric in ("R1", "R5", "R10", "mAP", "train_images_per_s", "eval_s"):
-        row[metric], row[metric + "_std"] = _mean_std([r[metric] for r in ok])
-    row.update(params=ok[0]["params"], epochs=ok[0]["epochs"], status="ok", device=ok[0]["device"])
-    return row
-
-
-def _write_table(out_dir: Path, rows: List[Dict[str, Any]], first: Dict[str, Any]) -> None:
-    def cell(row, metric):
-        if row["status"] != "ok":
-            return "-"
-        return f"{row[metric]:.1f} ± {row[metric + '_std']:.1f}" if row["runs"] > 1 else f"{row[metric]:.1f}"
-
-    lines = [f"Protocol: {first['protocol']}  ", f"Device: {first['device']}; measured {first['date']}; "
-             f"versions: {first['versions']}", "",
-             "| model | R1 | R5 | R10 | mAP | seeds | params (M) | train img/s | eval s | note |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for row in rows:
-        ok = row["status"] == "ok"
-        lines.append(f"| {row['label']} | {cell(row, 'R1')} | {cell(row, 'R5')} | {cell(row, 'R10')} | "
-                     f"{cell(row, 'mAP')} | {row['seeds'] or '-'} | {row['params'] / 1e6:.2f} | " if ok else
-                     f"| {row['label']} | - | - | - | - | - | - | ")
-        lines[-1] += (f"{row['train_images_per_s']:.0f} | {row['eval_s']:.2f} | {row['epochs']} epochs |" if ok else
-                      f"- | - | {row['status']} |")
-    (out_dir / "results.md").write_text("\n".join(lines) + "\n")
-    fields = ["model", "label", "runs", "seeds", "R1", "R1_std", "R5", "R5_std", "R10", "R10_std", "mAP", "mAP_std",
-              "params", "train_images_per_s", "eval_s", "epochs", "status"]
-    with open(out_dir / "results.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def _plots(out_dir: Path, groups: Dict[str, List[Dict[str, Any]]]) -> None:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    done = {k: [r for r in v if r["status"] == "ok"] for k, v in groups.items()}
-    done = {k: v for k, v in done.items() if v}
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for key, runs in done.items():
-        cmc = np.mean([r["cmc"] for r in runs], axis=0) * 100
-        ax.plot(np.arange(1, len(cmc) + 1), cmc, marker="o", markersize=3, label=runs[0]["label"])
-    ax.set(xlabel="rank", ylabel="matching rate (%)", title="CMC")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(out_dir / "cmc.png", dpi=120)
-    plt.close(fig)
-    fig, ax = plt.subplots(figsize=(max(6, len(done) * 0.9), 4))
-    x = np.arange(len(done))
-    for offset, metric in ((-0.2, "R1"), (0.2, "mAP")):
-        stats = [_mean_std([r[metric] for r in runs]) for runs in done.values()]
-        ax.bar(x + offset, [m for m, _ in stats], 0.4, yerr=[s for _, s in stats], capsize=3, label=metric)
-    ax.set_xticks(x, [runs[0]["label"] for runs in done.values()], rotation=30, ha="right", fontsize=8)
-    ax.set(ylabel="%", title="Rank-1 and mAP (mean ± std over seeds)")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(out_dir / "bars.png", dpi=120)
-    plt.close(fig)
+    """Aggregate the JSONs in ``out_dir`` (models in the profiles' order) into ``results.md``, ``results.csv``,
+    ``cmc.png`` and ``bars.png``: :func:`lfem_plugin.report.write_report`."""
+    return write_report(out_dir, [s.key for p in PROFILES.values() for s in p.models])
 
 
 def summary_text(results: List[Dict[str, Any]]) -> str:

@@ -7,12 +7,12 @@ Reference: LFEM paper Sec. 3.3 (relation gate r per local group); TransReID Sec.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
-__all__ = ["plot_cmc", "draw_lfem_groups"]
+__all__ = ["plot_cmc", "draw_lfem_groups", "draw_gate_pictures"]
 
 _COLOURS = ("#e41a1c", "#377eb8", "#4daf4a", "#984ea3", "#ff7f00", "#a65628")
 
@@ -81,6 +81,21 @@ def draw_lfem_groups(model: torch.nn.Module, image: torch.Tensor, shown: np.ndar
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return gates
+
+
+def draw_gate_pictures(model: torch.nn.Module, images: Sequence[Tuple[str, Optional[int], str]],
+                       transform: Callable, size: Tuple[int, int], out_dir: Path) -> List[Tuple[Path, np.ndarray]]:
+    """:func:`draw_lfem_groups` for each ``(path, camera, title)``, written as ``<index>_<stem>_lfem.png`` under
+    ``out_dir`` (the index keeps images with equal stems apart); returns each picture's path and gates."""
+    from .data.io import read_image
+    out_dir.mkdir(parents=True, exist_ok=True)
+    drawn = []
+    for index, (path, camera, title) in enumerate(images):
+        img = read_image(path)
+        shown = np.asarray(img.resize((size[1], size[0])))
+        out = out_dir / f"{index:03d}_{Path(path).stem}_lfem.png"
+        drawn.append((out, draw_lfem_groups(model, transform(img), shown, out, camera, title)))
+    return drawn
 
 
 def _hex_rgb(value: str):

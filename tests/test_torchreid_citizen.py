@@ -273,3 +273,15 @@ def test_offline_weights_error_names_the_hub_cache_and_what_works_where(monkeypa
 def test_double_dash_ends_the_target_list_before_the_overrides():
     cfg = _cli_config("--model", "lfem_vit_tiny", "-t", "orl_faces", "--", "train.max_epoch", "3")
     assert list(cfg.data.targets) == ["orl_faces"] and cfg.train.max_epoch == 3
+
+
+def test_test_visualize_writes_the_cmc_curve_and_gate_pictures(tmp_path, synthetic_root, capsys):
+    _trained_checkpoint(tmp_path / "model.pth.tar-3")
+    out = tmp_path / "t"
+    code = main(["test", "--weights", str(tmp_path / "model.pth.tar-3"), "--model", "lfem_vit_tiny", "--visualize",
+                 "--root", str(synthetic_root), "data.sources", "['synthetic_reid']", "data.targets",
+                 "['synthetic_reid']", "data.save_dir", str(out), "use_gpu", "False", "data.workers", "0"])
+    assert code == 0 and (out / "cmc.png").is_file()
+    gates = sorted(p.name for p in (out / "lfem_gates_synthetic_reid").iterdir())
+    assert len(gates) == 4 and gates[0].startswith("000_") and gates[0].endswith("_lfem.png")
+    assert list((out / "visrank_synthetic_reid").iterdir())

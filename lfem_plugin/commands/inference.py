@@ -114,23 +114,17 @@ def add_visualize_args(parser: argparse.ArgumentParser) -> None:
 
 
 def run_visualize(args: argparse.Namespace) -> int:
-    import numpy as np
-
+    from ..data.io import cameras_from_names, list_images
     from ..data.transforms import build_test_transform
-    from ..data.io import cameras_from_names, list_images, read_image
-    from ..visualize import draw_lfem_groups
+    from ..visualize import draw_gate_pictures
     _positive(args.limit, "--limit")
     model, cfg = _load(args)
     paths = list_images(args.images)[:args.limit]
     cameras = (cameras_from_names(paths) if args.cameras == ["from-name"] else
                [int(c) for c in args.cameras][:len(paths)] if args.cameras else [None] * len(paths))
     transform = build_test_transform(cfg.data.height, cfg.data.width, cfg.data.norm_mean, cfg.data.norm_std)
-    args.out.mkdir(parents=True, exist_ok=True)
-    for index, (path, cam) in enumerate(zip(paths, cameras)):
-        img = read_image(path)
-        shown = np.asarray(img.resize((cfg.data.width, cfg.data.height)))
-        out = args.out / f"{index:03d}_{Path(path).stem}_lfem.png"  # two images may share a stem
-        gates = draw_lfem_groups(model, transform(img), shown, out, cam, Path(path).name)
+    images = [(path, cam, Path(path).name) for path, cam in zip(paths, cameras)]
+    for out, gates in draw_gate_pictures(model, images, transform, (cfg.data.height, cfg.data.width), args.out):
         print(f"{out}: gates {[round(float(g), 3) for g in gates]}")
     return 0
 

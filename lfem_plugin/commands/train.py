@@ -105,22 +105,16 @@ def _pictures(cfg, dm, model, engine, num_queries: int = 8) -> None:
     """CMC curve of every target, and LFEM gate pictures of the first queries (ranked lists: torchreid)."""
     from pathlib import Path
 
-    import numpy as np
-
-    from ..data.io import read_image
-    from ..visualize import draw_lfem_groups, plot_cmc
+    from ..visualize import draw_gate_pictures, plot_cmc
     out = Path(cfg.data.save_dir)
     plot_cmc({name: r["cmc"] for name, r in engine.last_results.items()}, out / "cmc.png")
     print(f"CMC curve: {out / 'cmc.png'}; ranked lists: {out}/visrank_<dataset>/")
     if getattr(model, "fusion", None) is None:
         return
+    sie = cfg.test.use_cameras and model.backbone.sie.enabled
     for name in engine.last_results:
-        folder = out / f"lfem_gates_{name}"
-        folder.mkdir(parents=True, exist_ok=True)
-        for item in dm.test_dataset[name]["query"][:num_queries]:
-            img = read_image(item[0])
-            shown = np.asarray(img.resize((cfg.data.width, cfg.data.height)))
-            camera = int(item[2]) if cfg.test.use_cameras and model.backbone.sie.enabled else None
-            draw_lfem_groups(model, dm.transform_te(img), shown, folder / (Path(item[0]).stem + ".png"), camera,
-                             f"pid {item[1]} cam {item[2]}")
-        print(f"LFEM gate pictures: {folder}/")
+        queries = [(item[0], int(item[2]) if sie else None, f"pid {item[1]} cam {item[2]}")
+                   for item in dm.test_dataset[name]["query"][:num_queries]]
+        draw_gate_pictures(model, queries, dm.transform_te, (cfg.data.height, cfg.data.width),
+                           out / f"lfem_gates_{name}")
+        print(f"LFEM gate pictures: {out / f'lfem_gates_{name}'}/")
