@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import yaml
 from yacs.config import CfgNode as CN
 
 __all__ = ["get_default_config", "load_config", "load_yaml_with_base", "apply_variant", "imagedata_kwargs",
-           "model_kwargs", "optimizer_kwargs", "scheduler_kwargs", "loss_kwargs", "engine_run_kwargs",
+           "model_kwargs", "optimizer_kwargs", "scheduler_kwargs", "criterion_kwargs", "engine_run_kwargs",
+           "lfem_engine_kwargs", "torchreid_optimizer_kwargs", "torchreid_engine_kwargs", "test_transform_kwargs",
            "transform_kwargs"]
 
 BASE_KEY = "_BASE_"
@@ -266,9 +267,12 @@ def _agrees(arg: str, value: Any, wanted: Any) -> bool:
     return value == wanted
 
 
-def imagedata_kwargs(cfg: CN) -> Dict[str, Any]:
+def imagedata_kwargs(cfg: CN, plugin: bool = True) -> Dict[str, Any]:
+    """torchreid ``ImageDataManager`` arguments; torchreid's models get its random flip, the plugin's models none
+    (their multi-view transform replaces torchreid's afterwards)."""
     return dict(root=cfg.data.root, sources=list(cfg.data.sources), targets=list(cfg.data.targets),
-                height=cfg.data.height, width=cfg.data.width, transforms=None, norm_mean=list(cfg.data.norm_mean),
+                height=cfg.data.height, width=cfg.data.width, transforms=None if plugin else ["random_flip"],
+                norm_mean=list(cfg.data.norm_mean),
                 norm_std=list(cfg.data.norm_std), use_gpu=cfg.use_gpu, batch_size_train=cfg.train.batch_size,
                 batch_size_test=cfg.test.batch_size, workers=cfg.data.workers,
                 num_instances=cfg.sampler.num_instances, train_sampler=cfg.sampler.train_sampler)
@@ -279,6 +283,10 @@ def transform_kwargs(cfg: CN) -> Dict[str, Any]:
                 std=tuple(cfg.data.norm_std), flip_prob=cfg.lfem.flip_prob, padding=cfg.lfem.padding,
                 re_prob=cfg.lfem.re_prob, views=tuple(cfg.lfem.views), crop_scale=tuple(cfg.lfem.crop_scale),
                 crop_ratio=tuple(cfg.lfem.crop_ratio))
+
+
+def test_transform_kwargs(cfg: CN) -> Dict[str, Any]:
+    return dict(height=cfg.data.height, width=cfg.data.width, mean=cfg.data.norm_mean, std=cfg.data.norm_std)
 
 
 def model_kwargs(cfg: CN, num_cameras: int, camera_ids: Optional[List[int]] = None) -> Dict[str, Any]:
@@ -307,9 +315,33 @@ def scheduler_kwargs(cfg: CN) -> Dict[str, Any]:
                 warmup_factor=cfg.lfem.warmup_factor, min_lr_factor=cfg.lfem.min_lr_factor)
 
 
-def loss_kwargs(cfg: CN) -> Dict[str, Any]:
-    return dict(margin=None if cfg.lfem.soft_margin else cfg.loss.triplet.margin,
+def criterion_kwargs(cfg: CN, branch_weights: Sequence[float]) -> Dict[str, Any]:
+    """:class:`~lfem_plugin.losses.MultiBranchLoss` arguments: per-branch CE / triplet weights (the branch weighting
+    times torchreid's ``weight_x`` / ``weight_t``), margin (None: soft margin) and label smoothing."""
+    return dict(id_weights=[w * cfg.loss.triplet.weight_x for w in branch_weights],
+                triplet_weights=[w * cfg.loss.triplet.weight_t for w in branch_weights],
+                margin=None if cfg.lfem.soft_margin else cfg.loss.triplet.margin,
                 label_smoothing=0.1 if cfg.loss.softmax.label_smooth else 0.0)
+
+
+def lfem_engine_kwargs(cfg: CN) -> Dict[str, Any]:
+    return dict(amp=cfg.lfem.amp, grad_clip=cfg.lfem.grad_clip, use_cameras=cfg.test.use_cameras,
+                checkpoint_period=cfg.train.checkpoint_period, save_checkpoints=cfg.train.save_checkpoints,
+                config_text=cfg.dump())
+
+
+def torchreid_optimizer_kwargs(cfg: CN) -> Dict[str, Any]:
+    return dict(optim=cfg.train.optim, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+
+
+def torchreid_engine_kwargs(cfg: CN) -> Dict[str, Any]:
+    """torchreid ``ImageSoftmaxEngine`` / ``ImageTripletEngine`` arguments (triplet ones only for that loss)."""
+    kwargs = dict(label_smooth=cfg.loss.softmax.label_smooth, checkpoint_period=cfg.train.checkpoint_period,
+                  save_checkpoints=cfg.train.save_checkpoints, config_text=cfg.dump())
+    if cfg.loss.name != "softmax":
+        kwargs.update(margin=cfg.loss.triplet.margin, weight_t=cfg.loss.triplet.weight_t,
+                      weight_x=cfg.loss.triplet.weight_x)
+    return kwargs
 
 
 def engine_run_kwargs(cfg: CN) -> Dict[str, Any]:

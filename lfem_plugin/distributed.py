@@ -9,9 +9,16 @@ import torch
 import torch.distributed as dist
 
 __all__ = ["init_from_env", "is_distributed", "rank", "world_size", "is_main", "barrier", "all_gather_cat",
-           "shard_loader", "gather_objects", "shutdown", "unwrap"]
+           "shard_loader", "gather_objects", "shutdown", "unwrap", "local_device"]
 
 _logger = logging.getLogger(__name__)
+
+
+def local_device(use_gpu: bool = True) -> torch.device:
+    """This process's device: ``cuda:LOCAL_RANK`` (``torchrun``) or ``cuda`` with a GPU and ``use_gpu``, else CPU."""
+    if not (use_gpu and torch.cuda.is_available()):
+        return torch.device("cpu")
+    return torch.device("cuda", int(os.environ["LOCAL_RANK"])) if "LOCAL_RANK" in os.environ else torch.device("cuda")
 
 
 def init_from_env() -> torch.device:

@@ -16,7 +16,8 @@ from yacs.config import CfgNode
 from . import _torchreid, config as C
 from . import distributed as D
 from . import preflight
-from .checkpoint import list_checkpoints, load_checkpoint, load_trained_weights, remove_orphan_tmp
+from .checkpoint import (list_checkpoints, load_checkpoint, load_state_strict, load_trained_weights,
+                         remove_orphan_tmp)
 from .data.datasets import set_skip_bad_images
 from .data.sampler import DistributedIdentitySampler
 from .data.transforms import build_test_transform, build_train_transform
@@ -44,26 +45,84 @@ def is_plugin_model(name: str) -> bool:
     return name in MODELS
 
 
+class TorchreidFamily:
+    """torchreid's own models: torchreid's transforms (flip), model factory, optimiser and engines - the latter
+    with the plugin's evaluation and checkpoints, so a comparison scores and saves every model the same way."""
+
+    def adapt_datamanager(self, cfg: CfgNode, dm) -> None:
+        pass
+
+    def sie_cameras(self, cfg: CfgNode, dm) -> list:
+        return []
+
+    def build_model(self, cfg: CfgNode, num_classes: int, num_cameras: int, camera_ids=None) -> torch.nn.Module:
+        return _TR.models.build_model(cfg.model.name, num_classes=num_classes, loss=cfg.loss.name,
+                                      pretrained=cfg.model.pretrained, use_gpu=cfg.use_gpu)
+
+    def build_engine(self, cfg: CfgNode, dm, model: torch.nn.Module, use_gpu: bool):
+        optimizer = _TR.optim.build_optimizer(model, **C.torchreid_optimizer_kwargs(cfg))
+        scheduler = WarmupCosineLR(optimizer, **C.scheduler_kwargs(cfg))
+        kwargs = dict(scheduler=scheduler, use_gpu=use_gpu, **C.torchreid_engine_kwargs(cfg))
+        engine = TorchreidSoftmaxEngine if cfg.loss.name == "softmax" else TorchreidTripletEngine
+        return engine(dm, model, optimizer, **kwargs), model
+
+
+class PluginFamily:
+    """The plugin's models: multi-view train transform, camera SIE sized to the training cameras, the
+    TransReID optimiser groups, the seven-branch criterion, AMP / compile / DDP, and :class:`LFEMEngine`."""
+
+    def adapt_datamanager(self, cfg: CfgNode, dm) -> None:
+        dm.transform_tr = build_train_transform(**C.transform_kwargs(cfg))
+        dm.transform_te = build_test_transform(**C.test_transform_kwargs(cfg))
+        dm.train_loader.dataset.transform = dm.transform_tr
+        for loaders in dm.test_loader.values():
+            for loader in loaders.values():
+                loader.dataset.transform = dm.transform_te
+
+    def sie_cameras(self, cfg: CfgNode, dm) -> list:
+        cameras = train_cameras(dm) if cfg.lfem.use_sie else []
+        return cameras if len(cameras) > 1 else []
+
+    def build_model(self, cfg: CfgNode, num_classes: int, num_cameras: int, camera_ids=None) -> torch.nn.Module:
+        builder = MODELS.get(cfg.model.name)
+        _check_normalisation(cfg, builder)
+        return builder(num_classes=num_classes, loss=cfg.loss.name, pretrained=cfg.model.pretrained,
+                       use_gpu=cfg.use_gpu, **C.model_kwargs(cfg, num_cameras, camera_ids))
+
+    def build_engine(self, cfg: CfgNode, dm, model: torch.nn.Module, use_gpu: bool):
+        optimizer = build_optimizer(model, **C.optimizer_kwargs(cfg))
+        if use_gpu and cfg.lfem.tf32:
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        if cfg.lfem.compile:
+            model.compile()  # in place: the state dict keeps its keys, so checkpoints stay interchangeable
+        if D.is_distributed():
+            # The trunk's last block is not built under JPM, so every parameter is used: no find_unused_parameters.
+            model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[torch.cuda.current_device()]
+                                                              if use_gpu else None)
+        scheduler = WarmupCosineLR(optimizer, **C.scheduler_kwargs(cfg))
+        names = _unwrap(model).branch_names
+        criterion = MultiBranchLoss(names, **C.criterion_kwargs(cfg, branch_weights(names, cfg.lfem.loss_weights)))
+        engine = LFEMEngine(dm, model, optimizer, scheduler, criterion, use_gpu=use_gpu, **C.lfem_engine_kwargs(cfg))
+        return engine, model
+
+
+def family(cfg: CfgNode):
+    """The one place the two model families part: the plugin's registered models or torchreid's."""
+    return PluginFamily() if is_plugin_model(cfg.model.name) else TorchreidFamily()
+
+
 def build_datamanager(cfg: CfgNode):
-    """torchreid's ``ImageDataManager``; plugin models get the multi-view train and the test transforms."""
-    plugin = is_plugin_model(cfg.model.name)
+    """torchreid's ``ImageDataManager`` for ``cfg``: plugin models get the multi-view train transform (and the
+    matching test transform), torchreid's models its own flip; under ``torchrun`` each rank loads its share."""
     set_skip_bad_images(cfg.data.skip_bad_images)
-    kwargs = C.imagedata_kwargs(cfg)
-    if not plugin:  # torchreid models: torchreid's own transforms, with the configured normalisation
-        kwargs.update(transforms=["random_flip"])
+    kwargs = C.imagedata_kwargs(cfg, plugin=is_plugin_model(cfg.model.name))
     try:
         dm = _TR.data.ImageDataManager(**kwargs)
     except AssertionError:  # torchreid's sampler asserts there are enough identities for one P x K batch
         num_pids = _TR.data.ImageDataManager(**dict(kwargs, train_sampler="RandomSampler")).num_train_pids
         preflight.check_sampler(num_pids, cfg.train.batch_size, cfg.sampler.num_instances, cfg.data.sources)
         raise
-    if plugin:
-        dm.transform_tr = build_train_transform(**C.transform_kwargs(cfg))
-        dm.transform_te = build_test_transform(cfg.data.height, cfg.data.width, cfg.data.norm_mean, cfg.data.norm_std)
-        dm.train_loader.dataset.transform = dm.transform_tr
-        for loaders in dm.test_loader.values():
-            for loader in loaders.values():
-                loader.dataset.transform = dm.transform_te
+    family(cfg).adapt_datamanager(cfg, dm)
     if D.is_distributed():
         dm.train_loader = _distributed_loader(cfg, dm.train_loader)
     return dm
@@ -87,20 +146,12 @@ def train_cameras(dm) -> list:
 
 def sie_cameras(cfg: CfgNode, dm) -> list:
     """The training cameras that get SIE rows (none for torchreid models, with SIE off, or one camera)."""
-    cameras = train_cameras(dm) if is_plugin_model(cfg.model.name) and cfg.lfem.use_sie else []
-    return cameras if len(cameras) > 1 else []
+    return family(cfg).sie_cameras(cfg, dm)
 
 
 def build_model(cfg: CfgNode, num_classes: int, num_cameras: int, camera_ids=None) -> torch.nn.Module:
     """The configured model; ``model.load_weights`` (trained weights, torchreid's meaning) is loaded into it."""
-    name = cfg.model.name
-    if is_plugin_model(name):
-        _check_normalisation(cfg, MODELS.get(name))
-        model = MODELS.get(name)(num_classes=num_classes, loss=cfg.loss.name, pretrained=cfg.model.pretrained,
-                                 use_gpu=cfg.use_gpu, **C.model_kwargs(cfg, num_cameras, camera_ids))
-    else:
-        model = _TR.models.build_model(name, num_classes=num_classes, loss=cfg.loss.name,
-                                       pretrained=cfg.model.pretrained, use_gpu=cfg.use_gpu)
+    model = family(cfg).build_model(cfg, num_classes, num_cameras, camera_ids)
     if cfg.model.load_weights:
         load_trained_weights(model, cfg.model.load_weights)
     return model
@@ -120,43 +171,11 @@ def _check_normalisation(cfg: CfgNode, builder) -> None:
 
 
 def build_engine(cfg: CfgNode, dm) -> Tuple[object, torch.nn.Module]:
-    """The engine for ``cfg.model.name``: :class:`LFEMEngine` for plugin models, torchreid's otherwise."""
+    """The engine for ``cfg.model.name`` (:class:`LFEMEngine` for plugin models, torchreid's otherwise) and the
+    model on this process's device."""
     use_gpu = cfg.use_gpu and torch.cuda.is_available()
     model = build_model(cfg, dm.num_train_pids, dm.num_train_cams, train_cameras(dm))
-    model = model.to(D.init_from_env() if use_gpu else "cpu")
-    if not is_plugin_model(cfg.model.name):
-        optimizer = _TR.optim.build_optimizer(model, optim=cfg.train.optim, lr=cfg.train.lr,
-                                              weight_decay=cfg.train.weight_decay)
-        scheduler = WarmupCosineLR(optimizer, **C.scheduler_kwargs(cfg))
-        common = dict(scheduler=scheduler, use_gpu=use_gpu, label_smooth=cfg.loss.softmax.label_smooth,
-                      checkpoint_period=cfg.train.checkpoint_period, save_checkpoints=cfg.train.save_checkpoints,
-                      config_text=cfg.dump())
-        if cfg.loss.name == "softmax":
-            engine = TorchreidSoftmaxEngine(dm, model, optimizer, **common)
-        else:
-            engine = TorchreidTripletEngine(dm, model, optimizer, margin=cfg.loss.triplet.margin,
-                                            weight_t=cfg.loss.triplet.weight_t, weight_x=cfg.loss.triplet.weight_x,
-                                            **common)
-        return engine, model
-    optimizer = build_optimizer(model, **C.optimizer_kwargs(cfg))
-    if use_gpu and cfg.lfem.tf32:
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-    if cfg.lfem.compile:
-        model.compile()  # in place: the state dict keeps its keys, so checkpoints stay interchangeable
-    if D.is_distributed():
-        # The trunk's last block is not built under JPM, so every parameter is used: no find_unused_parameters.
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[torch.cuda.current_device()]
-                                                          if use_gpu else None)
-    scheduler = WarmupCosineLR(optimizer, **C.scheduler_kwargs(cfg))
-    names = _unwrap(model).branch_names
-    weights = branch_weights(names, cfg.lfem.loss_weights)
-    criterion = MultiBranchLoss(names, [w * cfg.loss.triplet.weight_x for w in weights],
-                                [w * cfg.loss.triplet.weight_t for w in weights], **C.loss_kwargs(cfg))
-    engine = LFEMEngine(dm, model, optimizer, scheduler, criterion, use_gpu=use_gpu, amp=cfg.lfem.amp,
-                        grad_clip=cfg.lfem.grad_clip, use_cameras=cfg.test.use_cameras,
-                        checkpoint_period=cfg.train.checkpoint_period, save_checkpoints=cfg.train.save_checkpoints,
-                        config_text=cfg.dump())
-    return engine, model
+    return family(cfg).build_engine(cfg, dm, model.to(D.local_device(use_gpu)), use_gpu)
 
 
 def resolve_resume(model_dir: str, resume: str, max_epoch: int) -> Tuple[str, int]:
@@ -182,9 +201,10 @@ def resolve_resume(model_dir: str, resume: str, max_epoch: int) -> Tuple[str, in
     return resume, epoch
 
 
-def run(cfg: CfgNode, resume: str = "") -> Optional[LFEMEngine]:
+def run(cfg: CfgNode, resume: str = "", weights: str = "") -> Optional[LFEMEngine]:
     """Train (or test, with ``test.evaluate``) as configured; returns the engine (results in ``last_results``), or
-    None when the checkpoint to resume from already finished the run (nothing is written then).
+    None when the checkpoint to resume from already finished the run (nothing is written then). ``weights``: a
+    checkpoint loaded strictly into the model before the run (``lfem-reid test``; a mismatch names the keys).
 
     Everything checkable is checked before the first step (:mod:`lfem_plugin.preflight`); one training at a time
     may use ``data.save_dir`` (:class:`~lfem_plugin.run_lock.RunLock`). Under ``torchrun`` (``WORLD_SIZE > 1``) it
@@ -205,7 +225,7 @@ def run(cfg: CfgNode, resume: str = "") -> Optional[LFEMEngine]:
                          start_epoch, cfg.train.max_epoch)
             engine = None
         else:
-            engine = _train(cfg, resume)
+            engine = _train(cfg, resume, weights)
     finally:
         if lock is not None:
             lock.release()
@@ -213,12 +233,15 @@ def run(cfg: CfgNode, resume: str = "") -> Optional[LFEMEngine]:
     return engine
 
 
-def _train(cfg: CfgNode, resume: str) -> LFEMEngine:
+def _train(cfg: CfgNode, resume: str, weights: str = "") -> LFEMEngine:
     set_seed(cfg.train.seed)
     os.makedirs(cfg.data.save_dir, exist_ok=True)
     dm = build_datamanager(cfg)
     preflight.check_data(cfg, dm, sie_cameras(cfg, dm))
-    engine, _ = build_engine(cfg, dm)
+    engine, model = build_engine(cfg, dm)
+    if weights:
+        state = load_checkpoint(weights)
+        load_state_strict(_unwrap(model), state.get("state_dict", state), weights, f"model {cfg.model.name}")
     kwargs = C.engine_run_kwargs(cfg)
     if resume:
         kwargs["start_epoch"] = engine.resume(resume)

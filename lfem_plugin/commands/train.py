@@ -85,19 +85,13 @@ def run(args: argparse.Namespace) -> int:
 
 def run_test(args: argparse.Namespace) -> int:
     from .. import train
-    from ..checkpoint import load_checkpoint, load_state_strict
-    from ..distributed import unwrap as _unwrap
+    from ..distributed import unwrap
     cfg = _config(args, test=True)
     _log_to_file(cfg.data.save_dir, "test")
-    train.set_seed(cfg.train.seed)
-    dm = train.build_datamanager(cfg)
-    engine, model = train.build_engine(cfg, dm)
-    state = load_checkpoint(args.weights)
-    load_state_strict(_unwrap(model), state.get("state_dict", state), args.weights, f"model {cfg.model.name}")
-    engine.run(**{**train.C.engine_run_kwargs(cfg), "test_only": True})
+    engine = train.run(cfg, weights=args.weights)  # the training pipeline with test.evaluate: one path
     print(_summary(engine.last_results))
     if args.visualize:
-        _pictures(cfg, dm, _unwrap(model), engine)
+        _pictures(cfg, engine.datamanager, unwrap(engine.model), engine)
     return 0
 
 
