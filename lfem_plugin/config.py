@@ -41,6 +41,14 @@ def get_default_config() -> CN:
     cfg.data.norm_std = [0.5, 0.5, 0.5]  # normalisation std
     cfg.data.save_dir = "log/lfem"  # output folder: logs, TensorBoard, checkpoints
     cfg.data.skip_bad_images = False  # drop unreadable images when building the plugin's datasets (decodes all)
+    _add_training_config(cfg)
+    _add_test_config(cfg)
+    add_lfem_config(cfg)
+    return cfg
+
+
+def _add_training_config(cfg: CN) -> None:
+    """torchreid's ``sampler``, ``train``, ``sgd`` and ``loss`` keys."""
     cfg.sampler = CN()
     cfg.sampler.train_sampler = "RandomIdentitySampler"  # torchreid sampler name (P x K)
     cfg.sampler.num_instances = 3  # K images per identity in a batch
@@ -65,6 +73,10 @@ def get_default_config() -> CN:
     cfg.loss.triplet.weight_x = 1.0  # CE weight (torchreid engines; plugin: scales every CE term)
     cfg.loss.softmax = CN()
     cfg.loss.softmax.label_smooth = False  # label smoothing (off in TransReID's Occluded-Duke recipe)
+
+
+def _add_test_config(cfg: CN) -> None:
+    """torchreid's ``test`` keys."""
     cfg.test = CN()
     cfg.test.batch_size = 256  # evaluation batch size
     cfg.test.dist_metric = "euclidean"  # 'euclidean' or 'cosine'
@@ -77,8 +89,6 @@ def get_default_config() -> CN:
     cfg.test.visrank = False  # write ranked-list images (test only)
     cfg.test.visrank_topk = 10  # gallery images per ranked list
     cfg.test.use_cameras = True  # pass query/gallery camera ids to the model (SIE) at evaluation
-    add_lfem_config(cfg)
-    return cfg
 
 
 def add_lfem_config(cfg: CN) -> None:
