@@ -1,0 +1,66 @@
+"""The package's shape: no import runs back up (lazily or not), no function over 50 lines."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+from typing import Dict, Set
+
+PACKAGE = Path(__file__).resolve().parents[1] / "lfem_plugin"
+
+
+def _modules() -> Dict[str, Path]:
+    out = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        out[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return out
+
+
+def _imports(name: str, path: Path, modules: Dict[str, Path]) -> Set[str]:
+    """Modules of the package that ``name`` imports anywhere in its file (top level or inside functions)."""
+    package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            base = package[:len(package) - node.level + 1] if node.level else []
+            target = ".".join(base + ([node.module] if node.module else []))
+            for alias in node.names:
+                found.add(f"{target}.{alias.name}" if f"{target}.{alias.name}" in modules else target)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    # importing a.b.c runs a.b's __init__ first; the module's own packages are already being imported (and the top
+    # package's __init__, which registers everything, is left out)
+    own = {".".join(name.split(".")[:i]) for i in range(1, name.count(".") + 2)}
+    found |= {".".join(m.split(".")[:i]) for m in found for i in range(2, m.count(".") + 1)} - own
+    return {m for m in found if m in modules and m != name}
+
+
+def test_no_import_runs_back_up():
+    modules = _modules()
+    edges = {name: _imports(name, path, modules) for name, path in modules.items()}
+    cycles = []
+    for start in modules:
+        stack = [(start, (start,))]
+        while stack:
+            node, path = stack.pop()
+            for nxt in edges[node]:
+                if nxt == start:
+                    cycles.append(" -> ".join(path + (start,)))
+                elif nxt not in path and len(path) < 8:
+                    stack.append((nxt, path + (nxt,)))
+    assert cycles == []
+
+
+def test_the_import_graph_is_read():  # the check above sees real edges, parent packages included
+    modules = _modules()
+    assert "lfem_plugin.data" in _imports("lfem_plugin.inference", modules["lfem_plugin.inference"], modules)
+    assert "lfem_plugin.data.io" in _imports("lfem_plugin.data.datasets", modules["lfem_plugin.data.datasets"],
+                                             modules)
+    assert "lfem_plugin.checkpoint" in _imports("lfem_plugin._torchreid", modules["lfem_plugin._torchreid"], modules)
+
+
+def test_no_function_is_over_50_lines():
+    long = [f"{path.name}:{node.name} ({node.end_lineno - node.lineno + 1} lines)"
+            for path in PACKAGE.rglob("*.py") for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 50]
+    assert long == []
