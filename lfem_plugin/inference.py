@@ -1,4 +1,4 @@
-"""Use a trained model elsewhere: rebuild it from a checkpoint, extract features, export to ONNX.
+"""Use a trained model elsewhere: rebuild it from a checkpoint and extract features (ONNX: :mod:`lfem_plugin.export`).
 
 Without camera ids the model leaves the SIE term out (what torchreid's ``FeatureExtractor`` does); pass the cameras
 to get exactly the features of the engine's evaluation path.
@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -17,10 +17,11 @@ from .checkpoint import load_checkpoint, load_state_strict, strip_module_prefix
 from .config import load_config
 from .data.io import BadImageError, cameras_from_names, list_images, read_image  # noqa: F401  (re-exported)
 from .data.transforms import build_test_transform
+from .export import export_onnx  # noqa: F401  (re-exported)
 from .registry import MODELS
 
 __all__ = ["load_trained", "extract_features", "export_onnx", "list_images", "read_image", "cameras_from_names",
-           "BadImageError"]  # the last four live in data.io; re-exported for callers of this module
+           "BadImageError"]  # the last five live in export and data.io; re-exported for callers of this module
 
 _logger = logging.getLogger(__name__)
 
@@ -90,49 +91,3 @@ def extract_features(model: nn.Module, paths: Sequence[str], height: int, width:
     if not feats:
         raise BadImageError("no readable image")
     return torch.cat(feats).numpy(), kept
-
-
-class _OnnxGraph(nn.Module):
-    """The evaluation graph with an optional camera input."""
-
-    def __init__(self, model: nn.Module, with_camera: bool) -> None:
-        super().__init__()
-        self.model, self.with_camera = model, with_camera
-
-    def forward(self, images: torch.Tensor, cameras: Optional[torch.Tensor] = None) -> torch.Tensor:
-        return self.model(images, camera=cameras if self.with_camera else None)
-
-
-def export_onnx(model: nn.Module, out: str, height: int, width: int, with_camera: bool = False,
-                check: bool = True) -> Dict[str, float]:
-    """Export the evaluation graph (dynamic batch); with ``check`` compare onnxruntime with PyTorch."""
-    model = model.eval()
-    graph = _OnnxGraph(model, with_camera).eval()
-    images = torch.randn(2, 3, height, width)
-    inputs: Tuple[torch.Tensor, ...] = (images, torch.zeros(2, dtype=torch.long)) if with_camera else (images,)
-    names = ["images", "cameras"][:len(inputs)]
-    try:  # the torch.export-based exporter (the supported one); the TorchScript exporter as a fallback
-        batch = torch.export.Dim("batch", min=1)
-        torch.onnx.export(graph, inputs, out, input_names=names, output_names=["features"], dynamo=True,
-                          dynamic_shapes=tuple({0: batch} for _ in inputs), external_data=False)
-    except Exception as err:  # noqa: BLE001 - logged, then the legacy exporter is tried
-        _logger.warning("torch.export-based ONNX export failed (%s); using the TorchScript exporter", err)
-        torch.onnx.export(graph, inputs, out, input_names=names, output_names=["features"], dynamo=False,
-                          dynamic_axes={**{n: {0: "batch"} for n in names}, "features": {0: "batch"}},
-                          opset_version=17)
-    model.eval()
-    if not check:
-        return {}
-    import onnxruntime as ort
-    session = ort.InferenceSession(out, providers=["CPUExecutionProvider"])
-    test = torch.randn(5, 3, height, width)
-    feed = {"images": test.numpy()}
-    cams = None
-    if with_camera:
-        sie = model.backbone.sie
-        cams = sie.camera_ids[torch.arange(5) % sie.num_cameras] if sie.enabled else torch.zeros(5, dtype=torch.long)
-        feed["cameras"] = cams.numpy()
-    with torch.no_grad():
-        ref = model(test, camera=cams).numpy()
-    got = session.run(None, feed)[0]
-    return {"max_abs_diff": float(np.abs(got - ref).max()), "batch": 5}

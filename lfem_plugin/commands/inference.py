@@ -95,7 +95,7 @@ def run_extract(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from ..inference import export_onnx
+    from ..export import export_onnx
     _writable_file(args.out, "--out")
     model, cfg = _load(args)
     report = export_onnx(model, str(args.out), cfg.data.height, cfg.data.width, args.with_camera)
