@@ -44,7 +44,10 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.9",
-    packages=find_packages(include=["lfem_plugin", "lfem_plugin.*"]),
+    # configs/ ships inside the wheel as lfem_plugin/configs (lfem_plugin.compare.configs_dir finds either)
+    packages=find_packages(include=["lfem_plugin", "lfem_plugin.*"]) + ["lfem_plugin.configs"],
+    package_dir={"lfem_plugin.configs": "configs"},
+    package_data={"lfem_plugin.configs": ["*.yaml", "*/*.yaml"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["lfem-reid = lfem_plugin.cli:main"]},

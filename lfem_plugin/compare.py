@@ -40,6 +40,7 @@ class ModelSpec:
     opts: Tuple[str, ...] = ()
     needs_cuda: bool = False  # the torchreid model calls .cuda() itself
     weights: Tuple[str, ...] = ()  # files (under $TORCH_HOME) that must exist when pretrained
+    config_file: Optional[str] = None  # under configs/; default: the profile's
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,12 @@ class Profile:
     extra: Dict[str, Any] = field(default_factory=dict)
 
 
+def configs_dir() -> Path:
+    """The shipped configs: ``lfem_plugin/configs`` in an installed wheel, ``configs/`` in a source checkout."""
+    inside = Path(__file__).resolve().parent / "configs"
+    return inside if inside.is_dir() else Path(__file__).resolve().parents[1] / "configs"
+
+
 def _opts(**kwargs: Any) -> Tuple[str, ...]:
     out: List[str] = []
     for key, value in kwargs.items():
@@ -61,22 +68,11 @@ def _opts(**kwargs: Any) -> Tuple[str, ...]:
     return tuple(out)
 
 
-# ---- quick profile: CPU, ORL faces with occluded queries, random init -------------------------------------------
-_QUICK_COMMON = _opts(data__sources="['orl_faces_occluded']", data__targets="['orl_faces_occluded']",
-                      data__height=96, data__width=80, data__workers=0, data__norm_mean="[0.5,0.5,0.5]",
-                      data__norm_std="[0.5,0.5,0.5]", train__batch_size=32, sampler__num_instances=4,
-                      test__batch_size=100, test__eval_freq=-1, train__checkpoint_period=0, train__print_freq=1000,
-                      train__save_checkpoints=False,
-                      model__pretrained=False, test__ranks="[1,5,10]")
-# The LFEM variants of the quick profile keep the literal-sum loss weighting they were measured with (README).
-_QUICK_LFEM = _opts(model__name="lfem_vit_tiny", lfem__stride=16, lfem__drop_path_rate=0.0, lfem__padding=4,
-                    train__optim="adamw", train__lr=1e-3, train__max_epoch=100, lfem__warmup_epochs=5,
-                    lfem__loss_weights="paper")
+# ---- quick profile: ORL faces with occluded queries, random init; the recipes are configs/orl/quick_*.yaml --------
+_QUICK_VIT = "orl/quick_vit_tiny_96x80.yaml"
+_QUICK_CNN = "orl/quick_cnn_softmax_96x80.yaml"
 _BASELINE_VIT = _opts(model__name="vit_transreid_tiny", lfem__use_lfem=False, lfem__views="['original']",
                       lfem__local_feature="jpm", lfem__eval_feature="concat", lfem__loss_weights="transreid")
-_QUICK_CNN = _opts(loss__name="softmax", loss__softmax__label_smooth=True, train__optim="adam", train__lr=3e-4,
-                   train__weight_decay=5e-4, train__max_epoch=15, lfem__warmup_epochs=0,
-                   data__norm_mean="[0.485,0.456,0.406]", data__norm_std="[0.229,0.224,0.225]")
 
 LFEM_VARIANTS = ("baseline_vit", "lfem_only", "rerc_only", "full")
 
@@ -85,19 +81,20 @@ QUICK = Profile(
     description="orl_faces_occluded (20 train ids; 40 occluded queries vs 160 gallery), 96x80 input, random "
                 "init; LFEM variants: tiny ViT (64-d, depth 3, stride 16), AdamW 1e-3, 100 epochs; CNN baselines: "
                 "torchreid softmax recipe (Adam 3e-4, label smoothing), 15 epochs",
-    common=_QUICK_COMMON,
+    common=(),
     models=(
-        ModelSpec("baseline_vit", "Baseline (ViT)", "vit_transreid_tiny", _QUICK_LFEM + _BASELINE_VIT),
-        ModelSpec("lfem_only", "LFEM only", "lfem_vit_tiny", _QUICK_LFEM + _opts(lfem__views="['original']")),
-        ModelSpec("rerc_only", "RE&RC only", "lfem_vit_tiny",
-                  _QUICK_LFEM + _opts(lfem__use_lfem=False, lfem__local_feature="jpm")),
-        ModelSpec("full", "Full (LFEM)", "lfem_vit_tiny", _QUICK_LFEM),
-        ModelSpec("resnet50", "ResNet-50", "resnet50", _QUICK_CNN + _opts(model__name="resnet50")),
-        ModelSpec("pcb_p6", "PCB", "pcb_p6", _QUICK_CNN + _opts(model__name="pcb_p6")),
+        ModelSpec("baseline_vit", "Baseline (ViT)", "vit_transreid_tiny", _BASELINE_VIT, config_file=_QUICK_VIT),
+        ModelSpec("lfem_only", "LFEM only", "lfem_vit_tiny", _opts(lfem__views="['original']"),
+                  config_file=_QUICK_VIT),
+        ModelSpec("rerc_only", "RE&RC only", "lfem_vit_tiny", _opts(lfem__use_lfem=False, lfem__local_feature="jpm"),
+                  config_file=_QUICK_VIT),
+        ModelSpec("full", "Full (LFEM)", "lfem_vit_tiny", (), config_file=_QUICK_VIT),
+        ModelSpec("resnet50", "ResNet-50", "resnet50", _opts(model__name="resnet50"), config_file=_QUICK_CNN),
+        ModelSpec("pcb_p6", "PCB", "pcb_p6", _opts(model__name="pcb_p6"), config_file=_QUICK_CNN),
         ModelSpec("osnet_x1_0", "OSNet", "osnet_x1_0",
-                  _QUICK_CNN + _opts(model__name="osnet_x1_0", train__optim="amsgrad", train__lr=0.0015)),
-        ModelSpec("hacnn", "HACNN", "hacnn", _QUICK_CNN + _opts(model__name="hacnn", data__height=160, data__width=64),
-                  needs_cuda=True),
+                  _opts(model__name="osnet_x1_0", train__optim="amsgrad", train__lr=0.0015), config_file=_QUICK_CNN),
+        ModelSpec("hacnn", "HACNN", "hacnn", _opts(model__name="hacnn", data__height=160, data__width=64),
+                  needs_cuda=True, config_file=_QUICK_CNN),
     ),
 )
 
@@ -171,10 +168,11 @@ def _config(spec: ModelSpec, profile: Profile, seed: int, out_dir: Path, root: s
             vit_weights: Optional[str]):
     from .config import load_config
     config_file = None
-    if profile.config_file:
-        config_file = Path(__file__).resolve().parents[1] / "configs" / profile.config_file
+    if spec.config_file or profile.config_file:
+        config_file = configs_dir() / (spec.config_file or profile.config_file)
         if not config_file.is_file():
-            raise FileNotFoundError(f"{config_file} not found; run the paper profile from a source checkout")
+            raise FileNotFoundError(f"{config_file} not found: the installation lacks the shipped configs; "
+                                    f"reinstall lfem_plugin")
     opts = list(profile.common) + list(spec.opts) + ["train.seed", str(seed), "data.save_dir",
                                                      str(out_dir / "runs" / f"{spec.key}_seed{seed}")]
     if root:

@@ -16,7 +16,8 @@ TINY = ("train.max_epoch", "1", "data.height", "64", "data.width", "32", "lfem.s
 @pytest.mark.slow
 def test_compare_two_models_writes_json_table_and_plots_and_survives_a_failure(tmp_path, monkeypatch):
     quick = compare.QUICK
-    broken = ModelSpec("broken", "Broken", "no_such_model", quick.models[0].opts + ("model.name", "no_such_model"))
+    broken = ModelSpec("broken", "Broken", "no_such_model", quick.models[0].opts + ("model.name", "no_such_model"),
+                       config_file=quick.models[0].config_file)
     profile = Profile("quick", quick.description, quick.common, quick.models + (broken,))
     monkeypatch.setitem(compare.PROFILES, "quick", profile)
     results = run_compare("quick", ["full", "broken", "baseline_vit"], seeds=[0], out_dir=tmp_path,
@@ -65,3 +66,19 @@ def test_bench_scripts_smoke(script, tmp_path):
                          capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     assert list(tmp_path.glob("*.json"))
+
+
+def test_quick_profile_recipes_come_from_the_shipped_configs(tmp_path):
+    from lfem_plugin.compare import QUICK, _config, configs_dir
+    cfgs = {s.key: _config(s, QUICK, 0, tmp_path, "", (), None) for s in QUICK.models}
+    assert all((configs_dir() / s.config_file).is_file() for s in QUICK.models)
+    for key in ("baseline_vit", "lfem_only", "rerc_only", "full"):
+        cfg = cfgs[key]
+        assert (cfg.data.height, cfg.data.width, cfg.lfem.stride, cfg.train.max_epoch) == (96, 80, 16, 100)
+    assert [cfgs[k].lfem.loss_weights for k in ("baseline_vit", "full")] == ["transreid", "paper"]
+    assert (cfgs["baseline_vit"].model.name, cfgs["baseline_vit"].lfem.use_lfem) == ("vit_transreid_tiny", False)
+    assert list(cfgs["lfem_only"].lfem.views) == ["original"] and cfgs["rerc_only"].lfem.use_lfem is False
+    for key in ("resnet50", "pcb_p6", "osnet_x1_0", "hacnn"):
+        cfg = cfgs[key]
+        assert (cfg.model.name, cfg.loss.name, cfg.train.max_epoch) == (key, "softmax", 15)
+    assert (cfgs["osnet_x1_0"].train.optim, cfgs["hacnn"].data.height) == ("amsgrad", 160)
