@@ -160,3 +160,28 @@ def run_search(args: argparse.Namespace) -> int:
     print(f"{summary['queries']} queries against {summary['gallery']} gallery images (gallery features {cache}); "
           f"results: {summary['csv']}, {summary['json']}; pictures: {summary['pictures']}/")
     return 0
+
+
+def add_analyze_gates_args(parser: argparse.ArgumentParser) -> None:
+    _add_model_args(parser)
+    parser.add_argument("--root", default=None, help="data root of orl_faces_occluded (default: the checkpoint's)")
+    parser.add_argument("--out", type=Path, default=Path("gate_analysis"),
+                        help="folder for gates.json, gates_scatter.png and gates_bars.png")
+
+
+def run_analyze_gates(args: argparse.Namespace) -> int:
+    from ..gate_analysis import analyze_gates, plot_gates, write
+    _writable_file(args.out / "gates.json", "--out")
+    model, cfg = _load(args)
+    result = analyze_gates(model, cfg, cfg.data.root if args.root is None else args.root)
+    path = write(result, args.out)
+    plot_gates(result, args.out)
+    q = result["queries"]
+    print(f"occluded queries: Spearman(occluded fraction, gate) = {q['spearman']:.3f} over {q['pairs']} "
+          f"(query, group) pairs; mean gate {q['gate_mean_occluded_ge_50']:.3f} where >= 50% occluded "
+          f"({q['pairs_occluded_ge_50']} pairs), {q['gate_mean_occluded_le_10']:.3f} where <= 10% "
+          f"({q['pairs_occluded_le_10']} pairs)")
+    print(f"mean gate per group: clean gallery {[round(v, 3) for v in result['gallery_gate_mean']]}, occluded "
+          f"queries {[round(v, 3) for v in result['query_gate_mean']]}")
+    print(f"written {path}, {args.out / 'gates_scatter.png'}, {args.out / 'gates_bars.png'}")
+    return 0

@@ -163,15 +163,20 @@ class OrlFaces(SafeImageDataset):
         super().__init__(train, query, gallery, **kwargs)
 
 
-def occlude(image: np.ndarray, other: np.ndarray, rng: np.random.Generator,
-            coverage: Tuple[float, float]) -> np.ndarray:
-    """Cover a random ``coverage`` fraction of ``image`` with a rectangle of noise or of ``other`` (same size)."""
-    height, width = image.shape[:2]
+def occluder_box(height: int, width: int, rng: np.random.Generator,
+                 coverage: Tuple[float, float]) -> Tuple[int, int, int, int]:
+    """``(top, left, h, w)`` of an occluder covering a random ``coverage`` fraction of a ``height x width`` image."""
     area = rng.uniform(*coverage) * height * width
     aspect = np.exp(rng.uniform(np.log(0.5), np.log(2.0)))
     h = int(round(min(height, np.sqrt(area * aspect))))
     w = int(round(min(width, area / max(h, 1))))
-    top, left = rng.integers(0, height - h + 1), rng.integers(0, width - w + 1)
+    return int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1)), h, w
+
+
+def occlude(image: np.ndarray, other: np.ndarray, rng: np.random.Generator,
+            coverage: Tuple[float, float]) -> np.ndarray:
+    """Cover a random ``coverage`` fraction of ``image`` with a rectangle of noise or of ``other`` (same size)."""
+    top, left, h, w = occluder_box(*image.shape[:2], rng, coverage)
     out = image.copy()
     if rng.random() < 0.5:
         out[top:top + h, left:left + w] = rng.integers(0, 256, size=(h, w), dtype=np.uint8)
@@ -205,6 +210,17 @@ class OrlFacesOccluded(SafeImageDataset):
         folder = self.materialise(query, train, Path(os.path.expanduser(root)) if root else _cache_dir())
         query = [(str(folder / f"{i:03d}.png"), pid, cam) for i, (_, pid, cam) in enumerate(query)]
         super().__init__(train, query, gallery, **kwargs)
+
+    @classmethod
+    def occluder_boxes(cls, query: List[Item], train: List[Item]) -> List[Tuple[int, int, int, int]]:
+        """Each query's occluder ``(top, left, h, w)`` in its image's pixels: the draws of :meth:`materialise`."""
+        boxes = []
+        for i, (path, _, _) in enumerate(query):
+            rng = np.random.default_rng([cls.seed, i])
+            rng.integers(len(train))  # the occluder-source image drawn first
+            with Image.open(path) as img:
+                boxes.append(occluder_box(img.height, img.width, rng, cls.coverage))
+        return boxes
 
     @classmethod
     def materialise(cls, query: List[Item], train: List[Item], root: Path) -> Path:
