@@ -1,0 +1,80 @@
+"""Summarise ``lfem-reid analyze-gates`` over trained runs of several readings and seeds.
+
+Each run folder (``<reading>_seed<N>``, trained with ``configs/orl/quick_vit_tiny_96x80.yaml`` plus the reading's
+keys) holds ``model/model.pth.tar-100`` and its TensorBoard events. For every reading: the mean and spread over
+seeds of Spearman(occluded fraction, gate) on the occluded queries, the mean gate of >= 50% vs <= 10% occluded
+groups, the clean gallery's mean gate, the gates logged during training (last step, TensorBoard ``Train/gate/k``)
+and the run's mAP / R1.
+
+Usage: python benchmarks/gate_readings.py RUNS_DIR [--root DATA_ROOT] [--out benchmarks/results/gate_readings.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Dict, List
+
+import numpy as np
+
+
+def _train_gates(run: Path) -> List[float]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(run), size_guidance={"scalars": 0})
+    events.Reload()
+    tags = sorted(t for t in events.Tags()["scalars"] if re.search(r"gate/\d+$", t))
+    return [events.Scalars(t)[-1].value for t in tags]
+
+
+def _one(run: Path, root: str) -> Dict[str, Any]:
+    from lfem_plugin.gate_analysis import analyze_gates
+    from lfem_plugin.inference import load_trained
+    weights = run / "model" / "model.pth.tar-100"
+    model, cfg = load_trained(str(weights))
+    result = analyze_gates(model, cfg, root or cfg.data.root)
+    log = run.parent / f"{run.name}.log"  # `lfem-reid train` ends with {"<target>": {"mAP": ..., "rank1": ...}}
+    final = next(iter(json.loads(log.read_text().strip().splitlines()[-1]).values())) if log.is_file() else {}
+    return {"run": run.name, **result["queries"], "gallery_gate_mean": result["gallery_gate_mean"],
+            "query_gate_mean": result["query_gate_mean"], "train_gates_last": _train_gates(run),
+            "mAP": 100 * final.get("mAP", float("nan")), "rank1": 100 * final.get("rank1", float("nan"))}
+
+
+def _mean_std(values: List[float]) -> List[float]:
+    values = [v for v in values if v == v]  # drop NaN
+    return [float(np.mean(values)), float(np.std(values, ddof=1)) if len(values) > 1 else 0.0] if values else []
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("runs", type=Path)
+    parser.add_argument("--root", default="")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "gate_readings.json")
+    args = parser.parse_args()
+    by_reading: Dict[str, List[Dict[str, Any]]] = defaultdict(list)
+    for run in sorted(p for p in args.runs.iterdir() if (p / "model" / "model.pth.tar-100").is_file()):
+        by_reading[run.name.rsplit("_seed", 1)[0]].append(_one(run, args.root))
+    summary = {}
+    print(f"{'reading':<16} {'seeds':>5} {'spearman':>14} {'gate >=50%':>12} {'gate <=10%':>12} {'gallery':>12} "
+          f"{'mAP':>12}")
+    for reading, runs in by_reading.items():
+        row = {key: _mean_std([r[key] for r in runs]) for key in
+               ("spearman", "gate_mean_occluded_ge_50", "gate_mean_occluded_le_10", "mAP", "rank1")}
+        row["gallery_gate_mean"] = _mean_std([float(np.mean(r["gallery_gate_mean"])) for r in runs])
+        row["train_gate_last_mean"] = _mean_std([float(np.mean(r["train_gates_last"])) for r in runs])
+        row["seeds"] = len(runs)
+        summary[reading] = row
+        cell = lambda v: f"{v[0]:.3f}±{v[1]:.3f}" if v else "-"  # noqa: E731 (mAP in %, the rest 0-1)
+        print(f"{reading:<16} {len(runs):>5} {cell(row['spearman']):>14} {cell(row['gate_mean_occluded_ge_50']):>12} "
+              f"{cell(row['gate_mean_occluded_le_10']):>12} {cell(row['gallery_gate_mean']):>12} "
+              f"{cell(row['mAP']):>12}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "summary": summary,
+                                    "runs": {k: v for k, v in by_reading.items()}}, indent=1) + "\n")
+    print(f"written {args.out}")
+
+
+if __name__ == "__main__":
+    main()
