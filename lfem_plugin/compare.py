@@ -99,10 +99,7 @@ QUICK = Profile(
 )
 
 # ---- paper profile: GPU, Occluded-Duke, the paper's recipe / each baseline's standard torchreid recipe ----------
-_PAPER_CNN = _opts(loss__name="softmax", loss__softmax__label_smooth=True, train__optim="adam", train__lr=3e-4,
-                   train__weight_decay=5e-4, train__max_epoch=60, train__batch_size=32,
-                   sampler__train_sampler="RandomSampler", lfem__warmup_epochs=0, data__norm_mean="[0.485,0.456,0.406]",
-                   data__norm_std="[0.229,0.224,0.225]", test__eval_freq=-1, train__checkpoint_period=10)
+_PAPER_CNN = "occluded_duke/cnn_softmax_256x128.yaml"
 PAPER = Profile(
     name="paper",
     description="GPU, occluded_duke, 256x128; LFEM models: the paper's recipe (configs/occluded_duke/*.yaml, "
@@ -116,17 +113,17 @@ PAPER = Profile(
         ModelSpec("lfem_only", "LFEM only", "lfem_vit", _opts(lfem__views="['original']")),
         ModelSpec("rerc_only", "RE&RC only", "lfem_vit", _opts(lfem__use_lfem=False, lfem__local_feature="jpm")),
         ModelSpec("full", "Full (LFEM)", "lfem_vit", ()),
-        ModelSpec("resnet50", "ResNet-50", "resnet50", _PAPER_CNN + _opts(model__name="resnet50"),
-                  weights=("hub/checkpoints/resnet50-19c8e357.pth",)),
-        ModelSpec("pcb_p6", "PCB", "pcb_p6", _PAPER_CNN + _opts(model__name="pcb_p6", data__height=384, data__width=128,
-                                                              train__optim="sgd", train__lr=0.05),
-                  weights=("hub/checkpoints/resnet50-19c8e357.pth",)),
+        ModelSpec("resnet50", "ResNet-50", "resnet50", _opts(model__name="resnet50"),
+                  weights=("hub/checkpoints/resnet50-19c8e357.pth",), config_file=_PAPER_CNN),
+        ModelSpec("pcb_p6", "PCB", "pcb_p6", _opts(model__name="pcb_p6", data__height=384, data__width=128,
+                                                 train__optim="sgd", train__lr=0.05),
+                  weights=("hub/checkpoints/resnet50-19c8e357.pth",), config_file=_PAPER_CNN),
         ModelSpec("osnet_x1_0", "OSNet", "osnet_x1_0",
-                  _PAPER_CNN + _opts(model__name="osnet_x1_0", train__optim="amsgrad", train__lr=0.0015,
-                                     train__max_epoch=150, train__batch_size=64),
-                  weights=("checkpoints/osnet_x1_0_imagenet.pth",)),
-        ModelSpec("hacnn", "HACNN", "hacnn", _PAPER_CNN + _opts(model__name="hacnn", data__height=160, data__width=64,
-                                                              train__max_epoch=150), needs_cuda=True),
+                  _opts(model__name="osnet_x1_0", train__optim="amsgrad", train__lr=0.0015, train__max_epoch=150,
+                        train__batch_size=64),
+                  weights=("checkpoints/osnet_x1_0_imagenet.pth",), config_file=_PAPER_CNN),
+        ModelSpec("hacnn", "HACNN", "hacnn", _opts(model__name="hacnn", data__height=160, data__width=64,
+                                                 train__max_epoch=150), needs_cuda=True, config_file=_PAPER_CNN),
     ),
 )
 PROFILES = {"quick": QUICK, "paper": PAPER}

@@ -82,3 +82,19 @@ def test_quick_profile_recipes_come_from_the_shipped_configs(tmp_path):
         cfg = cfgs[key]
         assert (cfg.model.name, cfg.loss.name, cfg.train.max_epoch) == (key, "softmax", 15)
     assert (cfgs["osnet_x1_0"].train.optim, cfgs["hacnn"].data.height) == ("amsgrad", 160)
+
+
+def test_paper_profile_cnn_recipes_come_from_the_shipped_config(tmp_path):
+    from lfem_plugin.compare import PAPER, _config, configs_dir
+    cfgs = {s.key: _config(s, PAPER, 0, tmp_path, "", (), None) for s in PAPER.models}
+    for key in ("resnet50", "pcb_p6", "osnet_x1_0", "hacnn"):
+        spec = next(s for s in PAPER.models if s.key == key)
+        assert (configs_dir() / spec.config_file).is_file()
+        cfg = cfgs[key]
+        assert (cfg.model.name, cfg.loss.name, cfg.sampler.train_sampler) == (key, "softmax", "RandomSampler")
+        assert list(cfg.data.norm_mean) == [0.485, 0.456, 0.406] and cfg.lfem.warmup_epochs == 0
+    assert (cfgs["resnet50"].train.optim, cfgs["resnet50"].train.max_epoch, cfgs["resnet50"].train.lr) == \
+        ("adam", 60, 0.0003)
+    assert (cfgs["pcb_p6"].data.height, cfgs["pcb_p6"].train.optim, cfgs["pcb_p6"].train.lr) == (384, "sgd", 0.05)
+    assert (cfgs["osnet_x1_0"].train.max_epoch, cfgs["osnet_x1_0"].train.batch_size) == (150, 64)
+    assert (cfgs["hacnn"].data.height, cfgs["hacnn"].data.width, cfgs["hacnn"].train.max_epoch) == (160, 64, 150)
