@@ -220,19 +220,20 @@ def _flat_keys(data: Dict[str, Any], prefix: str = "") -> List[str]:
     return keys
 
 
-# Builder argument of a registered variant -> the config key(s) that carry it.
-_VARIANT_KEYS = {"img_size": ("data.height", "data.width"), "stride": ("lfem.stride",),
-                 "sie_coef": ("lfem.sie_coef",), "drop_path_rate": ("lfem.drop_path_rate",),
-                 "use_lfem": ("lfem.use_lfem",), "num_views": ("lfem.views",), "eval_feature": ("lfem.eval_feature",),
-                 "local_feature": ("lfem.local_feature",)}
+# Builder argument of a registered variant -> the config key that carries it (img_size and num_views: see below).
+_VARIANT_KEYS = {"stride": "lfem.stride", "sie_coef": "lfem.sie_coef", "drop_path_rate": "lfem.drop_path_rate",
+                 "use_lfem": "lfem.use_lfem", "eval_feature": "lfem.eval_feature",
+                 "local_feature": "lfem.local_feature"}
 
 
 def _variant_values(arg: str, value: Any) -> Dict[str, Any]:
+    """The config values of one variant setting ({} for settings no key carries, e.g. num_cameras)."""
     if arg == "img_size":
         return {"data.height": int(value[0]), "data.width": int(value[1])}
     if arg == "num_views":
-        return {"lfem.views": ["original", "erased", "cropped"][:value]}
-    return {_VARIANT_KEYS[arg][0]: value}
+        from .models.lfem_vit import VIEW_NAMES
+        return {"lfem.views": list(VIEW_NAMES[:value])}
+    return {_VARIANT_KEYS[arg]: value} if arg in _VARIANT_KEYS else {}
 
 
 def _get(cfg: CN, key: str) -> Any:
@@ -260,8 +261,6 @@ def apply_variant(cfg: CN, explicit: Dict[str, str]) -> None:
         return
     builder = MODELS.get(cfg.model.name)
     for arg, value in getattr(builder, "settings", {}).items():
-        if arg not in _VARIANT_KEYS:
-            continue
         for key, wanted in _variant_values(arg, value).items():
             if key not in explicit:
                 _set(cfg, key, wanted)
@@ -277,11 +276,10 @@ def _agrees(arg: str, value: Any, wanted: Any) -> bool:
     return value == wanted
 
 
-def imagedata_kwargs(cfg: CN, plugin: bool = True) -> Dict[str, Any]:
-    """torchreid ``ImageDataManager`` arguments; torchreid's models get its random flip, the plugin's models none
-    (their multi-view transform replaces torchreid's afterwards)."""
+def imagedata_kwargs(cfg: CN, transforms: Optional[List[str]] = None) -> Dict[str, Any]:
+    """torchreid ``ImageDataManager`` arguments, with torchreid's train ``transforms`` (names; None: none)."""
     return dict(root=cfg.data.root, sources=list(cfg.data.sources), targets=list(cfg.data.targets),
-                height=cfg.data.height, width=cfg.data.width, transforms=None if plugin else ["random_flip"],
+                height=cfg.data.height, width=cfg.data.width, transforms=transforms,
                 norm_mean=list(cfg.data.norm_mean),
                 norm_std=list(cfg.data.norm_std), use_gpu=cfg.use_gpu, batch_size_train=cfg.train.batch_size,
                 batch_size_test=cfg.test.batch_size, workers=cfg.data.workers,

@@ -22,7 +22,7 @@ from . import distributed as D
 from .checkpoint import rng_state, set_rng_state
 from .metrics import compute_distance_matrix, evaluate_rank, re_ranking
 
-__all__ = ["EvaluationMixin", "print_results"]
+__all__ = ["EvaluationMixin", "print_results", "query_gallery_distances"]
 
 _logger = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ class EvaluationMixin:
         gf, g_pids, g_cams = self._extract(gallery_loader)
         if not D.is_main():
             return 0.0, 0.0
-        distmat = _distances(qf, gf, dist_metric, normalize_feature, rerank)
+        distmat = query_gallery_distances(qf, gf, dist_metric, normalize_feature, rerank)
         cmc, mAP = evaluate_rank(distmat, q_pids, g_pids, q_cams, g_cams)
         self.last_results[dataset_name] = {"cmc": cmc.tolist(), "mAP": float(mAP),
                                            "eval_s": time.perf_counter() - start}
@@ -113,8 +113,10 @@ class EvaluationMixin:
         return cmc[0], mAP
 
 
-def _distances(qf: torch.Tensor, gf: torch.Tensor, metric: str, normalize: bool, rerank: bool) -> np.ndarray:
-    """Query-gallery distances; with ``rerank`` torchreid's k-reciprocal re-ranking (k1 20, k2 6, lambda 0.3)."""
+def query_gallery_distances(qf: torch.Tensor, gf: torch.Tensor, metric: str = "euclidean", normalize: bool = True,
+                            rerank: bool = False) -> np.ndarray:
+    """Query-gallery distances of the evaluation (and of ``lfem-reid search``): features L2-normalised if asked,
+    then ``metric``; with ``rerank`` torchreid's k-reciprocal re-ranking (k1 20, k2 6, lambda 0.3)."""
     if normalize:
         qf, gf = F.normalize(qf, dim=1), F.normalize(gf, dim=1)
     distmat = compute_distance_matrix(qf, gf, metric)

@@ -76,8 +76,7 @@ def analyze_gates(model: torch.nn.Module, cfg, root: str = "") -> Dict[str, Any]
     sie = cfg.test.use_cameras and model.backbone.sie.enabled
     q_gates = _gates(model, [item[0] for item in occluded], [item[2] for item in occluded] if sie else None, cfg)
     g_gates = _gates(model, [item[0] for item in gallery], [item[2] for item in gallery] if sie else None, cfg)
-    fractions = np.stack([group_occlusion(box, read_image(item[0]).size[::-1], model)
-                          for box, item in zip(boxes, query)])
+    fractions = np.stack([group_occlusion(box, size, model) for box, size in boxes])
     per_group = [gate_statistics(fractions[:, k], q_gates[:, k]) for k in range(fractions.shape[1])]
     return {"queries": gate_statistics(fractions, q_gates), "per_group": per_group,
             "gallery_gate_mean": g_gates.mean(0).tolist(), "query_gate_mean": q_gates.mean(0).tolist(),

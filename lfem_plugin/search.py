@@ -16,12 +16,11 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
 from .data.io import read_image
+from .evaluation import query_gallery_distances
 from .inference import extract_features
-from .metrics import compute_distance_matrix, re_ranking
 
 __all__ = ["file_sha256", "gallery_features", "rank_gallery", "write_results", "draw_ranked", "CACHE_NAME"]
 
@@ -61,13 +60,8 @@ def gallery_features(extract, paths: Sequence[str], cameras: Optional[Sequence[i
 def rank_gallery(query: np.ndarray, gallery: np.ndarray, top_k: int, metric: str = "euclidean",
                  normalize: bool = True, rerank: bool = False) -> Tuple[np.ndarray, np.ndarray]:
     """Each query's ``top_k`` gallery indices (nearest first; ties by gallery order) and their distances."""
-    qf, gf = torch.from_numpy(query), torch.from_numpy(gallery)
-    if normalize:
-        qf, gf = F.normalize(qf, dim=1), F.normalize(gf, dim=1)
-    dist = compute_distance_matrix(qf, gf, metric)
-    if rerank:
-        dist = torch.from_numpy(re_ranking(dist, compute_distance_matrix(qf, qf, metric),
-                                           compute_distance_matrix(gf, gf, metric)))
+    dist = torch.from_numpy(query_gallery_distances(torch.from_numpy(query), torch.from_numpy(gallery), metric,
+                                                    normalize, rerank))
     order = torch.sort(dist, dim=1, stable=True).indices[:, :top_k]
     return order.numpy(), dist.gather(1, order).numpy()
 

@@ -49,6 +49,8 @@ class TorchreidFamily:
     """torchreid's own models: torchreid's transforms (flip), model factory, optimiser and engines - the latter
     with the plugin's evaluation and checkpoints, so a comparison scores and saves every model the same way."""
 
+    train_transforms = ["random_flip"]  # torchreid's own, with the configured normalisation
+
     def adapt_datamanager(self, cfg: CfgNode, dm) -> None:
         pass
 
@@ -70,6 +72,8 @@ class TorchreidFamily:
 class PluginFamily:
     """The plugin's models: multi-view train transform, camera SIE sized to the training cameras, the
     TransReID optimiser groups, the seven-branch criterion, AMP / compile / DDP, and :class:`LFEMEngine`."""
+
+    train_transforms = None  # torchreid builds none; adapt_datamanager puts the multi-view transform in
 
     def adapt_datamanager(self, cfg: CfgNode, dm) -> None:
         dm.transform_tr = build_train_transform(**C.transform_kwargs(cfg))
@@ -115,14 +119,15 @@ def build_datamanager(cfg: CfgNode):
     """torchreid's ``ImageDataManager`` for ``cfg``: plugin models get the multi-view train transform (and the
     matching test transform), torchreid's models its own flip; under ``torchrun`` each rank loads its share."""
     set_skip_bad_images(cfg.data.skip_bad_images)
-    kwargs = C.imagedata_kwargs(cfg, plugin=is_plugin_model(cfg.model.name))
+    models = family(cfg)
+    kwargs = C.imagedata_kwargs(cfg, models.train_transforms)
     try:
         dm = _TR.data.ImageDataManager(**kwargs)
     except AssertionError:  # torchreid's sampler asserts there are enough identities for one P x K batch
         num_pids = _TR.data.ImageDataManager(**dict(kwargs, train_sampler="RandomSampler")).num_train_pids
         preflight.check_sampler(num_pids, cfg.train.batch_size, cfg.sampler.num_instances, cfg.data.sources)
         raise
-    family(cfg).adapt_datamanager(cfg, dm)
+    models.adapt_datamanager(cfg, dm)
     if D.is_distributed():
         dm.train_loader = _distributed_loader(cfg, dm.train_loader)
     return dm

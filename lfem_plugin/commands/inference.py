@@ -69,10 +69,18 @@ def _writable_file(path: Path, flag: str) -> None:
         path.unlink()
 
 
+def _cameras(spec, paths):
+    """``--cameras``: None (no SIE), ``from-name`` (parsed from NNNN_cC names) or one int per image."""
+    from ..data.io import cameras_from_names
+    if not spec:
+        return None
+    return cameras_from_names(paths) if spec == ["from-name"] else [int(c) for c in spec]
+
+
 def run_extract(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from ..data.io import cameras_from_names, list_images
+    from ..data.io import list_images
     from ..inference import extract_features
     _positive(args.batch_size, "--batch-size")
     if args.out.suffix != ".npy":  # np.save would append .npy silently
@@ -80,11 +88,7 @@ def run_extract(args: argparse.Namespace) -> int:
     _writable_file(args.out, "--out")
     model, cfg = _load(args, device=args.device)
     paths = list_images(args.images)
-    cameras = None
-    if args.cameras == ["from-name"]:
-        cameras = cameras_from_names(paths)
-    elif args.cameras:
-        cameras = [int(c) for c in args.cameras]
+    cameras = _cameras(args.cameras, paths)
     feats, kept = extract_features(model, paths, cfg.data.height, cfg.data.width, cfg.data.norm_mean,
                                    cfg.data.norm_std, cameras, args.batch_size, args.device, args.skip_bad_images)
     np.save(args.out, feats)
@@ -114,14 +118,13 @@ def add_visualize_args(parser: argparse.ArgumentParser) -> None:
 
 
 def run_visualize(args: argparse.Namespace) -> int:
-    from ..data.io import cameras_from_names, list_images
+    from ..data.io import list_images
     from ..data.transforms import build_test_transform
     from ..visualize import draw_gate_pictures
     _positive(args.limit, "--limit")
     model, cfg = _load(args)
     paths = list_images(args.images)[:args.limit]
-    cameras = (cameras_from_names(paths) if args.cameras == ["from-name"] else
-               [int(c) for c in args.cameras][:len(paths)] if args.cameras else [None] * len(paths))
+    cameras = (_cameras(args.cameras, paths) or [None] * len(paths))[:len(paths)]
     transform = build_test_transform(cfg.data.height, cfg.data.width, cfg.data.norm_mean, cfg.data.norm_std)
     images = [(path, cam, Path(path).name) for path, cam in zip(paths, cameras)]
     for out, gates in draw_gate_pictures(model, images, transform, (cfg.data.height, cfg.data.width), args.out):

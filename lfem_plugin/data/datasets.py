@@ -212,14 +212,16 @@ class OrlFacesOccluded(SafeImageDataset):
         super().__init__(train, query, gallery, **kwargs)
 
     @classmethod
-    def occluder_boxes(cls, query: List[Item], train: List[Item]) -> List[Tuple[int, int, int, int]]:
-        """Each query's occluder ``(top, left, h, w)`` in its image's pixels: the draws of :meth:`materialise`."""
+    def occluder_boxes(cls, query: List[Item], train: List[Item]) -> List[Tuple[Tuple[int, int, int, int],
+                                                                               Tuple[int, int]]]:
+        """Each query's occluder ``(top, left, h, w)`` in its image's pixels, with that image's ``(height, width)``:
+        the draws of :meth:`materialise` (only the image headers are read)."""
         boxes = []
         for i, (path, _, _) in enumerate(query):
             rng = np.random.default_rng([cls.seed, i])
             rng.integers(len(train))  # the occluder-source image drawn first
             with Image.open(path) as img:
-                boxes.append(occluder_box(img.height, img.width, rng, cls.coverage))
+                boxes.append((occluder_box(img.height, img.width, rng, cls.coverage), (img.height, img.width)))
         return boxes
 
     @classmethod
