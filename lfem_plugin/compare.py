@@ -45,7 +45,11 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class Profile:
-    """A declared protocol: one dataset, split, input size and evaluation code for every model."""
+    """A declared protocol: one dataset, split, input size and evaluation code for every model.
+
+    A profile with ``benchmarks`` runs on any of them: its config files are named under the first benchmark's
+    folder (``occluded_duke/...``) and the same file names are read from ``configs/<benchmark>/`` for another.
+    """
 
     name: str
     description: str
@@ -53,6 +57,19 @@ class Profile:
     models: Tuple[ModelSpec, ...]
     config_file: Optional[str] = None
     extra: Dict[str, Any] = field(default_factory=dict)
+    benchmarks: Tuple[str, ...] = ()
+
+    def config_path(self, spec: ModelSpec, benchmark: Optional[str] = None) -> Optional[Path]:
+        """The config file of ``spec`` on ``benchmark`` (default: the profile's first)."""
+        name = spec.config_file or self.config_file
+        if name is None:
+            return None
+        if benchmark and self.benchmarks:
+            if benchmark not in self.benchmarks:
+                raise KeyError(f"unknown benchmark {benchmark!r} for profile {self.name!r}; choices: "
+                               f"{list(self.benchmarks)}")
+            name = f"{benchmark}/{Path(name).name}"
+        return configs_dir() / name
 
 
 def configs_dir() -> Path:
@@ -102,11 +119,13 @@ QUICK = Profile(
 _PAPER_CNN = "occluded_duke/cnn_softmax_256x128.yaml"
 PAPER = Profile(
     name="paper",
-    description="GPU, occluded_duke, 256x128; LFEM models: the paper's recipe (configs/occluded_duke/*.yaml, "
-                "ImageNet ViT-B/16 from --vit-weights); baselines: torchreid's softmax recipes with ImageNet weights "
-                "from $TORCH_HOME (skipped when absent)",
-    common=_opts(data__sources="['occluded_duke']", data__targets="['occluded_duke']"),
+    description="GPU, 256x128; LFEM models: the paper's recipe (configs/<benchmark>/lfem_vit_base_s11_256x128.yaml, "
+                "ImageNet ViT-B/16 from --vit-weights); baselines: torchreid's softmax recipes "
+                "(configs/<benchmark>/cnn_softmax_256x128.yaml) with ImageNet weights from $TORCH_HOME (skipped when "
+                "absent)",
+    common=(),  # datasets: each benchmark's config files
     config_file="occluded_duke/lfem_vit_base_s11_256x128.yaml",
+    benchmarks=("occluded_duke", "market1501", "p_dukemtmc_reid", "dukemtmcreid", "msmt17"),
     models=(
         ModelSpec("baseline_vit", "Baseline (ViT)", "lfem_vit",
                   _opts(lfem__use_lfem=False, lfem__views="['original']", lfem__local_feature="jpm")),
@@ -162,11 +181,10 @@ def _skip_reason(spec: ModelSpec, profile: Profile, pretrained: bool, vit_weight
 
 
 def _config(spec: ModelSpec, profile: Profile, seed: int, out_dir: Path, root: str, extra: Sequence[str],
-            vit_weights: Optional[str]):
+            vit_weights: Optional[str], benchmark: Optional[str] = None):
     from .config import load_config
-    config_file = None
-    if spec.config_file or profile.config_file:
-        config_file = configs_dir() / (spec.config_file or profile.config_file)
+    config_file = profile.config_path(spec, benchmark)
+    if config_file is not None:
         if not config_file.is_file():
             raise FileNotFoundError(f"{config_file} not found: the installation lacks the shipped configs; "
                                     f"reinstall lfem_plugin")
@@ -181,16 +199,31 @@ def _config(spec: ModelSpec, profile: Profile, seed: int, out_dir: Path, root: s
     return load_config(config_file, opts + list(extra))
 
 
+def _target_metrics(metrics: Dict[str, Any]) -> Dict[str, Any]:
+    """One target's entry of a result: R1/R5/R10/mAP in %, the CMC to rank 20, evaluation time, SIE mode."""
+    cmc = metrics["cmc"]
+    out = dict(R1=100 * cmc[0], R5=100 * cmc[min(4, len(cmc) - 1)], R10=100 * cmc[min(9, len(cmc) - 1)],
+               mAP=100 * metrics["mAP"], cmc=cmc[:20], eval_s=metrics["eval_s"])
+    if "sie" in metrics:
+        out["sie"] = metrics["sie"]
+    return out
+
+
 def run_one(spec: ModelSpec, profile: Profile, seed: int, out_dir: Path, root: str = "",
-            extra: Sequence[str] = (), vit_weights: Optional[str] = None) -> Dict[str, Any]:
-    """Train + evaluate one model with one seed; the result JSON is written as soon as it is known."""
+            extra: Sequence[str] = (), vit_weights: Optional[str] = None,
+            benchmark: Optional[str] = None) -> Dict[str, Any]:
+    """Train + evaluate one model with one seed; the result JSON is written as soon as it is known. Its top-level
+    metrics are the first target's; ``targets`` holds every target's."""
     from . import train
+    benchmark = benchmark or (profile.benchmarks[0] if profile.benchmarks else None)
     result: Dict[str, Any] = {"model": spec.key, "label": spec.label, "registered_name": spec.model, "seed": seed,
                               "profile": profile.name, "protocol": profile.description, "device": _device(),
                               "versions": _versions(), "date": time.strftime("%Y-%m-%d %H:%M")}
+    if benchmark:
+        result["benchmark"] = benchmark
     path = out_dir / f"{spec.key}_seed{seed}.json"
     try:
-        cfg = _config(spec, profile, seed, out_dir, root, extra, vit_weights)
+        cfg = _config(spec, profile, seed, out_dir, root, extra, vit_weights, benchmark)
         result["config"] = cfg.dump()
         reason = _skip_reason(spec, profile, cfg.model.pretrained, vit_weights)
         if reason:
@@ -201,11 +234,9 @@ def run_one(spec: ModelSpec, profile: Profile, seed: int, out_dir: Path, root: s
             log.parent.mkdir(parents=True, exist_ok=True)
             with open(log, "w") as handle, contextlib.redirect_stdout(handle):  # torchreid prints its progress
                 engine = train.run(cfg)
-            metrics = next(iter(engine.last_results.values()))
-            cmc = metrics["cmc"]
-            result.update(status="ok", R1=100 * cmc[0], R5=100 * cmc[min(4, len(cmc) - 1)],
-                          R10=100 * cmc[min(9, len(cmc) - 1)], mAP=100 * metrics["mAP"], cmc=cmc[:20],
-                          eval_s=metrics["eval_s"], epochs=cfg.train.max_epoch,
+            targets = {name: _target_metrics(m) for name, m in engine.last_results.items()}
+            first = {k: v for k, v in targets[list(cfg.data.targets)[0]].items() if k != "sie"}
+            result.update(status="ok", **first, targets=targets, epochs=cfg.train.max_epoch,
                           train_images_per_s=float(np.mean(engine.train_images_per_s or [0.0])),
                           params=sum(p.numel() for p in engine.model.parameters()),
                           wall_s=time.perf_counter() - start)
@@ -221,9 +252,15 @@ def run_one(spec: ModelSpec, profile: Profile, seed: int, out_dir: Path, root: s
 
 def run_compare(profile: str = "quick", models: Optional[Sequence[str]] = None, seeds: Sequence[int] = (0,),
                 out_dir: str | Path = "compare_out", root: str = "", extra: Sequence[str] = (),
-                vit_weights: Optional[str] = None, force: bool = False) -> List[Dict[str, Any]]:
-    """Run every (model, seed) not already finished in ``out_dir`` (``force`` re-runs); returns all results."""
+                vit_weights: Optional[str] = None, force: bool = False,
+                benchmark: Optional[str] = None) -> List[Dict[str, Any]]:
+    """Run every (model, seed) not already finished in ``out_dir`` (``force`` re-runs); returns all results.
+    ``benchmark``: one of the profile's ``benchmarks`` (paper: occluded_duke, market1501, ...; default the first)."""
     prof = PROFILES[profile]
+    if benchmark and benchmark not in prof.benchmarks:
+        raise KeyError(f"profile {profile!r} runs on {list(prof.benchmarks) or 'its own dataset only'}, not "
+                       f"{benchmark!r}")
+    benchmark = benchmark or (prof.benchmarks[0] if prof.benchmarks else None)
     specs = {s.key: s for s in prof.models}
     unknown = [m for m in models or () if m not in specs]
     if unknown:
@@ -235,12 +272,16 @@ def run_compare(profile: str = "quick", models: Optional[Sequence[str]] = None, 
             path = out_dir / f"{key}_seed{seed}.json"
             if path.is_file() and not force:
                 previous = json.loads(path.read_text())
+                have = previous.get("benchmark", prof.benchmarks[0] if prof.benchmarks else None)  # older JSONs
+                if have != benchmark:
+                    raise FileExistsError(f"{path} holds a result on {have}, not {benchmark}; give each benchmark "
+                                          f"its own --out folder")
                 if previous.get("status") in ("ok", "skipped"):
                     _logger.info("%s seed %d: already done (%s)", key, seed, path)
                     results.append(previous)
                     continue
             _logger.info("%s seed %d: training", key, seed)
-            results.append(run_one(specs[key], prof, seed, out_dir, root, extra, vit_weights))
+            results.append(run_one(specs[key], prof, seed, out_dir, root, extra, vit_weights, benchmark))
     return results
 
 

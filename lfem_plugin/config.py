@@ -14,7 +14,7 @@ from yacs.config import CfgNode as CN
 __all__ = ["get_default_config", "load_config", "load_yaml_with_base", "apply_variant", "imagedata_kwargs",
            "model_kwargs", "optimizer_kwargs", "scheduler_kwargs", "criterion_kwargs", "engine_run_kwargs",
            "lfem_engine_kwargs", "torchreid_optimizer_kwargs", "torchreid_engine_kwargs", "test_transform_kwargs",
-           "transform_kwargs"]
+           "transform_kwargs", "target_sie", "SIE_MODES"]
 
 BASE_KEY = "_BASE_"
 
@@ -89,6 +89,9 @@ def _add_test_config(cfg: CN) -> None:
     cfg.test.visrank = False  # write ranked-list images (test only)
     cfg.test.visrank_topk = 10  # gallery images per ranked list
     cfg.test.use_cameras = True  # pass query/gallery camera ids to the model (SIE) at evaluation
+    # SIE for a target that is not a training source (its cameras mean nothing to the model): 'mean' (every image
+    # gets the mean SIE row), 'off' (no SIE term) or 'cameras' (its own ids, like a source's; unknown ones fail)
+    cfg.test.cross_domain_sie = "mean"
 
 
 def add_lfem_config(cfg: CN) -> None:
@@ -332,8 +335,21 @@ def criterion_kwargs(cfg: CN, branch_weights: Sequence[float]) -> Dict[str, Any]
                 label_smoothing=0.1 if cfg.loss.softmax.label_smooth else 0.0)
 
 
+SIE_MODES = ("cameras", "mean", "off")
+
+
+def target_sie(cfg: CN) -> Dict[str, str]:
+    """How each target's camera ids reach SIE at evaluation: ``'cameras'`` for a target that is also a training
+    source (same cameras), ``test.cross_domain_sie`` for the others, ``'off'`` for all with ``test.use_cameras``
+    False."""
+    if not cfg.test.use_cameras:
+        return {name: "off" for name in cfg.data.targets}
+    return {name: "cameras" if name in cfg.data.sources else cfg.test.cross_domain_sie for name in cfg.data.targets}
+
+
 def lfem_engine_kwargs(cfg: CN) -> Dict[str, Any]:
     return dict(amp=cfg.lfem.amp, grad_clip=cfg.lfem.grad_clip, use_cameras=cfg.test.use_cameras,
+                target_sie=target_sie(cfg),
                 checkpoint_period=cfg.train.checkpoint_period, save_checkpoints=cfg.train.save_checkpoints,
                 config_text=cfg.dump())
 

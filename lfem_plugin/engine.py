@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import nullcontext
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import torch
 from torch import nn
@@ -40,9 +40,9 @@ class _PluginParts(TrainLoopMixin, EvaluationMixin, CheckpointMixin):
     """The three parts every engine of the plugin adds to torchreid's."""
 
     def _init_parts(self, use_cameras: bool, checkpoint_period: int, save_checkpoints: bool,
-                    config_text: str) -> None:
+                    config_text: str, target_sie: Optional[Dict[str, str]] = None) -> None:
         self._init_loop()
-        self._init_evaluation(use_cameras)
+        self._init_evaluation(use_cameras, target_sie)
         self._init_checkpointing(checkpoint_period, save_checkpoints, config_text)
 
 
@@ -61,6 +61,8 @@ class LFEMEngine(_PluginParts, _TR.engine.Engine):
         amp: ``'bf16'``, ``'fp16'`` (with a GradScaler) or ``'off'``; always off on CPU.
         grad_clip: max gradient norm (0: off).
         use_cameras: pass query/gallery camera ids to the model at evaluation (SIE).
+        target_sie: per target, how its cameras reach SIE (``'cameras'``, ``'mean'``, ``'off'``; default
+            ``'cameras'``); see :func:`lfem_plugin.config.target_sie`.
         checkpoint_period: also checkpoint every N epochs (0: only at evaluations and the end).
         save_checkpoints: write checkpoints at all (comparisons turn it off).
         config_text: the run's config (YAML), stored in every checkpoint.
@@ -69,7 +71,7 @@ class LFEMEngine(_PluginParts, _TR.engine.Engine):
     def __init__(self, datamanager, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
                  criterion: MultiBranchLoss, use_gpu: bool = True, amp: str = "bf16", grad_clip: float = 0.0,
                  use_cameras: bool = True, checkpoint_period: int = 0, save_checkpoints: bool = True,
-                 config_text: str = "") -> None:
+                 config_text: str = "", target_sie: Optional[Dict[str, str]] = None) -> None:
         super().__init__(datamanager, use_gpu)
         self.model, self.optimizer, self.scheduler, self.criterion = model, optimizer, scheduler, criterion
         self.register_model("model", model, optimizer, scheduler)
@@ -80,7 +82,7 @@ class LFEMEngine(_PluginParts, _TR.engine.Engine):
         self.grad_clip = grad_clip
         self.num_views = getattr(D.unwrap(model), "num_views", 1)
         self.skipped_steps = 0
-        self._init_parts(use_cameras, checkpoint_period, save_checkpoints, config_text)
+        self._init_parts(use_cameras, checkpoint_period, save_checkpoints, config_text, target_sie)
 
     # ---- training ----------------------------------------------------------------------------------------------
     def _autocast(self):

@@ -21,6 +21,7 @@ from . import _torchreid
 from . import distributed as D
 from .checkpoint import rng_state, set_rng_state
 from .metrics import compute_distance_matrix, evaluate_rank, re_ranking
+from .models.sie import UNKNOWN_CAMERA
 
 __all__ = ["EvaluationMixin", "print_results", "query_gallery_distances"]
 
@@ -38,16 +39,22 @@ def print_results(mAP: float, cmc, ranks) -> None:
 
 
 class EvaluationMixin:
-    """Evaluation that passes camera ids to SIE models (``use_cameras``), shards feature extraction under DDP, scores
-    with :func:`~lfem_plugin.metrics.evaluate_rank`, keeps every target's results in ``last_results`` and leaves
-    the RNG streams as it found them."""
+    """Evaluation that passes camera ids to SIE models (``use_cameras``; per target ``target_sie``), shards feature
+    extraction under DDP, scores with :func:`~lfem_plugin.metrics.evaluate_rank`, keeps every target's results in
+    ``last_results`` and leaves the RNG streams as it found them."""
 
     use_cameras: bool = False
 
-    def _init_evaluation(self, use_cameras: bool) -> None:
+    def _init_evaluation(self, use_cameras: bool, target_sie: Optional[Dict[str, str]] = None) -> None:
         self.device = torch.device("cuda" if self.use_gpu else "cpu")
         self.use_cameras = use_cameras
+        self.target_sie = dict(target_sie or {})
         self.last_results: Dict[str, Dict[str, Any]] = {}
+
+    def sie_mode(self, dataset_name: str) -> str:
+        """How the camera ids of target ``dataset_name`` reach SIE: ``'cameras'`` (its own ids), ``'mean'`` (the
+        mean SIE row for every image) or ``'off'`` (no SIE term). See ``test.cross_domain_sie``."""
+        return self.target_sie.get(dataset_name, "cameras") if self.use_cameras else "off"
 
     def test(self, *args: Any, **kwargs: Any):
         """torchreid's test; under DDP every rank extracts its shard of features and rank 0 scores them.
@@ -74,13 +81,15 @@ class EvaluationMixin:
         return model(images).float()
 
     @torch.no_grad()
-    def _extract(self, loader):
-        """Features, pids and cameras of ``loader``; under DDP each rank takes a contiguous shard and the shards
-        are gathered in rank order, so every rank ends with the same arrays a single process would have."""
+    def _extract(self, loader, sie: Optional[str] = None):
+        """Features, pids and cameras of ``loader``, with ``sie`` (default: ``'cameras'`` if ``use_cameras`` else
+        ``'off'``); under DDP each rank takes a contiguous shard and the shards are gathered in rank order, so every
+        rank ends with the same arrays a single process would have."""
+        sie = sie or ("cameras" if self.use_cameras else "off")
         feats, pids, cams = [], [], []
         for data in D.shard_loader(loader):
             images, pid, cam = self.parse_data_for_eval(data)
-            feats.append(self.extract_features(images.to(self.device), cam if self.use_cameras else None).cpu())
+            feats.append(self.extract_features(images.to(self.device), _sie_cameras(cam, sie)).cpu())
             pids.append(pid)
             cams.append(cam)
         feats, pids, cams = (D.gather_objects(torch.cat(x) if x else None) for x in (feats, pids, cams))
@@ -93,17 +102,20 @@ class EvaluationMixin:
         if use_metric_cuhk03:
             raise ValueError("use_metric_cuhk03=True: CUHK03's single-gallery-shot metric is not implemented by the "
                              "plugin's evaluator (it scores the Market-1501/Duke protocol); run without it")
-        start = time.perf_counter()
-        qf, q_pids, q_cams = self._extract(query_loader)
-        gf, g_pids, g_cams = self._extract(gallery_loader)
+        start, sie = time.perf_counter(), self.sie_mode(dataset_name)
+        qf, q_pids, q_cams = self._extract(query_loader, sie)
+        gf, g_pids, g_cams = self._extract(gallery_loader, sie)
         if not D.is_main():
             return 0.0, 0.0
         distmat = query_gallery_distances(qf, gf, dist_metric, normalize_feature, rerank)
         cmc, mAP = evaluate_rank(distmat, q_pids, g_pids, q_cams, g_cams)
         self.last_results[dataset_name] = {"cmc": cmc.tolist(), "mAP": float(mAP),
                                            "eval_s": time.perf_counter() - start}
+        if dataset_name in self.target_sie:
+            self.last_results[dataset_name]["sie"] = sie
         ranks_text = "  ".join(f"R{r}: {cmc[r - 1]:.1%}" for r in ranks if r <= len(cmc))
-        _logger.info("%s: mAP %.1f%%  %s", dataset_name, 100 * mAP, ranks_text)
+        note = f"  (SIE: {sie})" if dataset_name in self.target_sie and sie != "cameras" else ""
+        _logger.info("%s: mAP %.1f%%  %s%s", dataset_name, 100 * mAP, ranks_text, note)
         print_results(mAP, cmc, ranks)
         if visrank:
             dm = self.datamanager
@@ -111,6 +123,13 @@ class EvaluationMixin:
                 distmat, dm.fetch_test_loaders(dataset_name), dm.data_type, width=dm.width, height=dm.height,
                 topk=visrank_topk, save_dir=osp.join(save_dir, "visrank_" + dataset_name))
         return cmc[0], mAP
+
+
+def _sie_cameras(cameras: torch.Tensor, mode: str) -> Optional[torch.Tensor]:
+    """The camera argument for SIE ``mode``: the ids, all :data:`UNKNOWN_CAMERA` (mean row) or None (off)."""
+    if mode == "off":
+        return None
+    return torch.full_like(cameras, UNKNOWN_CAMERA) if mode == "mean" else cameras
 
 
 def query_gallery_distances(qf: torch.Tensor, gf: torch.Tensor, metric: str = "euclidean", normalize: bool = True,

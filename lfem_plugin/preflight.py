@@ -13,6 +13,9 @@ from typing import Dict, List, Sequence, Tuple
 from PIL import Image
 from yacs.config import CfgNode
 
+from .config import SIE_MODES, target_sie
+from .data.occluded_benchmarks import TEST_ONLY
+
 __all__ = ["check_config", "check_data", "check_sampler", "check_test_images", "check_query_matches",
            "check_test_cameras", "PreflightError"]
 
@@ -31,6 +34,14 @@ def check_config(cfg: CfgNode) -> None:
     if cfg.data.type != "image":
         raise PreflightError(f"data.type {cfg.data.type!r}: only image datasets are supported (torchreid's video "
                              f"datasets are not); use data.type image")
+    if cfg.test.cross_domain_sie not in SIE_MODES:
+        raise PreflightError(f"test.cross_domain_sie {cfg.test.cross_domain_sie!r} is not one of "
+                             f"{', '.join(map(repr, SIE_MODES))}")
+    test_only = [name for name in cfg.data.sources if name in TEST_ONLY]
+    if test_only:
+        raise PreflightError(f"data.sources lists {', '.join(test_only)}, a test-only benchmark (no training split); "
+                             f"move it to data.targets and train on another dataset (by convention market1501, "
+                             f"e.g. configs/market1501/)")
     if cfg.test.dist_metric not in ("euclidean", "cosine"):
         raise PreflightError(f"test.dist_metric {cfg.test.dist_metric!r} is not one of 'euclidean', 'cosine'")
     for key, value in (("train.batch_size", cfg.train.batch_size), ("test.batch_size", cfg.test.batch_size),
@@ -105,14 +116,17 @@ def check_test_cameras(name: str, items: List[Item], train_cameras: Sequence[int
     if unseen:
         raise PreflightError(f"{name}: test camera ids {unseen} never occur in training (training cameras "
                              f"{sorted(set(train_cameras))}), so camera SIE has no embedding for them; set "
-                             f"test.use_cameras False (SIE off at evaluation) or lfem.use_sie False")
+                             f"test.use_cameras False (SIE off at evaluation), test.cross_domain_sie mean (if "
+                             f"{name} is not a source) or lfem.use_sie False")
 
 
 def check_data(cfg: CfgNode, dm, sie_cameras: Sequence[int] = ()) -> None:
-    """Checks on the built data manager: test images, query/gallery matches, test cameras known to SIE."""
+    """Checks on the built data manager: test images, query/gallery matches, test cameras known to SIE (for the
+    targets whose own camera ids reach it, :func:`~lfem_plugin.config.target_sie`)."""
+    modes = target_sie(cfg)
     for name, splits in dm.test_dataset.items():
         for split in ("query", "gallery"):
             check_test_images(name, split, splits[split], cfg.data.skip_bad_images)
         check_query_matches(name, splits["query"], splits["gallery"])
-        if sie_cameras and cfg.test.use_cameras:
+        if sie_cameras and modes.get(name) == "cameras":
             check_test_cameras(name, splits["query"] + splits["gallery"], sie_cameras)

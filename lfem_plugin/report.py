@@ -1,5 +1,6 @@
 """The comparison report: one JSON per (model, seed) in, ``results.md``, ``results.csv``, ``cmc.png`` and
-``bars.png`` out (mean and standard deviation over seeds)."""
+``bars.png`` out (mean and standard deviation over seeds). Runs evaluated on several targets (e.g. Market-1501
+with Occluded-REID, Partial-REID and Partial-iLIDS) get one table per target; the plots show the first target."""
 from __future__ import annotations
 
 import csv
@@ -23,19 +24,41 @@ def _mean_std(values: List[float]) -> Tuple[float, float]:
 
 
 def write_report(out_dir: str | Path, order: Sequence[str] = ()) -> Path:
-    """Aggregate the JSONs in ``out_dir`` (models listed in ``order`` first) into the table, CSV and plots."""
+    """Aggregate the JSONs in ``out_dir`` (models listed in ``order`` first) into the tables, CSV and plots."""
     out_dir = Path(out_dir)
     results = _load(out_dir)
     if not results:
         raise FileNotFoundError(f"no result JSON in {out_dir}; run the comparison first")
     order = list(order)
-    groups: Dict[str, List[Dict[str, Any]]] = {}
-    for r in sorted(results, key=lambda r: (order.index(r["model"]) if r["model"] in order else 99, r["seed"])):
-        groups.setdefault(r["model"], []).append(r)
-    rows = [_row(key, runs) for key, runs in groups.items()]
-    _write_table(out_dir, rows, results[0])
-    _plots(out_dir, groups)
+    results.sort(key=lambda r: (order.index(r["model"]) if r["model"] in order else 99, r["seed"]))
+    targets = _targets(results)
+    tables: List[Tuple[str, List[Dict[str, Any]]]] = []
+    for target in targets:
+        groups: Dict[str, List[Dict[str, Any]]] = {}
+        for r in results:
+            groups.setdefault(r["model"], []).append(_on_target(r, target))
+        tables.append((target, [_row(key, runs) for key, runs in groups.items()]))
+        if target == targets[0]:
+            _plots(out_dir, groups)
+    _write_tables(out_dir, tables, results[0])
     return out_dir / "results.md"
+
+
+def _targets(results: List[Dict[str, Any]]) -> List[str]:
+    """The evaluation targets in order of first appearance (``['']`` for results that do not name them)."""
+    names: List[str] = []
+    for r in results:
+        names += [t for t in r.get("targets", {}) if t not in names]
+    return names or [""]
+
+
+def _on_target(result: Dict[str, Any], target: str) -> Dict[str, Any]:
+    """``result`` with its metrics on ``target`` at the top level (a finished run without that target: missing)."""
+    if not target or result["status"] != "ok":
+        return result
+    if target not in result.get("targets", {}):
+        return dict(result, status="missing", reason=f"not evaluated on {target}")
+    return dict(result, **result["targets"][target])
 
 
 def _row(key: str, runs: List[Dict[str, Any]]) -> Dict[str, Any]:
@@ -50,15 +73,13 @@ def _row(key: str, runs: List[Dict[str, Any]]) -> Dict[str, Any]:
     return row
 
 
-def _write_table(out_dir: Path, rows: List[Dict[str, Any]], first: Dict[str, Any]) -> None:
+def _table(rows: List[Dict[str, Any]]) -> List[str]:
     def cell(row, metric):
         if row["status"] != "ok":
             return "-"
         return f"{row[metric]:.1f} ± {row[metric + '_std']:.1f}" if row["runs"] > 1 else f"{row[metric]:.1f}"
 
-    lines = [f"Protocol: {first['protocol']}  ", f"Device: {first['device']}; measured {first['date']}; "
-             f"versions: {first['versions']}", "",
-             "| model | R1 | R5 | R10 | mAP | seeds | params (M) | train img/s | eval s | note |",
+    lines = ["| model | R1 | R5 | R10 | mAP | seeds | params (M) | train img/s | eval s | note |",
              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for row in rows:
         ok = row["status"] == "ok"
@@ -67,13 +88,23 @@ def _write_table(out_dir: Path, rows: List[Dict[str, Any]], first: Dict[str, Any
                      f"| {row['label']} | - | - | - | - | - | - | ")
         lines[-1] += (f"{row['train_images_per_s']:.0f} | {row['eval_s']:.2f} | {row['epochs']} epochs |" if ok else
                       f"- | - | {row['status']} |")
+    return lines
+
+
+def _write_tables(out_dir: Path, tables: List[Tuple[str, List[Dict[str, Any]]]], first: Dict[str, Any]) -> None:
+    lines = [f"Protocol: {first['protocol']}  ", f"Device: {first['device']}; measured {first['date']}; "
+             f"versions: {first['versions']}"]
+    for target, rows in tables:
+        lines += ["", f"### {target}", ""] if len(tables) > 1 else [""]
+        lines += _table(rows)
     (out_dir / "results.md").write_text("\n".join(lines) + "\n")
-    fields = ["model", "label", "runs", "seeds", "R1", "R1_std", "R5", "R5_std", "R10", "R10_std", "mAP", "mAP_std",
-              "params", "train_images_per_s", "eval_s", "epochs", "status"]
+    fields = ["model", "label", "target", "runs", "seeds", "R1", "R1_std", "R5", "R5_std", "R10", "R10_std", "mAP",
+              "mAP_std", "params", "train_images_per_s", "eval_s", "epochs", "status"]
     with open(out_dir / "results.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
-        writer.writerows(rows)
+        for target, rows in tables:
+            writer.writerows(dict(row, target=target) for row in rows)
 
 
 def _plots(out_dir: Path, groups: Dict[str, List[Dict[str, Any]]]) -> None:

@@ -1,6 +1,7 @@
 """Shared test helpers: a tiny synthetic torchreid dataset written to disk, engines on tiny models."""
 from __future__ import annotations
 
+import io
 import types
 from pathlib import Path
 
@@ -61,3 +62,56 @@ def tiny_engine(model=None, num_classes: int = 4, max_epoch: int = 10, dm=None):
     names = getattr(model, "module", model).branch_names
     engine = LFEMEngine(dm, model, optimizer, scheduler, MultiBranchLoss(names), use_gpu=False)
     return engine
+
+
+# ---- fake trees of the occluded / partial benchmarks (uniform 4x8 images; only names and counts matter) -------
+def _image_bytes(fmt: str) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (4, 8), (120, 30, 200)).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+_BYTES = {".jpg": _image_bytes("JPEG"), ".tif": _image_bytes("TIFF")}
+
+
+def _write(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(_BYTES[path.suffix])
+
+
+def occluded_reid_tree(root: Path, ids: int = 200, per_id: int = 5, name: str = "Occluded_REID") -> Path:
+    """``<name>/{occluded_body_images,whole_body_images}/<pid>/<pid>_NN.tif`` (pids 001..)."""
+    for folder in ("occluded_body_images", "whole_body_images"):
+        for pid in range(1, ids + 1):
+            for n in range(1, per_id + 1):
+                _write(root / name / folder / f"{pid:03d}" / f"{pid:03d}_{n:02d}.tif")
+    return root
+
+
+def partial_reid_tree(root: Path, ids: int = 60, per_id: int = 5, query: str = "partial_body_images",
+                      name: str = "Partial_REID") -> Path:
+    """``<name>/{<query>,whole_body_images}/<pid>_NN.jpg`` (flat)."""
+    for folder in (query, "whole_body_images"):
+        for pid in range(1, ids + 1):
+            for n in range(1, per_id + 1):
+                _write(root / name / folder / f"{pid:03d}_{n:02d}.jpg")
+    return root
+
+
+def partial_ilids_tree(root: Path, ids: int = 119, folders=("partial_body_images", "whole_body_images"),
+                       name: str = "Partial_iLIDS") -> Path:
+    """``<name>/{<query>,<gallery>}/<pid>.jpg``, one image per identity and folder."""
+    for folder in folders:
+        for pid in range(1, ids + 1):
+            _write(root / name / folder / f"{pid:03d}.jpg")
+    return root
+
+
+def p_duke_tree(root: Path, name: str = "P-DukeMTMC-reID") -> Path:
+    """Train ids 5, 9, 12 (occluded 2 + whole 3 images each); test ids 20, 21 (occluded 1, whole 2)."""
+    for split, ids, counts in (("train", (12, 5, 9), (2, 3)), ("test", (20, 21), (1, 2))):
+        for folder, count in zip(("occluded_body_images", "whole_body_images"), counts):
+            for pid in ids:
+                for n in range(count):
+                    _write(root / name / split / folder / f"{pid:04d}" / f"{pid:04d}_c{n + 1}_f{n:07d}.jpg")
+    return root

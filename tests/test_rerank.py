@@ -69,7 +69,7 @@ def test_the_engine_re_ranks_with_it(monkeypatch):
     rng = np.random.default_rng(0)
     feats = torch.tensor(rng.normal(size=(12, 8)), dtype=torch.float32)
     pids, cams = np.array([0, 1, 2, 0, 1, 2, 0, 1, 2, 3, 3, 3]), np.array([0] * 3 + [1] * 9)
-    monkeypatch.setattr(engine, "_extract", lambda loader: (feats[:3], pids[:3], cams[:3]) if loader == "q"
+    monkeypatch.setattr(engine, "_extract", lambda loader, sie=None: (feats[:3], pids[:3], cams[:3]) if loader == "q"
                         else (feats[3:], pids[3:], cams[3:]))
     engine._evaluate("toy", "q", "g", rerank=True, ranks=[1])
     assert len(calls) == 1

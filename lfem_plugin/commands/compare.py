@@ -8,7 +8,11 @@ from pathlib import Path
 
 def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", choices=["quick", "paper"], default="quick",
-                        help="quick: CPU, offline ORL faces with occluders; paper: GPU, Occluded-Duke")
+                        help="quick: CPU, offline ORL faces with occluders; paper: GPU, the paper's recipe")
+    parser.add_argument("--benchmark", default=None,
+                        help="paper profile: occluded_duke (default), market1501 (with occluded_reid, partial_reid, "
+                             "partial_ilids as targets), p_dukemtmc_reid, dukemtmcreid or msmt17: the configs in "
+                             "configs/<benchmark>/")
     parser.add_argument("--models", nargs="+", default=None, help="subset of the profile's models")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds; mean ± std over them")
     parser.add_argument("--out", type=Path, default=Path("compare_out"), help="results folder (resumable)")
@@ -29,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from ..compare import report, run_compare, summary_text
     if not args.report:
         results = run_compare(args.profile, args.models, args.seeds, args.out, args.root, args.opts,
-                              args.vit_weights, args.force)
+                              args.vit_weights, args.force, args.benchmark)
         print(summary_text(results))
     path = report(args.out)
     print(f"\ntable: {path}\ncsv:   {args.out / 'results.csv'}\nplots: {args.out / 'cmc.png'}, "

@@ -10,7 +10,9 @@ import torch
 from timm.layers import trunc_normal_
 from torch import nn
 
-__all__ = ["CameraEmbedding"]
+__all__ = ["CameraEmbedding", "UNKNOWN_CAMERA"]
+
+UNKNOWN_CAMERA = -1  # camera id meaning "unknown": the mean of the table's rows (a test set with unrelated cameras)
 
 
 class CameraEmbedding(nn.Module):
@@ -19,7 +21,9 @@ class CameraEmbedding(nn.Module):
     Rows belong to the cameras seen in training, in sorted order of their ids (``camera_ids``; default
     ``0..num_cameras-1``), the way torchreid relabels person ids: a training set whose cameras are ``c1`` and
     ``c6`` gets a two-row table. A camera id without a row (never seen in training) is an error naming the known
-    ids; :func:`lfem_plugin.preflight` checks the test cameras before training starts.
+    ids; :func:`lfem_plugin.preflight` checks the test cameras before training starts. :data:`UNKNOWN_CAMERA`
+    (``-1``) selects the mean of all rows: the expected embedding over the training cameras, used for a test set whose
+    cameras have nothing to do with them (``test.cross_domain_sie mean``).
 
     ``camera=None`` means "no side information" (torchreid's ``FeatureExtractor`` and stock engines call
     ``model(x)``) and returns ``None``. With fewer than 2 cameras SIE is disabled and cameras are ignored.
@@ -37,6 +41,9 @@ class CameraEmbedding(nn.Module):
                  camera_ids: Optional[Sequence[int]] = None) -> None:
         super().__init__()
         ids = sorted({int(c) for c in camera_ids}) if camera_ids is not None else list(range(num_cameras))
+        if UNKNOWN_CAMERA in ids:
+            raise ValueError(f"camera id {UNKNOWN_CAMERA} is reserved for 'unknown camera' (the mean SIE row); "
+                             f"relabel the training cameras to 0..N-1")
         self.num_cameras = len(ids) if len(ids) > 1 else 0
         self.coef = coef
         if self.num_cameras:
@@ -61,14 +68,18 @@ class CameraEmbedding(nn.Module):
         if camera is None or self.table is None:
             return None
         camera = torch.as_tensor(camera, device=self.table.device).long().reshape(-1)
-        # One-hot row selection (exactly table[row]; exports to ONNX without a gather on a searched index).
-        match = camera.unsqueeze(1) == self.camera_ids.unsqueeze(0)
-        if not (torch.jit.is_tracing() or torch.compiler.is_compiling()) and not bool(match.any(1).all()):
-            bad = int(camera[~match.any(1)][0])
+        # One-hot row selection (exactly table[row]; exports to ONNX without a gather on a searched index); an
+        # unknown camera weighs every row 1/N.
+        match = (camera.unsqueeze(1) == self.camera_ids.unsqueeze(0)).to(self.table.dtype)
+        unknown = (camera == UNKNOWN_CAMERA).unsqueeze(1).to(self.table.dtype)
+        known = match.sum(1) + unknown[:, 0]
+        if not (torch.jit.is_tracing() or torch.compiler.is_compiling()) and not bool(known.all()):
+            bad = int(camera[known == 0][0])
             raise ValueError(f"camera id {bad} is outside the SIE table of {self.num_cameras} training cameras "
                              f"(ids {self.camera_ids.tolist()}); evaluate without cameras (camera=None; config "
-                             f"test.use_cameras False: SIE off) or train with all cameras")
-        rows = match.to(self.table.dtype) @ self.table.flatten(1)
+                             f"test.use_cameras False: SIE off), with camera {UNKNOWN_CAMERA} (the mean row; "
+                             f"test.cross_domain_sie mean) or train with all cameras")
+        rows = (match + unknown / self.num_cameras) @ self.table.flatten(1)
         return self.coef * rows.unsqueeze(1)
 
     def extra_repr(self) -> str:

@@ -1,0 +1,118 @@
+"""The cross-domain protocol end to end on generated images: the shipped Market-1501 config trains the tiny model on
+a fake Market-1501 and evaluates Market-1501, Occluded-REID, Partial-REID and Partial-iLIDS in the same run; SIE
+per target (cameras for the source, the mean row elsewhere); the comparison report gets one table per target."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lfem_plugin import compare, config as C, train as T
+from lfem_plugin.compare import ModelSpec, Profile
+from lfem_plugin.models.sie import UNKNOWN_CAMERA, CameraEmbedding
+from lfem_plugin.preflight import PreflightError
+
+from .helpers import occluded_reid_tree, partial_ilids_tree, partial_reid_tree
+
+REPO = Path(__file__).resolve().parents[1]
+MARKET = REPO / "configs" / "market1501" / "lfem_vit_base_s11_256x128.yaml"
+TARGETS = ["market1501", "occluded_reid", "partial_reid", "partial_ilids"]
+TINY = ["model.name", "lfem_vit_tiny", "model.pretrained", "False", "data.height", "64", "data.width", "32",
+        "lfem.stride", "8", "train.batch_size", "8", "sampler.num_instances", "2", "test.batch_size", "16",
+        "train.max_epoch", "1", "test.eval_freq", "-1", "data.workers", "0", "use_gpu", "False"]
+
+
+def market_tree(root: Path) -> Path:
+    """torchreid's Market-1501 layout: 6 training ids on cameras 1-3, 4 test ids (query camera 1, gallery 2-3)."""
+    rng = np.random.default_rng(0)
+    base = root / "market1501" / "Market-1501-v15.09.15"
+    for split, ids, cams in (("bounding_box_train", range(1, 7), (1, 2, 3, 1)), ("query", range(100, 104), (1,)),
+                             ("bounding_box_test", range(100, 104), (2, 3, 2))):
+        (base / split).mkdir(parents=True, exist_ok=True)
+        for pid in ids:
+            colour = rng.integers(0, 255, size=(4, 2, 3))
+            for i, cam in enumerate(cams):
+                img = np.kron(colour, np.ones((8, 8, 1))) + rng.normal(0, 20, (32, 16, 3))
+                Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(
+                    base / split / f"{pid:04d}_c{cam}s1_{i:06d}_00.jpg")
+    return root
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("cross_domain_data")
+    market_tree(root)
+    occluded_reid_tree(root, ids=4, per_id=2)
+    partial_reid_tree(root, ids=4, per_id=2)
+    partial_ilids_tree(root, ids=4)
+    return root
+
+
+def test_target_sie_modes():
+    cfg = C.load_config(MARKET)
+    assert list(cfg.data.targets) == TARGETS and list(cfg.data.sources) == ["market1501"]
+    assert C.target_sie(cfg) == {"market1501": "cameras", "occluded_reid": "mean", "partial_reid": "mean",
+                                 "partial_ilids": "mean"}
+    off = C.load_config(MARKET, ["test.cross_domain_sie", "off"])
+    assert set(C.target_sie(off).values()) == {"cameras", "off"}
+    assert set(C.target_sie(C.load_config(MARKET, ["test.use_cameras", "False"])).values()) == {"off"}
+
+
+def test_unknown_camera_is_the_mean_row():
+    sie = CameraEmbedding(3, 4, coef=3.0, camera_ids=[0, 2, 5])
+    out = sie(torch.tensor([2, UNKNOWN_CAMERA, 5]))
+    assert torch.allclose(out[0, 0], 3.0 * sie.table[1, 0])
+    assert torch.allclose(out[1, 0], 3.0 * sie.table[:, 0].mean(0), atol=1e-7)
+    with pytest.raises(ValueError, match="camera id 4 is outside .* test.cross_domain_sie mean"):
+        sie(torch.tensor([4]))
+    with pytest.raises(ValueError, match="reserved"):
+        CameraEmbedding(2, 4, camera_ids=[UNKNOWN_CAMERA, 0])
+
+
+@pytest.mark.parametrize("opts, message", [
+    (["test.cross_domain_sie", "guess"], "test.cross_domain_sie 'guess' is not one of"),
+    (["data.sources", "['partial_reid']"], "data.sources lists partial_reid, a test-only benchmark"),
+])
+def test_preflight_rejects(opts, message):
+    with pytest.raises(PreflightError, match=message):
+        T.run(C.load_config(MARKET, TINY + opts))
+
+
+def test_market_trained_run_evaluates_every_target(data_root, tmp_path, capsys):
+    cfg = C.load_config(MARKET, TINY + ["data.root", str(data_root), "data.save_dir", str(tmp_path / "run")])
+    engine = T.run(cfg)
+    assert list(engine.last_results) == TARGETS
+    assert [engine.last_results[t]["sie"] for t in TARGETS] == ["cameras", "mean", "mean", "mean"]
+    assert all(0 <= r["mAP"] <= 1 for r in engine.last_results.values())
+    assert capsys.readouterr().out.count("** Results **") == 4
+    # mean vs off changes the cross-domain features, and a mean-SIE feature is the model's output for camera -1
+    loader = engine.test_loader["partial_reid"]["query"]
+    mean, _, _ = engine._extract(loader, "mean")
+    off, _, _ = engine._extract(loader, "off")
+    assert not torch.allclose(mean, off)
+    images = next(iter(loader))["img"]
+    model = engine.model.eval()
+    with torch.no_grad():
+        direct = model(images, camera=torch.full((len(images),), UNKNOWN_CAMERA))
+    assert torch.allclose(mean[:len(images)], direct, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_compare_report_has_one_table_per_target(data_root, tmp_path, monkeypatch):
+    spec = ModelSpec("full", "Full (LFEM)", "lfem_vit_tiny", tuple(TINY))
+    profile = Profile("market", "tiny cross-domain", (), (spec,), config_file="market1501/lfem_vit_base_s11_256x128.yaml")
+    monkeypatch.setitem(compare.PROFILES, "market", profile)
+    result = compare.run_compare("market", seeds=[0], out_dir=tmp_path, root=str(data_root))[0]
+    assert result["status"] == "ok", result.get("traceback")
+    stored = json.loads((tmp_path / "full_seed0.json").read_text())
+    assert list(stored["targets"]) == TARGETS and stored["R1"] == stored["targets"]["market1501"]["R1"]
+    table = compare.report(tmp_path).read_text()
+    for target in TARGETS:
+        assert f"### {target}" in table
+    assert table.count("| Full (LFEM) |") == 4
+    rows = (tmp_path / "results.csv").read_text().splitlines()
+    assert [row.split(",")[2] for row in rows[1:]] == TARGETS
