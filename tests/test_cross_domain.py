@@ -104,7 +104,8 @@ def test_market_trained_run_evaluates_every_target(data_root, tmp_path, capsys):
 @pytest.mark.slow
 def test_compare_report_has_one_table_per_target(data_root, tmp_path, monkeypatch):
     spec = ModelSpec("full", "Full (LFEM)", "lfem_vit_tiny", tuple(TINY))
-    profile = Profile("market", "tiny cross-domain", (), (spec,), config_file="market1501/lfem_vit_base_s11_256x128.yaml")
+    profile = Profile("market", "tiny cross-domain", (), (spec,),
+                      config_file="market1501/lfem_vit_base_s11_256x128.yaml")
     monkeypatch.setitem(compare.PROFILES, "market", profile)
     result = compare.run_compare("market", seeds=[0], out_dir=tmp_path, root=str(data_root))[0]
     assert result["status"] == "ok", result.get("traceback")
