@@ -98,3 +98,22 @@ def test_paper_profile_cnn_recipes_come_from_the_shipped_config(tmp_path):
     assert (cfgs["pcb_p6"].data.height, cfgs["pcb_p6"].train.optim, cfgs["pcb_p6"].train.lr) == (384, "sgd", 0.05)
     assert (cfgs["osnet_x1_0"].train.max_epoch, cfgs["osnet_x1_0"].train.batch_size) == (150, 64)
     assert (cfgs["hacnn"].data.height, cfgs["hacnn"].data.width, cfgs["hacnn"].train.max_epoch) == (160, 64, 150)
+
+
+@pytest.mark.parametrize("dataset", ["occluded_duke", "market1501", "p_dukemtmc_reid", "dukemtmcreid", "msmt17"])
+def test_paper_profile_runs_on_every_benchmark_from_its_configs(tmp_path, dataset):
+    from lfem_plugin.compare import PAPER, _config
+    assert dataset in PAPER.benchmarks
+    for spec in PAPER.models:
+        assert PAPER.config_path(spec, dataset).parent.name == dataset
+        cfg = _config(spec, PAPER, 0, tmp_path, "", (), None, dataset)
+        assert list(cfg.data.sources) == [dataset] and cfg.model.name == spec.model
+
+
+def test_unknown_benchmark_and_mixed_out_folder(tmp_path, monkeypatch):
+    with pytest.raises(KeyError, match="runs on .*market1501"):
+        run_compare("paper", ["resnet50"], out_dir=tmp_path, benchmark="cuhk03")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    assert run_compare("paper", ["resnet50"], out_dir=tmp_path)[0]["benchmark"] == "occluded_duke"
+    with pytest.raises(FileExistsError, match="holds a result on occluded_duke, not market1501"):
+        run_compare("paper", ["resnet50"], out_dir=tmp_path, benchmark="market1501")

@@ -64,3 +64,41 @@ def test_recipe_loss_is_transreids_total_on_one_batch():
     transreid = sum(0.5 * sum(v[:3]) / 3 + 0.5 * sum(v[3:]) / 4 for v in by_kind.values())
     assert ours.item() == pytest.approx(transreid.item(), rel=1e-6)
     assert literal.item() > 3.5 * ours.item()
+
+
+# ---- the other benchmarks: the same recipe on another dataset, TransReID's own recipes -------------------------
+BENCHMARKS = {"market1501": ["market1501", "occluded_reid", "partial_reid", "partial_ilids"],
+              "dukemtmcreid": ["dukemtmcreid"], "msmt17": ["msmt17"], "p_dukemtmc_reid": ["p_dukemtmc_reid"]}
+_DATA_KEYS = {"data.sources", "data.targets", "data.save_dir"}
+
+
+@pytest.mark.parametrize("dataset", sorted(BENCHMARKS))
+def test_benchmark_configs_carry_the_recipe_to_their_dataset(dataset):
+    folder = REPO / "configs" / dataset
+    duke, full = _flat(C.load_config(FULL)), _flat(C.load_config(folder / "lfem_vit_base_s11_256x128.yaml"))
+    assert {k for k in duke if duke[k] != full[k]} == _DATA_KEYS
+    assert full["data.targets"] == BENCHMARKS[dataset] and full["data.sources"] == [dataset]
+    baseline = _flat(C.load_config(folder / "vit_transreid_base_s11_256x128.yaml"))
+    assert {k for k in full if full[k] != baseline[k]} == {"lfem.use_lfem", "lfem.views", "lfem.local_feature",
+                                                           "data.save_dir"}
+    duke_cnn = _flat(C.load_config(DUKE / "cnn_softmax_256x128.yaml"))
+    cnn = _flat(C.load_config(folder / "cnn_softmax_256x128.yaml"))
+    assert {k for k in duke_cnn if duke_cnn[k] != cnn[k]} == _DATA_KEYS and cnn["data.targets"] == full["data.targets"]
+
+
+@pytest.mark.parametrize("dataset", ["market1501", "dukemtmcreid", "msmt17"])
+def test_transreid_recipes_are_transreids_stride_configs(dataset):
+    """configs/<Dataset>/vit_transreid_stride.yml of damo-cv/TransReID, key by key."""
+    cfg = C.load_config(REPO / "configs" / dataset / "transreid_recipe_s12_256x128.yaml")
+    assert (cfg.lfem.stride, cfg.lfem.sie_coef, cfg.lfem.use_sie, cfg.lfem.rearrange) == (12, 3.0, True, True)
+    assert (cfg.lfem.use_lfem, list(cfg.lfem.views), cfg.lfem.local_feature, cfg.lfem.eval_feature) == \
+        (False, ["original"], "jpm", "concat")
+    assert (cfg.lfem.soft_margin, cfg.loss.softmax.label_smooth, cfg.lfem.neck_feat) == (True, False, "before")
+    assert (cfg.data.height, cfg.data.width, list(cfg.data.norm_mean)) == (256, 128, [0.5] * 3)
+    assert (cfg.lfem.flip_prob, cfg.lfem.re_prob, cfg.lfem.padding) == (0.5, 0.5, 10)
+    assert (cfg.train.batch_size, cfg.sampler.num_instances, cfg.train.max_epoch, cfg.test.eval_freq) == \
+        (64, 4, 120, 120)
+    assert (cfg.train.optim, cfg.train.lr, cfg.train.weight_decay, cfg.lfem.weight_decay_bias,
+            cfg.lfem.bias_lr_factor, cfg.lfem.warmup_epochs) == ("sgd", 0.008, 1e-4, 1e-4, 2.0, 5)
+    assert (cfg.test.normalize_feature, cfg.test.rerank, cfg.lfem.loss_weights) == (True, False, "transreid")
+    assert list(cfg.data.sources) == [dataset]
