@@ -14,7 +14,8 @@ from yacs.config import CfgNode as CN
 __all__ = ["get_default_config", "load_config", "load_yaml_with_base", "apply_variant", "imagedata_kwargs",
            "model_kwargs", "optimizer_kwargs", "scheduler_kwargs", "criterion_kwargs", "engine_run_kwargs",
            "lfem_engine_kwargs", "torchreid_optimizer_kwargs", "torchreid_engine_kwargs", "test_transform_kwargs",
-           "transform_kwargs", "target_sie", "SIE_MODES"]
+           "transform_kwargs", "target_sie", "SIE_MODES", "build_model_kwargs", "acceleration_kwargs",
+           "distributed_loader_kwargs"]
 
 BASE_KEY = "_BASE_"
 
@@ -298,6 +299,23 @@ def transform_kwargs(cfg: CN) -> Dict[str, Any]:
 
 def test_transform_kwargs(cfg: CN) -> Dict[str, Any]:
     return dict(height=cfg.data.height, width=cfg.data.width, mean=cfg.data.norm_mean, std=cfg.data.norm_std)
+
+
+def build_model_kwargs(cfg: CN) -> Dict[str, Any]:
+    """The arguments of torchreid's ``build_model`` contract that every model takes, plugin or torchreid."""
+    return dict(loss=cfg.loss.name, pretrained=cfg.model.pretrained, use_gpu=cfg.use_gpu)
+
+
+def acceleration_kwargs(cfg: CN) -> Dict[str, Any]:
+    """``tf32`` (TF32 matmuls on CUDA) and ``compile`` (torch.compile) for plugin models."""
+    return dict(tf32=cfg.lfem.tf32, compile=cfg.lfem.compile)
+
+
+def distributed_loader_kwargs(cfg: CN) -> Dict[str, Any]:
+    """One rank's share of every global P x K batch under ``torchrun``: the global batch, K, the seed, loader
+    workers."""
+    return dict(batch_size=cfg.train.batch_size, num_instances=cfg.sampler.num_instances, seed=cfg.train.seed,
+                workers=cfg.data.workers, pin_memory=cfg.use_gpu, sampler=cfg.sampler.train_sampler)
 
 
 def model_kwargs(cfg: CN, num_cameras: int, camera_ids: Optional[List[int]] = None) -> Dict[str, Any]:

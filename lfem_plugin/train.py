@@ -58,8 +58,7 @@ class TorchreidFamily:
         return []
 
     def build_model(self, cfg: CfgNode, num_classes: int, num_cameras: int, camera_ids=None) -> torch.nn.Module:
-        return _TR.models.build_model(cfg.model.name, num_classes=num_classes, loss=cfg.loss.name,
-                                      pretrained=cfg.model.pretrained, use_gpu=cfg.use_gpu)
+        return _TR.models.build_model(cfg.model.name, num_classes=num_classes, **C.build_model_kwargs(cfg))
 
     def build_engine(self, cfg: CfgNode, dm, model: torch.nn.Module, use_gpu: bool):
         optimizer = _TR.optim.build_optimizer(model, **C.torchreid_optimizer_kwargs(cfg))
@@ -90,14 +89,15 @@ class PluginFamily:
     def build_model(self, cfg: CfgNode, num_classes: int, num_cameras: int, camera_ids=None) -> torch.nn.Module:
         builder = MODELS.get(cfg.model.name)
         _check_normalisation(cfg, builder)
-        return builder(num_classes=num_classes, loss=cfg.loss.name, pretrained=cfg.model.pretrained,
-                       use_gpu=cfg.use_gpu, **C.model_kwargs(cfg, num_cameras, camera_ids))
+        return builder(num_classes=num_classes, **C.build_model_kwargs(cfg), **C.model_kwargs(cfg, num_cameras,
+                                                                                             camera_ids))
 
     def build_engine(self, cfg: CfgNode, dm, model: torch.nn.Module, use_gpu: bool):
         optimizer = build_optimizer(model, **C.optimizer_kwargs(cfg))
-        if use_gpu and cfg.lfem.tf32:
+        acceleration = C.acceleration_kwargs(cfg)
+        if use_gpu and acceleration["tf32"]:
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-        if cfg.lfem.compile:
+        if acceleration["compile"]:
             model.compile()  # in place: the state dict keeps its keys, so checkpoints stay interchangeable
         if D.is_distributed():
             # The trunk's last block is not built under JPM, so every parameter is used: no find_unused_parameters.
@@ -129,19 +129,18 @@ def build_datamanager(cfg: CfgNode):
         raise
     models.adapt_datamanager(cfg, dm)
     if D.is_distributed():
-        dm.train_loader = _distributed_loader(cfg, dm.train_loader)
+        dm.train_loader = _distributed_loader(dm.train_loader, **C.distributed_loader_kwargs(cfg))
     return dm
 
 
-def _distributed_loader(cfg: CfgNode, loader):
+def _distributed_loader(loader, batch_size: int, num_instances: int, seed: int, workers: int, pin_memory: bool,
+                        sampler: str):
     """Each rank loads its share (whole identities) of every global P x K batch."""
-    if cfg.sampler.train_sampler != "RandomIdentitySampler":
+    if sampler != "RandomIdentitySampler":
         raise ValueError("multi-process training needs sampler.train_sampler RandomIdentitySampler")
-    sampler = DistributedIdentitySampler(loader.dataset.train, cfg.train.batch_size, cfg.sampler.num_instances,
-                                         D.rank(), D.world_size(), cfg.train.seed)
-    return torch.utils.data.DataLoader(loader.dataset, batch_size=cfg.train.batch_size // D.world_size(),
-                                       sampler=sampler, num_workers=cfg.data.workers, pin_memory=cfg.use_gpu,
-                                       drop_last=True)
+    share = DistributedIdentitySampler(loader.dataset.train, batch_size, num_instances, D.rank(), D.world_size(), seed)
+    return torch.utils.data.DataLoader(loader.dataset, batch_size=batch_size // D.world_size(), sampler=share,
+                                       num_workers=workers, pin_memory=pin_memory, drop_last=True)
 
 
 def train_cameras(dm) -> list:

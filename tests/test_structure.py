@@ -64,3 +64,41 @@ def test_no_function_is_over_50_lines():
             for path in PACKAGE.rglob("*.py") for node in ast.walk(ast.parse(path.read_text()))
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 50]
     assert long == []
+
+
+# The pipelines and tools that turn a config into arguments; every other module takes arguments only.
+CONFIG_READERS = {"lfem_plugin.config", "lfem_plugin.preflight", "lfem_plugin.train", "lfem_plugin.cli",
+                  "lfem_plugin.compare", "lfem_plugin.doctor", "lfem_plugin.inference", "lfem_plugin.search",
+                  "lfem_plugin.gate_analysis"}
+
+
+def _reads_config(path: Path) -> bool:
+    """Does the module read a yacs config (``cfg.<key>``, ``cfg[...]``) or build one?"""
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, (ast.Attribute, ast.Subscript)) and isinstance(node.value, ast.Name) \
+                and node.value.id == "cfg":
+            return True
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("yacs"):
+            return True
+    return False
+
+
+def test_only_the_pipelines_read_the_config():
+    """Models, data, losses, engines, evaluation, checkpoints take arguments: ``config.py``'s adapters make them."""
+    readers = {name for name, path in _modules().items() if _reads_config(path)}
+    commands = {name for name in readers if name.startswith("lfem_plugin.commands")}
+    assert readers - commands <= CONFIG_READERS, sorted(readers - commands - CONFIG_READERS)
+    assert {"lfem_plugin.train", "lfem_plugin.config"} <= readers  # the check sees real reads
+
+
+def test_the_training_pipeline_parts_the_model_families_in_one_place():
+    """train.py asks "plugin model or torchreid's?" only in ``family()``; the rest calls the family's methods."""
+    tree = ast.parse((PACKAGE / "train.py").read_text())
+    asking = set()
+    for func in (n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)):
+        for node in ast.walk(func):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", "") == "is_plugin_model" or \
+                    isinstance(node, ast.Compare) and any(isinstance(op, (ast.In, ast.NotIn)) for op in node.ops) \
+                    and any(getattr(c, "id", "") == "MODELS" for c in node.comparators):
+                asking.add(func.name)
+    assert asking == {"family", "is_plugin_model"}
