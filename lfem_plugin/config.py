@@ -14,7 +14,7 @@ from yacs.config import CfgNode as CN
 __all__ = ["get_default_config", "load_config", "load_yaml_with_base", "apply_variant", "imagedata_kwargs",
            "model_kwargs", "optimizer_kwargs", "scheduler_kwargs", "criterion_kwargs", "engine_run_kwargs",
            "lfem_engine_kwargs", "torchreid_optimizer_kwargs", "torchreid_engine_kwargs", "test_transform_kwargs",
-           "transform_kwargs", "target_sie", "SIE_MODES", "build_model_kwargs", "acceleration_kwargs",
+           "transform_kwargs", "sie_mode", "target_sie", "SIE_MODES", "build_model_kwargs", "acceleration_kwargs",
            "distributed_loader_kwargs"]
 
 BASE_KEY = "_BASE_"
@@ -356,13 +356,17 @@ def criterion_kwargs(cfg: CN, branch_weights: Sequence[float]) -> Dict[str, Any]
 SIE_MODES = ("cameras", "mean", "off")
 
 
-def target_sie(cfg: CN) -> Dict[str, str]:
-    """How each target's camera ids reach SIE at evaluation: ``'cameras'`` for a target that is also a training
-    source (same cameras), ``test.cross_domain_sie`` for the others, ``'off'`` for all with ``test.use_cameras``
-    False."""
+def sie_mode(cfg: CN, dataset: str) -> str:
+    """How the camera ids of ``dataset`` reach SIE at evaluation: ``'cameras'`` for a training source (same
+    cameras), ``test.cross_domain_sie`` for any other, ``'off'`` with ``test.use_cameras`` False."""
     if not cfg.test.use_cameras:
-        return {name: "off" for name in cfg.data.targets}
-    return {name: "cameras" if name in cfg.data.sources else cfg.test.cross_domain_sie for name in cfg.data.targets}
+        return "off"
+    return "cameras" if dataset in cfg.data.sources else cfg.test.cross_domain_sie
+
+
+def target_sie(cfg: CN) -> Dict[str, str]:
+    """:func:`sie_mode` of every target."""
+    return {name: sie_mode(cfg, name) for name in cfg.data.targets}
 
 
 def lfem_engine_kwargs(cfg: CN) -> Dict[str, Any]:

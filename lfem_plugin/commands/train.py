@@ -99,16 +99,17 @@ def _pictures(cfg, dm, model, engine, num_queries: int = 8) -> None:
     """CMC curve of every target, and LFEM gate pictures of the first queries (ranked lists: torchreid)."""
     from pathlib import Path
 
+    from ..models.sie import UNKNOWN_CAMERA
     from ..visualize import draw_gate_pictures, plot_cmc
     out = Path(cfg.data.save_dir)
     plot_cmc({name: r["cmc"] for name, r in engine.last_results.items()}, out / "cmc.png")
     print(f"CMC curve: {out / 'cmc.png'}; ranked lists: {out}/visrank_<dataset>/")
     if getattr(model, "fusion", None) is None:
         return
-    sie = cfg.test.use_cameras and model.backbone.sie.enabled
-    for name in engine.last_results:
-        queries = [(item[0], int(item[2]) if sie else None, f"pid {item[1]} cam {item[2]}")
-                   for item in dm.test_dataset[name]["query"][:num_queries]]
+    for name in engine.last_results:  # the cameras as the evaluation passed them (test.cross_domain_sie)
+        mode = engine.sie_mode(name) if model.backbone.sie.enabled else "off"
+        queries = [(item[0], {"cameras": int(item[2]), "mean": UNKNOWN_CAMERA}.get(mode), f"pid {item[1]} cam "
+                    f"{item[2]}") for item in dm.test_dataset[name]["query"][:num_queries]]
         draw_gate_pictures(model, queries, dm.transform_te, (cfg.data.height, cfg.data.width),
                            out / f"lfem_gates_{name}")
         print(f"LFEM gate pictures: {out / f'lfem_gates_{name}'}/")
