@@ -43,11 +43,11 @@ def re_ranking(q_g_dist: Array, q_q_dist: Array, g_g_dist: Array, k1: int = 20, 
                          f"not fit together; expected (Q, G), (Q, Q), (G, G)")
     if k1 < 1 or k2 < 1:
         raise ValueError(f"re_ranking: k1={k1}, k2={k2}; both must be at least 1")
-    rows = _DistanceRows(qg, qq, gg)
-    num = rows.num
+    num = num_q + num_g
     k_plus = min(k1 + 1, num)
     half_plus = min(int(round(k1 / 2.0)) + 1, num)
-    ranks = rows.nearest(k_plus, block, (k_plus, half_plus, min(k2, num)))
+    ranks, row_max = _nearest(qg, qq, gg, k_plus, block, (k_plus, half_plus, min(k2, num)))
+    rows = _DistanceRows(qg, qq, gg, row_max)
     support = _expanded_support(ranks, half_plus)
     crow, col, val = _encode(rows, support)
     if k2 != 1:
@@ -62,29 +62,56 @@ def re_ranking(q_g_dist: Array, q_q_dist: Array, g_g_dist: Array, k1: int = 20, 
     return out.cpu().numpy()
 
 
+def _squared_rows(qg: torch.Tensor, qq: torch.Tensor, gg: torch.Tensor, start: int, stop: int) -> torch.Tensor:
+    """Rows ``start:stop`` of ``[[qq, qg], [qg^T, gg]]`` squared (in the input precision, then float32, as
+    torchreid)."""
+    q = qg.shape[0]
+    parts = []
+    if start < q:
+        parts.append(torch.cat([qq[start:min(stop, q)], qg[start:min(stop, q)]], 1))
+    if stop > q:
+        lo, hi = max(start, q) - q, stop - q
+        parts.append(torch.cat([qg[:, lo:hi].t(), gg[lo:hi]], 1))
+    return torch.cat(parts).pow(2).float()
+
+
+def _nearest(qg: torch.Tensor, qq: torch.Tensor, gg: torch.Tensor, k: int, block: int,
+             boundaries: Tuple[int, ...]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """One pass over the rows of torchreid's ``original_dist``: each row's ``k`` nearest indices (ascending) and
+    each row's maximum. A row whose distances tie across one of the ``boundaries`` (the neighbourhood sizes used
+    later) is ranked by numpy's argsort, as torchreid does, since which tied item falls inside then depends on that
+    sort's (unstable) order; other ties go by index."""
+    num = sum(qg.shape)
+    ranks, row_max = [], []
+    fetch = min(k + _TIE_MARGIN, num)
+    cuts = torch.tensor([b for b in boundaries if 0 < b < fetch], dtype=torch.int64, device=qg.device)
+    for start in range(0, num, block):
+        squared = _squared_rows(qg, qq, gg, start, min(num, start + block))
+        top = squared.amax(1)
+        # dividing a row by its maximum keeps its order: select on the squared values, compare normalised ones
+        values, index = torch.topk(squared, fetch, dim=1, largest=False, sorted=False)
+        values = values / top[:, None]
+        index, order = index.sort(dim=1)  # index order first, then a stable sort by value
+        values, order = values.gather(1, order).sort(dim=1, stable=True)
+        found = index.gather(1, order)[:, :k]
+        tied = (values[:, cuts - 1] == values[:, cuts]).any(1).nonzero().flatten().tolist() if len(cuts) else []
+        for row in tied:
+            full = (squared[row] / top[row]).cpu().numpy()
+            found[row] = torch.as_tensor(np.argsort(full)[:k], device=found.device)
+        ranks.append(found)
+        row_max.append(top)
+    return torch.cat(ranks), torch.cat(row_max)
+
+
 class _DistanceRows:
     """torchreid's ``original_dist``, ``[[qq, qg], [qg^T, gg]]`` squared with each row divided by its maximum
-    (torchreid divides columns by their maxima and transposes; the matrix is symmetric), read in row blocks or by
-    entry from the three input matrices, never built whole."""
+    (``row_max``, from :func:`_nearest`; torchreid divides columns by their maxima and transposes, the matrix is
+    symmetric), read by row block or by entry from the three input matrices, never built whole."""
 
-    def __init__(self, qg: torch.Tensor, qq: torch.Tensor, gg: torch.Tensor) -> None:
-        self.qg, self.qq, self.gg = qg, qq, gg
+    def __init__(self, qg: torch.Tensor, qq: torch.Tensor, gg: torch.Tensor, row_max: torch.Tensor) -> None:
+        self.qg, self.qq, self.gg, self.row_max = qg, qq, gg, row_max
         self.num_q = qg.shape[0]
         self.num = qg.shape[0] + qg.shape[1]
-        self.row_max = torch.empty(self.num, dtype=torch.float32, device=qg.device)  # filled by nearest()
-
-    def _spans(self, block: int):
-        return [(s, min(block, self.num - s)) for s in range(0, self.num, block)]
-
-    def _squared(self, start: int, stop: int) -> torch.Tensor:
-        q = self.num_q
-        parts = []
-        if start < q:
-            parts.append(torch.cat([self.qq[start:min(stop, q)], self.qg[start:min(stop, q)]], 1))
-        if stop > q:
-            lo, hi = max(start, q) - q, stop - q
-            parts.append(torch.cat([self.qg[:, lo:hi].t(), self.gg[lo:hi]], 1))
-        return torch.cat(parts).pow(2).float()  # squared in the input precision, then float32, as torchreid
 
     def query_gallery(self, start: int, stop: int) -> torch.Tensor:
         """``original_dist[start:stop, Q:]`` of query rows."""
@@ -102,31 +129,6 @@ class _DistanceRows:
                                    (~query_row & ~query_col, self.gg, row - q, ids - q)):
             value[mask] = matrix[r[mask], c[mask]]
         return value.pow(2).float() / self.row_max[:, None]
-
-    def nearest(self, k: int, block: int, boundaries: Tuple[int, ...]) -> torch.Tensor:
-        """Each row's ``k`` nearest indices, ascending (and each row's maximum). A row whose distances tie across
-        one of the ``boundaries`` (the neighbourhood sizes used later) is ranked by numpy's argsort, as torchreid
-        does, since which tied item falls inside then depends on that sort's (unstable) order; other ties go by
-        index."""
-        out = []
-        fetch = min(k + _TIE_MARGIN, self.num)
-        cuts = torch.tensor([b for b in boundaries if 0 < b < fetch], dtype=torch.int64, device=self.qg.device)
-        for start, size in self._spans(block):
-            squared = self._squared(start, start + size)
-            top = squared.amax(1)
-            self.row_max[start:start + size] = top
-            # dividing a row by its maximum keeps its order: select on the squared values, compare normalised ones
-            values, index = torch.topk(squared, fetch, dim=1, largest=False, sorted=False)
-            values = values / top[:, None]
-            index, order = index.sort(dim=1)  # index order first, then a stable sort by value
-            values, order = values.gather(1, order).sort(dim=1, stable=True)
-            ranks = index.gather(1, order)[:, :k]
-            tied = (values[:, cuts - 1] == values[:, cuts]).any(1).nonzero().flatten().tolist() if len(cuts) else []
-            for row in tied:
-                full = (squared[row] / top[row]).cpu().numpy()
-                ranks[row] = torch.as_tensor(np.argsort(full)[:k], device=ranks.device)
-            out.append(ranks)
-        return torch.cat(out)
 
 
 def _reciprocal(ranks: torch.Tensor, k: int) -> torch.Tensor:
