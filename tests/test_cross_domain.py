@@ -117,3 +117,13 @@ def test_compare_report_has_one_table_per_target(data_root, tmp_path, monkeypatc
     assert table.count("| Full (LFEM) |") == 4
     rows = (tmp_path / "results.csv").read_text().splitlines()
     assert [row.split(",")[2] for row in rows[1:]] == TARGETS
+
+
+def test_the_readme_command_trains_on_market_and_reports_every_target(data_root, tmp_path, capsys):
+    """`lfem-reid train --config-file configs/market1501/lfem_vit_base_s11_256x128.yaml --root ...` (tiny model)."""
+    from lfem_plugin.cli import main
+    assert main(["train", "--config-file", str(MARKET), "--root", str(data_root), "data.save_dir",
+                 str(tmp_path / "cli"), *TINY]) == 0
+    out = capsys.readouterr().out
+    summary = json.loads(out.strip().splitlines()[-1])
+    assert list(summary) == TARGETS and out.count("** Results **") == 4

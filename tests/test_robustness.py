@@ -123,6 +123,20 @@ def test_extract_and_export_cli(trained, tmp_path):
     assert out.returncode == 0 and "max abs diff" in out.stdout, out.stderr[-2000:]
 
 
+def test_extract_with_mean_cameras_gives_the_unknown_camera_features(trained, tmp_path):
+    from lfem_plugin.cli import main
+    from lfem_plugin.models.sie import UNKNOWN_CAMERA
+    _, ckpt, cfg = trained
+    query = Path(cfg.data.root) / "synthetic_reid" / "query"
+    assert main(["extract", "--weights", str(ckpt), "--images", str(query), "--cameras", "mean", "--device", "cpu",
+                 "--out", str(tmp_path / "m.npy")]) == 0
+    paths = (tmp_path / "m.paths.txt").read_text().split()
+    model, _ = load_trained(str(ckpt))
+    mean, _ = extract_features(model, paths, 64, 32, [0.5] * 3, [0.5] * 3, [UNKNOWN_CAMERA] * len(paths))
+    off, _ = extract_features(model, paths, 64, 32, [0.5] * 3, [0.5] * 3)
+    assert np.allclose(np.load(tmp_path / "m.npy"), mean, atol=1e-6) and not np.allclose(mean, off, atol=1e-4)
+
+
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(synthetic_root, tmp_path, monkeypatch):
     original = MultiBranchLoss.forward
     calls = {"n": 0}

@@ -26,7 +26,8 @@ def add_extract_args(parser: argparse.ArgumentParser) -> None:
     _add_model_args(parser)
     parser.add_argument("--images", required=True, help="folder of images, or a text file with one path per line")
     parser.add_argument("--cameras", nargs="+", default=None,
-                        help="camera id per image (ints), or 'from-name' to parse NNNN_cC names; default: no SIE")
+                        help="camera id per image (ints), 'from-name' to parse NNNN_cC names, or 'mean' (the mean SIE "
+                             "row: cameras the model never saw in training); default: no SIE")
     parser.add_argument("--out", type=Path, default=Path("features.npy"), help="features .npy (paths beside it)")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--device", default="cuda" if _cuda() else "cpu")
@@ -70,10 +71,14 @@ def _writable_file(path: Path, flag: str) -> None:
 
 
 def _cameras(spec, paths):
-    """``--cameras``: None (no SIE), ``from-name`` (parsed from NNNN_cC names) or one int per image."""
+    """``--cameras``: None (no SIE), ``from-name`` (parsed from NNNN_cC names), ``mean`` (the mean SIE row, as the
+    evaluation gives a dataset that is not a training source) or one int per image."""
     from ..data.io import cameras_from_names
+    from ..models.sie import UNKNOWN_CAMERA
     if not spec:
         return None
+    if spec == ["mean"]:
+        return [UNKNOWN_CAMERA] * len(paths)
     return cameras_from_names(paths) if spec == ["from-name"] else [int(c) for c in spec]
 
 
@@ -112,7 +117,7 @@ def run_export(args: argparse.Namespace) -> int:
 def add_visualize_args(parser: argparse.ArgumentParser) -> None:
     _add_model_args(parser)
     parser.add_argument("--images", required=True, help="folder of images, or a text file with one path per line")
-    parser.add_argument("--cameras", nargs="+", default=None, help="camera id per image, or 'from-name'")
+    parser.add_argument("--cameras", nargs="+", default=None, help="camera id per image, 'from-name' or 'mean'")
     parser.add_argument("--out", type=Path, default=Path("lfem_gates"), help="output folder of PNGs")
     parser.add_argument("--limit", type=int, default=16, help="at most this many images")
 
@@ -136,8 +141,9 @@ def add_search_args(parser: argparse.ArgumentParser) -> None:
     _add_model_args(parser)
     parser.add_argument("--query", required=True, help="folder of query images, or a text file with one path per line")
     parser.add_argument("--gallery", required=True, help="folder of gallery images, or a list file")
-    parser.add_argument("--cameras", choices=["none", "from-name"], default="none",
-                        help="camera ids for SIE: parsed from NNNN_cC names, or none (SIE left out)")
+    parser.add_argument("--cameras", choices=["none", "from-name", "mean"], default="none",
+                        help="camera ids for SIE: parsed from NNNN_cC names, mean (the mean SIE row: cameras the "
+                             "model never saw in training), or none (SIE left out)")
     parser.add_argument("--top-k", type=int, default=10, help="gallery images listed per query")
     parser.add_argument("--rerank", action="store_true", help="k-reciprocal re-ranking (k1 20, k2 6, lambda 0.3)")
     parser.add_argument("--out", type=Path, default=Path("search_out"),
@@ -148,14 +154,14 @@ def add_search_args(parser: argparse.ArgumentParser) -> None:
 
 
 def run_search(args: argparse.Namespace) -> int:
-    from ..data.io import cameras_from_names, list_images
+    from ..data.io import list_images
     from ..search import file_sha256, run_search as search
     _positive(args.top_k, "--top-k")
     _positive(args.batch_size, "--batch-size")
     _writable_file(args.out / "results.csv", "--out")
     queries, gallery = list_images(args.query), list_images(args.gallery)
-    by_name = args.cameras == "from-name"
-    q_cams, g_cams = (cameras_from_names(queries), cameras_from_names(gallery)) if by_name else (None, None)
+    q_cams, g_cams = (_cameras([args.cameras], paths) if args.cameras != "none" else None
+                      for paths in (queries, gallery))
     model, cfg = _load(args, device=args.device)
     summary = search(model, cfg, queries, gallery, q_cams, g_cams, args.out, file_sha256(args.weights),
                      args.top_k, args.rerank, args.batch_size, args.device, args.skip_bad_images)
