@@ -35,33 +35,74 @@ _logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class DatasetShape:
-    """Image / identity counts of a dataset's splits and its folder layout (Duke-style ``NNNN_cC_fXXXXXXX.jpg``)."""
+    """Image / identity counts of a dataset's splits and the file layout its loader reads.
+
+    ``layout``: ``'duke'`` (``NNNN_cC_fXXXXXXX.jpg`` in each split folder: Occluded-Duke, DukeMTMC-reID, Market-1501),
+    ``'pid_folder'`` (``<pid>/<pid>_NN.jpg``: Occluded-REID, P-DukeMTMC-reID), ``'flat'`` (``<pid>_NN.jpg``:
+    Partial-REID, Partial-iLIDS) or ``'msmt'`` (``<pid>/<pid>_NNN_CC_..jpg`` plus MSMT17's ``list_<split>.txt``).
+    """
 
     folder: str
-    splits: Dict[str, str]  # split -> sub-folder
+    splits: Dict[str, str]  # split -> sub-folder (P-DukeMTMC-reID's train has two: train, train_whole)
     counts: Dict[str, tuple]  # split -> (images, identities)
     cameras: int
     image_size: tuple = (256, 128)  # person-crop sized (height, width)
+    layout: str = "duke"
+    first_pid: tuple = (0, 2000, 2000)  # first identity of train, query, gallery (Market-1501 allows 0..1501)
 
 
+_DUKE_SPLITS = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}
+_BODY_SPLITS = {"query": "occluded_body_images", "gallery": "whole_body_images"}
+# Counts: Occluded-Duke as built by `lfem-reid prepare`; Market-1501, DukeMTMC-reID and MSMT17 as torchreid loads
+# them; Occluded-REID, Partial-REID, Partial-iLIDS as published; P-DukeMTMC-reID as published by PVPM (Gao et al.,
+# CVPR 2020: 12,927 train images of 665 ids, split evenly here between its occluded and whole-body folders).
 SHAPES: Dict[str, DatasetShape] = {
-    "occluded_duke": DatasetShape("Occluded_Duke", {"train": "bounding_box_train", "query": "query",
-                                                     "gallery": "bounding_box_test"},
+    "occluded_duke": DatasetShape("Occluded_Duke", _DUKE_SPLITS,
                                   {"train": (15618, 702), "query": (2210, 519), "gallery": (17661, 1110)}, 8),
+    "dukemtmcreid": DatasetShape("dukemtmc-reid/DukeMTMC-reID", _DUKE_SPLITS,
+                                 {"train": (16522, 702), "query": (2228, 702), "gallery": (17661, 1110)}, 8),
+    "market1501": DatasetShape("market1501/Market-1501-v15.09.15", _DUKE_SPLITS,
+                               {"train": (12936, 751), "query": (3368, 750), "gallery": (15913, 751)}, 6,
+                               first_pid=(1, 752, 751)),
+    "msmt17": DatasetShape("msmt17/MSMT17_V1", {"train": "train", "query": "test", "gallery": "test"},
+                           {"train": (32621, 1041), "query": (11659, 3060), "gallery": (82161, 3060)}, 15,
+                           layout="msmt"),
+    "occluded_reid": DatasetShape("Occluded_REID", _BODY_SPLITS, {"query": (1000, 200), "gallery": (1000, 200)}, 2,
+                                  layout="pid_folder"),
+    "partial_reid": DatasetShape("Partial_REID", {"query": "partial_body_images", "gallery": "whole_body_images"},
+                                 {"query": (300, 60), "gallery": (300, 60)}, 2, layout="flat"),
+    "partial_ilids": DatasetShape("Partial_iLIDS", {"query": "partial_body_images", "gallery": "whole_body_images"},
+                                  {"query": (119, 119), "gallery": (119, 119)}, 2, layout="flat"),
+    "p_dukemtmc_reid": DatasetShape("P-DukeMTMC-reID", {"train": "train/occluded_body_images",
+                                                        "train_whole": "train/whole_body_images",
+                                                        "query": "test/occluded_body_images",
+                                                        "gallery": "test/whole_body_images"},
+                                    {"train": (6464, 665), "train_whole": (6463, 665), "query": (2163, 634),
+                                     "gallery": (9053, 634)}, 2, layout="pid_folder"),
 }
 
 
-def _names(split: str, images: int, ids: int, cameras: int, first_pid: int) -> List[str]:
-    """Duke-style names: images spread over ``ids`` identities, cameras cycling so each id spans several."""
+def _items(split: str, images: int, ids: int, cameras: int, first_pid: int) -> List[tuple]:
+    """``(pid, camera, index)`` of every image: spread over ``ids`` identities, cameras (1-based) cycling so each
+    identity spans several and a query's camera differs from its gallery images' first one."""
     per_id = np.full(ids, images // ids)
     per_id[:images % ids] += 1
-    names = []
+    items = []
     for k, count in enumerate(per_id):
-        pid = first_pid + k
         for i in range(count):
-            cam = (k + i + (1 if split == "query" else 0)) % cameras + 1
-            names.append(f"{pid:04d}_c{cam}_f{len(names):07d}.jpg")
-    return names
+            items.append((first_pid + k, (k + i + (1 if split == "query" else 0)) % cameras + 1, len(items)))
+    return items
+
+
+def _file_name(layout: str, pid: int, camera: int, index: int, split: str) -> str:
+    if layout == "duke":
+        return f"{pid:04d}_c{camera}_f{index:07d}.jpg"
+    if layout == "pid_folder":
+        return f"{pid:04d}/{pid:04d}_{index:05d}.jpg"
+    if layout == "flat":
+        return f"{pid:04d}_{index:05d}.jpg"
+    # MSMT17: query and gallery share test/, so the split goes into the name's time field
+    return f"{pid:04d}/{pid:04d}_{index:03d}_{camera:02d}_0303{split}_{index:04d}_0.jpg"
 
 
 def write_synthetic(name: str, root: str | os.PathLike, num_distinct: int = 8, seed: int = 0) -> Path:
@@ -79,13 +120,17 @@ def write_synthetic(name: str, root: str | os.PathLike, num_distinct: int = 8, s
         sources[-1].parent.mkdir(parents=True, exist_ok=True)
         Image.fromarray(pixels).save(sources[-1], quality=90)
     # query identities are the first gallery identities (the rest are distractors); train identities are disjoint
-    first = {"train": 0, "query": 2000, "gallery": 2000}
     for split, sub in shape.splits.items():
-        folder = base / sub
-        folder.mkdir(parents=True, exist_ok=True)
-        images, ids = shape.counts[split]
-        for i, file_name in enumerate(_names(split, images, ids, shape.cameras, first[split])):
-            os.link(sources[i % num_distinct], folder / file_name)
+        first = shape.first_pid[0 if split.startswith("train") else 1 if split == "query" else 2]
+        names = [_file_name(shape.layout, pid, cam, i, split)
+                 for pid, cam, i in _items(split, *shape.counts[split], shape.cameras, first)]
+        for i, file_name in enumerate(names):
+            (base / sub / file_name).parent.mkdir(parents=True, exist_ok=True)
+            os.link(sources[i % num_distinct], base / sub / file_name)
+        if shape.layout == "msmt":  # MSMT17 reads its splits from list files: "<path under the split dir> <pid>"
+            listed = [f"{n} {n.split('/')[0].lstrip('0') or '0'}\n" for n in names]
+            (base / f"list_{split}.txt").write_text("".join(listed))
+            (base / "list_val.txt").touch()
     return base
 
 

@@ -27,8 +27,27 @@ def test_synthetic_occluded_duke_has_the_real_shape(tmp_path):
     assert {q[1] for q in ds.query} <= {g[1] for g in ds.gallery}
     inodes = {os.stat(p).st_ino for p in (base / "query").iterdir()}
     assert len(inodes) <= 8  # hard links to a few generated images
-    with pytest.raises(KeyError, match="no synthetic shape for dataset 'market1501'"):
-        write_synthetic("market1501", tmp_path / "other")
+    with pytest.raises(KeyError, match="no synthetic shape for dataset 'cuhk03'"):
+        write_synthetic("cuhk03", tmp_path / "other")
+
+
+@pytest.mark.parametrize("name, splits", [
+    ("market1501", {"train": (12936, 751, 6), "query": (3368, 750, 6), "gallery": (15913, 751, 6)}),
+    ("dukemtmcreid", {"train": (16522, 702, 8), "query": (2228, 702, 8), "gallery": (17661, 1110, 8)}),
+    ("msmt17", {"train": (32621, 1041, 15), "query": (11659, 3060, 15), "gallery": (82161, 3060, 15)}),
+    ("p_dukemtmc_reid", {"train": (12927, 665, 2), "query": (2163, 634, 1), "gallery": (9053, 634, 1)}),
+    ("occluded_reid", {"query": (1000, 200, 1), "gallery": (1000, 200, 1)}),
+    ("partial_reid", {"query": (300, 60, 1), "gallery": (300, 60, 1)}),
+    ("partial_ilids", {"query": (119, 119, 1), "gallery": (119, 119, 1)}),
+])
+def test_synthetic_benchmarks_load_with_their_shape(tmp_path, name, splits):
+    """Each benchmark's synthetic copy is read by its own loader (torchreid's for Market-1501, DukeMTMC-reID and
+    MSMT17) with the benchmark's image, identity and camera counts."""
+    from lfem_plugin import _torchreid
+    write_synthetic(name, tmp_path)
+    for split, counts in splits.items():
+        data = _torchreid.root().data.datasets.init_image_dataset(name, root=str(tmp_path), mode=split, verbose=False).data
+        assert (len(data), len({d[1] for d in data}), len({d[2] for d in data})) == counts
 
 
 def test_number_of_scheduled_evaluations():
