@@ -14,7 +14,7 @@ from yacs.config import CfgNode as CN
 __all__ = ["get_default_config", "load_config", "load_yaml_with_base", "apply_variant", "imagedata_kwargs",
            "model_kwargs", "optimizer_kwargs", "scheduler_kwargs", "criterion_kwargs", "engine_run_kwargs",
            "lfem_engine_kwargs", "torchreid_optimizer_kwargs", "torchreid_engine_kwargs", "test_transform_kwargs",
-           "transform_kwargs", "sie_mode", "target_sie", "SIE_MODES", "build_model_kwargs", "acceleration_kwargs",
+           "transform_kwargs", "sie_mode", "target_sie", "build_model_kwargs", "acceleration_kwargs",
            "distributed_loader_kwargs"]
 
 BASE_KEY = "_BASE_"
@@ -351,9 +351,6 @@ def criterion_kwargs(cfg: CN, branch_weights: Sequence[float]) -> Dict[str, Any]
                 triplet_weights=[w * cfg.loss.triplet.weight_t for w in branch_weights],
                 margin=None if cfg.lfem.soft_margin else cfg.loss.triplet.margin,
                 label_smoothing=0.1 if cfg.loss.softmax.label_smooth else 0.0)
-
-
-SIE_MODES = ("cameras", "mean", "off")
 
 
 def sie_mode(cfg: CN, dataset: str) -> str:

@@ -21,7 +21,7 @@ from . import _torchreid
 from . import distributed as D
 from .checkpoint import rng_state, set_rng_state
 from .metrics import compute_distance_matrix, evaluate_rank, re_ranking
-from .models.sie import UNKNOWN_CAMERA
+from .models.sie import camera_argument
 
 __all__ = ["EvaluationMixin", "print_results", "query_gallery_distances"]
 
@@ -89,7 +89,7 @@ class EvaluationMixin:
         feats, pids, cams = [], [], []
         for data in D.shard_loader(loader):
             images, pid, cam = self.parse_data_for_eval(data)
-            feats.append(self.extract_features(images.to(self.device), _sie_cameras(cam, sie)).cpu())
+            feats.append(self.extract_features(images.to(self.device), camera_argument(cam, sie)).cpu())
             pids.append(pid)
             cams.append(cam)
         feats, pids, cams = (D.gather_objects(torch.cat(x) if x else None) for x in (feats, pids, cams))
@@ -123,13 +123,6 @@ class EvaluationMixin:
                 distmat, dm.fetch_test_loaders(dataset_name), dm.data_type, width=dm.width, height=dm.height,
                 topk=visrank_topk, save_dir=osp.join(save_dir, "visrank_" + dataset_name))
         return cmc[0], mAP
-
-
-def _sie_cameras(cameras: torch.Tensor, mode: str) -> Optional[torch.Tensor]:
-    """The camera argument for SIE ``mode``: the ids, all :data:`UNKNOWN_CAMERA` (mean row) or None (off)."""
-    if mode == "off":
-        return None
-    return torch.full_like(cameras, UNKNOWN_CAMERA) if mode == "mean" else cameras
 
 
 def query_gallery_distances(qf: torch.Tensor, gf: torch.Tensor, metric: str = "euclidean", normalize: bool = True,

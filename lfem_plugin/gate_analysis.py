@@ -22,7 +22,7 @@ from .config import sie_mode
 from .data.datasets import OrlFacesOccluded, find_orl_root, orl_split
 from .data.io import read_image
 from .data.transforms import build_test_transform
-from .models.sie import UNKNOWN_CAMERA
+from .models.sie import camera_argument
 from .visualize import _plt
 
 __all__ = ["group_occlusion", "gate_statistics", "analyze_gates", "plot_gates"]
@@ -70,21 +70,14 @@ def _gates(model: torch.nn.Module, paths: Sequence[str], cameras: Optional[Seque
     return model.last_gates.float().numpy()
 
 
-def _cameras(items: Sequence, mode: str) -> Optional[List[int]]:
-    """The camera argument for SIE ``mode`` (:func:`lfem_plugin.config.sie_mode`)."""
-    if mode == "off":
-        return None
-    return [UNKNOWN_CAMERA if mode == "mean" else int(item[2]) for item in items]
-
-
 def analyze_gates(model: torch.nn.Module, cfg, root: str = "") -> Dict[str, Any]:
     """Gates and occluded fractions of every occluded query of ``orl_faces_occluded``, and the gallery's gates."""
     train, query, gallery = orl_split(find_orl_root(root))
     boxes = OrlFacesOccluded.occluder_boxes(query, train)
     occluded = OrlFacesOccluded(root=root, mode="query", verbose=False).query
     mode = sie_mode(cfg, "orl_faces_occluded") if model.backbone.sie.enabled else "off"  # as the evaluation does
-    q_gates = _gates(model, [item[0] for item in occluded], _cameras(occluded, mode), cfg)
-    g_gates = _gates(model, [item[0] for item in gallery], _cameras(gallery, mode), cfg)
+    q_gates = _gates(model, [item[0] for item in occluded], camera_argument([q[2] for q in occluded], mode), cfg)
+    g_gates = _gates(model, [item[0] for item in gallery], camera_argument([g[2] for g in gallery], mode), cfg)
     fractions = np.stack([group_occlusion(box, size, model) for box, size in boxes])
     per_group = [gate_statistics(fractions[:, k], q_gates[:, k]) for k in range(fractions.shape[1])]
     return {"queries": gate_statistics(fractions, q_gates), "per_group": per_group,

@@ -13,8 +13,9 @@ from typing import Dict, List, Sequence, Tuple
 from PIL import Image
 from yacs.config import CfgNode
 
-from .config import SIE_MODES, target_sie
+from .config import target_sie
 from .data.occluded_benchmarks import TEST_ONLY
+from .models.sie import SIE_MODES
 
 __all__ = ["check_config", "check_data", "check_sampler", "check_test_images", "check_query_matches",
            "check_test_cameras", "PreflightError"]

@@ -127,3 +127,13 @@ def test_the_readme_command_trains_on_market_and_reports_every_target(data_root,
     out = capsys.readouterr().out
     summary = json.loads(out.strip().splitlines()[-1])
     assert list(summary) == TARGETS and out.count("** Results **") == 4
+
+
+def test_camera_argument_per_mode():
+    from lfem_plugin.models.sie import camera_argument
+    ids = torch.tensor([0, 1, 1])
+    assert camera_argument(ids, "cameras") is ids and camera_argument(ids, "off") is None
+    assert camera_argument(ids, "mean").tolist() == [UNKNOWN_CAMERA] * 3
+    assert camera_argument([3, 4], "mean") == [UNKNOWN_CAMERA] * 2
+    with pytest.raises(ValueError, match="'guess' is not one of"):
+        camera_argument(ids, "guess")

@@ -44,9 +44,10 @@ def test_synthetic_benchmarks_load_with_their_shape(tmp_path, name, splits):
     """Each benchmark's synthetic copy is read by its own loader (torchreid's for Market-1501, DukeMTMC-reID and
     MSMT17) with the benchmark's image, identity and camera counts."""
     from lfem_plugin import _torchreid
+    load = _torchreid.root().data.datasets.init_image_dataset
     write_synthetic(name, tmp_path)
     for split, counts in splits.items():
-        data = _torchreid.root().data.datasets.init_image_dataset(name, root=str(tmp_path), mode=split, verbose=False).data
+        data = load(name, root=str(tmp_path), mode=split, verbose=False).data
         assert (len(data), len({d[1] for d in data}), len({d[2] for d in data})) == counts
 
 

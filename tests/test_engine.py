@@ -82,7 +82,8 @@ def test_config_base_merge_and_unknown_key(tmp_path):
         C.load_config(None, ["lfem.use_lfme", "True"])
 
 
-@pytest.mark.parametrize("path", sorted((REPO / "configs").rglob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted((REPO / "configs").rglob("*.yaml")),
+                         ids=lambda p: str(p.relative_to(REPO / "configs")))
 def test_shipped_configs_load(path):
     if path.name.startswith("_"):
         return

@@ -99,7 +99,7 @@ def _pictures(cfg, dm, model, engine, num_queries: int = 8) -> None:
     """CMC curve of every target, and LFEM gate pictures of the first queries (ranked lists: torchreid)."""
     from pathlib import Path
 
-    from ..models.sie import UNKNOWN_CAMERA
+    from ..models.sie import camera_argument
     from ..visualize import draw_gate_pictures, plot_cmc
     out = Path(cfg.data.save_dir)
     plot_cmc({name: r["cmc"] for name, r in engine.last_results.items()}, out / "cmc.png")
@@ -107,9 +107,10 @@ def _pictures(cfg, dm, model, engine, num_queries: int = 8) -> None:
     if getattr(model, "fusion", None) is None:
         return
     for name in engine.last_results:  # the cameras as the evaluation passed them (test.cross_domain_sie)
+        items = dm.test_dataset[name]["query"][:num_queries]
         mode = engine.sie_mode(name) if model.backbone.sie.enabled else "off"
-        queries = [(item[0], {"cameras": int(item[2]), "mean": UNKNOWN_CAMERA}.get(mode), f"pid {item[1]} cam "
-                    f"{item[2]}") for item in dm.test_dataset[name]["query"][:num_queries]]
+        cameras = camera_argument([int(item[2]) for item in items], mode) or [None] * len(items)
+        queries = [(item[0], cam, f"pid {item[1]} cam {item[2]}") for item, cam in zip(items, cameras)]
         draw_gate_pictures(model, queries, dm.transform_te, (cfg.data.height, cfg.data.width),
                            out / f"lfem_gates_{name}")
         print(f"LFEM gate pictures: {out / f'lfem_gates_{name}'}/")

@@ -10,9 +10,23 @@ import torch
 from timm.layers import trunc_normal_
 from torch import nn
 
-__all__ = ["CameraEmbedding", "UNKNOWN_CAMERA"]
+__all__ = ["CameraEmbedding", "UNKNOWN_CAMERA", "SIE_MODES", "camera_argument"]
 
 UNKNOWN_CAMERA = -1  # camera id meaning "unknown": the mean of the table's rows (a test set with unrelated cameras)
+SIE_MODES = ("cameras", "mean", "off")  # how a test set's camera ids reach SIE (config test.cross_domain_sie)
+
+
+def camera_argument(cameras, mode: str):
+    """The ``camera`` argument for SIE ``mode`` given a set's camera ids (a tensor or a list): the ids
+    (``'cameras'``), :data:`UNKNOWN_CAMERA` for every image (``'mean'``) or None (``'off'``)."""
+    if mode not in SIE_MODES:
+        raise ValueError(f"SIE mode {mode!r} is not one of {SIE_MODES}")
+    if mode == "off":
+        return None
+    if mode == "mean":
+        return torch.full_like(cameras, UNKNOWN_CAMERA) if torch.is_tensor(cameras) else \
+            [UNKNOWN_CAMERA] * len(cameras)
+    return cameras
 
 
 class CameraEmbedding(nn.Module):
