@@ -69,7 +69,8 @@ def _row(key: str, runs: List[Dict[str, Any]]) -> Dict[str, Any]:
         return row
     for metric in ("R1", "R5", "R10", "mAP", "train_images_per_s", "eval_s"):
         row[metric], row[metric + "_std"] = _mean_std([r[metric] for r in ok])
-    row.update(params=ok[0]["params"], epochs=ok[0]["epochs"], status="ok", device=ok[0]["device"])
+    row.update(params=ok[0]["params"], epochs=ok[0]["epochs"], status="ok", device=ok[0]["device"],
+               sie=ok[0].get("sie", "cameras"))
     return row
 
 
@@ -86,8 +87,9 @@ def _table(rows: List[Dict[str, Any]]) -> List[str]:
         lines.append(f"| {row['label']} | {cell(row, 'R1')} | {cell(row, 'R5')} | {cell(row, 'R10')} | "
                      f"{cell(row, 'mAP')} | {row['seeds'] or '-'} | {row['params'] / 1e6:.2f} | " if ok else
                      f"| {row['label']} | - | - | - | - | - | - | ")
-        lines[-1] += (f"{row['train_images_per_s']:.0f} | {row['eval_s']:.2f} | {row['epochs']} epochs |" if ok else
-                      f"- | - | {row['status']} |")
+        sie = f", SIE {row['sie']}" if ok and row["sie"] != "cameras" else ""  # test.cross_domain_sie
+        lines[-1] += (f"{row['train_images_per_s']:.0f} | {row['eval_s']:.2f} | {row['epochs']} epochs{sie} |" if ok
+                      else f"- | - | {row['status']} |")
     return lines
 
 

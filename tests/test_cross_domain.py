@@ -114,7 +114,7 @@ def test_compare_report_has_one_table_per_target(data_root, tmp_path, monkeypatc
     table = compare.report(tmp_path).read_text()
     for target in TARGETS:
         assert f"### {target}" in table
-    assert table.count("| Full (LFEM) |") == 4
+    assert table.count("| Full (LFEM) |") == 4 and table.count("1 epochs, SIE mean |") == 3
     rows = (tmp_path / "results.csv").read_text().splitlines()
     assert [row.split(",")[2] for row in rows[1:]] == TARGETS
 
