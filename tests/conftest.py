@@ -18,6 +18,13 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True)
+def _run_in_tmp(tmp_path, monkeypatch):
+    """Every test runs in its own folder: the configs' relative defaults (data.root reid-data, data.save_dir log/...)
+    never write into the checkout."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture()
 def synthetic_root(tmp_path):
     """A fresh synthetic ReID set under ``tmp_path/data``, registered as ``synthetic_reid``."""
