@@ -86,11 +86,12 @@ def test_benchmark_configs_carry_the_recipe_to_their_dataset(dataset):
     assert {k for k in duke_cnn if duke_cnn[k] != cnn[k]} == _DATA_KEYS and cnn["data.targets"] == full["data.targets"]
 
 
-@pytest.mark.parametrize("dataset", ["market1501", "dukemtmcreid", "msmt17"])
-def test_transreid_recipes_are_transreids_stride_configs(dataset):
+@pytest.mark.parametrize("dataset, stride", [("market1501", 12), ("dukemtmcreid", 12), ("msmt17", 12),
+                                             ("occluded_duke", 11)])
+def test_transreid_recipes_are_transreids_stride_configs(dataset, stride):
     """configs/<Dataset>/vit_transreid_stride.yml of damo-cv/TransReID, key by key."""
-    cfg = C.load_config(REPO / "configs" / dataset / "transreid_recipe_s12_256x128.yaml")
-    assert (cfg.lfem.stride, cfg.lfem.sie_coef, cfg.lfem.use_sie, cfg.lfem.rearrange) == (12, 3.0, True, True)
+    cfg = C.load_config(REPO / "configs" / dataset / f"transreid_recipe_s{stride}_256x128.yaml")
+    assert (cfg.lfem.stride, cfg.lfem.sie_coef, cfg.lfem.use_sie, cfg.lfem.rearrange) == (stride, 3.0, True, True)
     assert (cfg.lfem.use_lfem, list(cfg.lfem.views), cfg.lfem.local_feature, cfg.lfem.eval_feature) == \
         (False, ["original"], "jpm", "concat")
     assert (cfg.lfem.soft_margin, cfg.loss.softmax.label_smooth, cfg.lfem.neck_feat) == (True, False, "before")
