@@ -55,7 +55,8 @@ _DUKE_SPLITS = {"train": "bounding_box_train", "query": "query", "gallery": "bou
 _BODY_SPLITS = {"query": "occluded_body_images", "gallery": "whole_body_images"}
 # Counts: Occluded-Duke as built by `lfem-reid prepare`; Market-1501, DukeMTMC-reID and MSMT17 as torchreid loads
 # them; Occluded-REID, Partial-REID, Partial-iLIDS as published; P-DukeMTMC-reID as published by PVPM (Gao et al.,
-# CVPR 2020: 12,927 train images of 665 ids, split evenly here between its occluded and whole-body folders).
+# CVPR 2020: 12,927 train images of 665 ids, split evenly here between its occluded and whole-body folders; not
+# checked against a copy). Only the totals matter: they set the projected epoch and evaluation times.
 SHAPES: Dict[str, DatasetShape] = {
     "occluded_duke": DatasetShape("Occluded_Duke", _DUKE_SPLITS,
                                   {"train": (15618, 702), "query": (2210, 519), "gallery": (17661, 1110)}, 8),
