@@ -258,8 +258,11 @@ def run_compare(profile: str = "quick", models: Optional[Sequence[str]] = None, 
     ``benchmark``: one of the profile's ``benchmarks`` (paper: occluded_duke, market1501, ...; default the first)."""
     prof = PROFILES[profile]
     if benchmark and benchmark not in prof.benchmarks:
-        raise KeyError(f"profile {profile!r} runs on {list(prof.benchmarks) or 'its own dataset only'}, not "
-                       f"{benchmark!r}")
+        if not prof.benchmarks:
+            raise KeyError(f"--benchmark {benchmark}: profile {profile!r} runs on its own dataset only; use --profile "
+                           f"paper --benchmark {benchmark}")
+        raise KeyError(f"--benchmark {benchmark}: profile {profile!r} runs on {', '.join(prof.benchmarks)} (the "
+                       f"folders of configs/); choose one of them")
     benchmark = benchmark or (prof.benchmarks[0] if prof.benchmarks else None)
     specs = {s.key: s for s in prof.models}
     unknown = [m for m in models or () if m not in specs]

@@ -111,8 +111,10 @@ def test_paper_profile_runs_on_every_benchmark_from_its_configs(tmp_path, datase
 
 
 def test_unknown_benchmark_and_mixed_out_folder(tmp_path, monkeypatch):
-    with pytest.raises(KeyError, match="runs on .*market1501"):
+    with pytest.raises(KeyError, match="--benchmark cuhk03: profile 'paper' runs on occluded_duke, market1501"):
         run_compare("paper", ["resnet50"], out_dir=tmp_path, benchmark="cuhk03")
+    with pytest.raises(KeyError, match="use --profile paper --benchmark market1501"):
+        run_compare("quick", ["full"], out_dir=tmp_path, benchmark="market1501")
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
     assert run_compare("paper", ["resnet50"], out_dir=tmp_path)[0]["benchmark"] == "occluded_duke"
     with pytest.raises(FileExistsError, match="holds a result on occluded_duke, not market1501"):
