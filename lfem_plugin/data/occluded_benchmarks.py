@@ -28,7 +28,7 @@ from ..registry import DATASETS
 from .datasets import Item, SafeImageDataset
 from .io import IMAGE_SUFFIXES
 
-__all__ = ["QUERY_CAMERA", "GALLERY_CAMERA", "TEST_ONLY", "Layout", "find_dataset_dir", "scan_split",
+__all__ = ["QUERY_CAMERA", "GALLERY_CAMERA", "TEST_ONLY", "Layout", "find_dataset_dir", "scan_split", "relabel",
            "OccludedREID", "PartialREID", "PartialILIDS", "PDukeMTMCReID"]
 
 _logger = logging.getLogger(__name__)
@@ -130,8 +130,8 @@ def _check_counts(title: str, split: str, items: List[Item], images: int, ids: i
 class TestOnlyDataset(SafeImageDataset):
     """A benchmark with a query and a gallery but no training split: listed in ``data.targets`` only.
 
-    torchreid's ``Dataset`` indexes every split's first item, so it is built with the gallery standing in for the
-    training list, which is then emptied (``num_train_pids`` 0): nothing of the test set can reach training.
+    torchreid's ``Dataset`` indexes every split's first item, so it is built with one gallery image standing in for
+    the training list, which is then emptied (``num_train_pids`` 0): nothing of the test set can reach training.
     """
 
     name: str  # the registered name
@@ -149,7 +149,7 @@ class TestOnlyDataset(SafeImageDataset):
             for split, items in (("query", query), ("gallery", gallery)):
                 if split in self.counts:
                     _check_counts(self.layout.title, split, items, *self.counts[split])
-        super().__init__(gallery, query, gallery, mode=mode, verbose=False, **kwargs)
+        super().__init__(gallery[:1], query, gallery, mode=mode, verbose=False, **kwargs)
         self.train, self.num_train_pids, self.num_train_cams, self.num_datasets = [], 0, 0, 0
         if verbose:
             self.show_summary()
