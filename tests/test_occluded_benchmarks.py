@@ -138,3 +138,17 @@ def test_test_only_benchmark_as_torchreid_target(tmp_path, capsys):
     assert "train    |     0 |        0 |         0" in capsys.readouterr().out
     batch = next(iter(dm.test_loader["partial_reid"]["gallery"]))
     assert batch["camid"].tolist() == [1, 1, 1, 1] and batch["img"].shape == (4, 3, 16, 8)
+
+
+def test_unreadable_test_image_is_dropped_when_skipping(tmp_path, caplog):
+    from lfem_plugin.data.datasets import set_skip_bad_images
+    partial_reid_tree(tmp_path, ids=3, per_id=2)
+    (tmp_path / "Partial_REID" / "whole_body_images" / "002_09.jpg").write_bytes(b"not an image")
+    set_skip_bad_images(True)
+    try:
+        with caplog.at_level(logging.WARNING):
+            gallery = _split(PartialREID, tmp_path, "gallery")
+    finally:
+        set_skip_bad_images(False)
+    assert len(gallery) == 6 and not any(g[0].endswith("002_09.jpg") for g in gallery)
+    assert "skipped 1 unreadable image(s) of 7" in caplog.text
