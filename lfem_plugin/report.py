@@ -1,6 +1,7 @@
 """The comparison report: one JSON per (model, seed) in, ``results.md``, ``results.csv``, ``cmc.png`` and
 ``bars.png`` out (mean and standard deviation over seeds). Runs evaluated on several targets (e.g. Market-1501
-with Occluded-REID, Partial-REID and Partial-iLIDS) get one table per target; the plots show the first target."""
+with Occluded-REID, Partial-REID and Partial-iLIDS) get one table per target, and plots per target: ``cmc.png`` /
+``bars.png`` for the first, ``cmc_<target>.png`` / ``bars_<target>.png`` for the others."""
 from __future__ import annotations
 
 import csv
@@ -38,8 +39,7 @@ def write_report(out_dir: str | Path, order: Sequence[str] = ()) -> Path:
         for r in results:
             groups.setdefault(r["model"], []).append(_on_target(r, target))
         tables.append((target, [_row(key, runs) for key, runs in groups.items()]))
-        if target == targets[0]:
-            _plots(out_dir, groups)
+        _plots(out_dir, groups, "" if target == targets[0] else f"_{target}")
     _write_tables(out_dir, tables, results[0])
     return out_dir / "results.md"
 
@@ -109,11 +109,12 @@ def _write_tables(out_dir: Path, tables: List[Tuple[str, List[Dict[str, Any]]]],
             writer.writerows(dict(row, target=target) for row in rows)
 
 
-def _plots(out_dir: Path, groups: Dict[str, List[Dict[str, Any]]]) -> None:
+def _plots(out_dir: Path, groups: Dict[str, List[Dict[str, Any]]], suffix: str = "") -> None:
+    """``cmc<suffix>.png`` and ``bars<suffix>.png`` of one target."""
     done = {k: [r for r in v if r["status"] == "ok"] for k, v in groups.items()}
     done = {k: v for k, v in done.items() if v}
     plot_cmc({runs[0]["label"]: np.mean([r["cmc"] for r in runs], axis=0) for runs in done.values()},
-             out_dir / "cmc.png")
+             out_dir / f"cmc{suffix}.png")
     plt = _plt()
     fig, ax = plt.subplots(figsize=(max(6, len(done) * 0.9), 4))
     x = np.arange(len(done))
@@ -124,7 +125,7 @@ def _plots(out_dir: Path, groups: Dict[str, List[Dict[str, Any]]]) -> None:
     ax.set(ylabel="%", title="Rank-1 and mAP (mean ± std over seeds)")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out_dir / "bars.png", dpi=120)
+    fig.savefig(out_dir / f"bars{suffix}.png", dpi=120)
     plt.close(fig)
 
 

@@ -115,6 +115,8 @@ def test_compare_report_has_one_table_per_target(data_root, tmp_path, monkeypatc
     for target in TARGETS:
         assert f"### {target}" in table
     assert table.count("| Full (LFEM) |") == 4 and table.count("1 epochs, SIE mean |") == 3
+    for plot in ("cmc.png", "bars.png", "cmc_occluded_reid.png", "bars_partial_ilids.png"):
+        assert (tmp_path / plot).read_bytes()[:4] == b"\x89PNG"
     rows = (tmp_path / "results.csv").read_text().splitlines()
     assert [row.split(",")[2] for row in rows[1:]] == TARGETS
 
