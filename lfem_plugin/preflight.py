@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
 from PIL import Image
@@ -18,7 +19,7 @@ from .data.occluded_benchmarks import TEST_ONLY
 from .models.sie import SIE_MODES
 
 __all__ = ["check_config", "check_data", "check_sampler", "check_test_images", "check_query_matches",
-           "check_test_cameras", "PreflightError"]
+           "check_test_cameras", "check_torchreid_datasets", "download_failed", "PreflightError", "TORCHREID_LAYOUTS"]
 
 _logger = logging.getLogger(__name__)
 Item = Tuple  # (path, pid, camid, ...)
@@ -70,6 +71,65 @@ def check_sampler(num_pids: int, batch_size: int, num_instances: int, sources: S
         raise PreflightError(f"train.batch_size {batch_size} / sampler.num_instances {num_instances} = {needed} "
                              f"identities per batch, but the training set ({', '.join(sources)}) has {num_pids}; "
                              f"lower train.batch_size to at most {num_pids * num_instances}")
+
+
+# torchreid's own datasets that the shipped configs use: title, the folders under data.root its loader reads (any
+# one), and the entries that folder must hold.
+_SPLITS = ("bounding_box_train", "query", "bounding_box_test")
+TORCHREID_LAYOUTS: Dict[str, Tuple[str, Tuple[str, ...], Tuple[str, ...]]] = {
+    "market1501": ("Market-1501", ("market1501/Market-1501-v15.09.15", "market1501"), _SPLITS),
+    "dukemtmcreid": ("DukeMTMC-reID", ("dukemtmc-reid/DukeMTMC-reID",), _SPLITS),
+    "msmt17": ("MSMT17", ("msmt17/MSMT17_V1", "msmt17/MSMT17_V2"),
+               ("list_train.txt", "list_val.txt", "list_query.txt", "list_gallery.txt")),
+}
+
+
+def _expected(name: str) -> str:
+    title, folders, entries = TORCHREID_LAYOUTS[name]
+    return f"{title} ({name}): torchreid reads {folders[0]}/{{{', '.join(entries)}}} under data.root"
+
+
+def _present(root: str, name: str) -> bool:
+    _, folders, entries = TORCHREID_LAYOUTS[name]
+    base = Path(root).expanduser()
+    return any(all((base / folder / e).exists() for e in entries) for folder in folders)
+
+
+def _top(root: str, name: str) -> Path:
+    return Path(root).expanduser() / TORCHREID_LAYOUTS[name][1][0].split("/")[0]
+
+
+def check_torchreid_datasets(root: str, names: Sequence[str]) -> List[str]:
+    """torchreid's own datasets among ``names`` (:data:`TORCHREID_LAYOUTS`): an incomplete copy is an error naming
+    what its loader reads (torchreid would fail later on a bare path); returns those whose top folder is missing
+    altogether, which torchreid then tries to download."""
+    missing = []
+    for name in dict.fromkeys(n for n in names if n in TORCHREID_LAYOUTS):
+        top = _top(root, name)
+        if not top.exists():
+            missing.append(name)
+        elif not _present(root, name):
+            found = sorted(p.name for p in top.iterdir())[:8] if top.is_dir() else []
+            raise PreflightError(f"{_expected(name)} {root}, but {top} holds {found or 'nothing'}; unpack the dataset "
+                                 f"there, or delete {top} to let torchreid try its own download")
+    return missing
+
+
+def download_failed(root: str, missing: Sequence[str], err: Exception):
+    """The error for a failed torchreid download of the datasets in ``missing`` still absent (None when all arrived:
+    ``err`` came from elsewhere). The empty folders torchreid created are removed, so the next run tries again
+    instead of failing on them."""
+    absent = [name for name in missing if not _present(root, name)]
+    if not absent:
+        return None
+    for top in (_top(root, name) for name in absent):
+        if top.is_dir() and not any(p.is_file() and p.stat().st_size for p in top.rglob("*")):
+            for child in sorted(top.rglob("*"), reverse=True):
+                child.unlink() if child.is_file() else child.rmdir()
+            top.rmdir()
+    wanted = "; ".join(f"{_expected(name)} {root}" for name in absent)
+    return PreflightError(f"{' '.join(str(err).split())}: torchreid could not download it ({wanted}). Download the "
+                          f"dataset yourself and unpack it there")
 
 
 def _header_ok(path: str) -> bool:

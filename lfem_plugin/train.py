@@ -121,8 +121,14 @@ def build_datamanager(cfg: CfgNode):
     set_skip_bad_images(cfg.data.skip_bad_images)
     models = family(cfg)
     kwargs = C.imagedata_kwargs(cfg, models.train_transforms)
+    missing = preflight.check_torchreid_datasets(kwargs["root"], kwargs["sources"] + kwargs["targets"])
     try:
         dm = _TR.data.ImageDataManager(**kwargs)
+    except (OSError, RuntimeError) as err:  # torchreid's download of a missing dataset (or its refusal to try)
+        failed = preflight.download_failed(kwargs["root"], missing, err)
+        if failed is None:
+            raise
+        raise failed from None
     except AssertionError:  # torchreid's sampler asserts there are enough identities for one P x K batch
         num_pids = _TR.data.ImageDataManager(**dict(kwargs, train_sampler="RandomSampler")).num_train_pids
         preflight.check_sampler(num_pids, cfg.train.batch_size, cfg.sampler.num_instances, cfg.data.sources)

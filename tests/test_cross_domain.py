@@ -139,3 +139,40 @@ def test_camera_argument_per_mode():
     assert camera_argument([3, 4], "mean") == [UNKNOWN_CAMERA] * 2
     with pytest.raises(ValueError, match="'guess' is not one of"):
         camera_argument(ids, "guess")
+
+
+# ---- torchreid's own datasets: an incomplete copy or a failed download is an error naming the layout ------------
+def _market_cfg(root: Path, tmp_path: Path, config: Path = MARKET):
+    return C.load_config(config, TINY + ["data.root", str(root), "data.save_dir", str(tmp_path / "run")])
+
+
+def test_incomplete_market_names_the_layout_before_torchreid_runs(tmp_path):
+    (tmp_path / "data" / "market1501" / "query").mkdir(parents=True)
+    with pytest.raises(PreflightError, match=r"torchreid reads market1501/Market-1501-v15.09.15/\{bounding_box_train, "
+                                             r"query, bounding_box_test\} .* holds \['query'\]; unpack the dataset"):
+        T.run(_market_cfg(tmp_path / "data", tmp_path))
+
+
+def test_failed_download_names_the_layout_and_leaves_no_empty_folder(tmp_path, monkeypatch):
+    from lfem_plugin import _torchreid
+
+    def offline(self, dataset_dir, dataset_url):  # what torchreid does offline: create the folder, then fail
+        Path(dataset_dir).mkdir(parents=True, exist_ok=True)
+        raise OSError("<urlopen error [Errno -3] Temporary failure in name resolution>")
+
+    monkeypatch.setattr(_torchreid.root().data.datasets.dataset.Dataset, "download_dataset", offline)
+    with pytest.raises(PreflightError, match=r"name resolution>: torchreid could not download it \(Market-1501 "
+                                             r"\(market1501\): torchreid reads market1501/"):
+        T.run(_market_cfg(tmp_path / "data", tmp_path))
+    assert not (tmp_path / "data" / "market1501").exists()  # the next run tries the download again
+
+
+def test_msmt17_that_torchreid_cannot_download(tmp_path):
+    cfg = _market_cfg(tmp_path / "data", tmp_path, REPO / "configs" / "msmt17" / "lfem_vit_base_s11_256x128.yaml")
+    with pytest.raises(PreflightError, match=r"manually prepared.*MSMT17 \(msmt17\): torchreid reads msmt17/MSMT17_V1"):
+        T.run(cfg)
+
+
+def test_an_error_after_a_dataset_arrived_is_not_blamed_on_the_download(data_root):
+    from lfem_plugin.preflight import download_failed
+    assert download_failed(str(data_root), ["market1501"], OSError("something else")) is None
