@@ -84,7 +84,8 @@ def test_benchmark_configs_carry_the_recipe_to_their_dataset(dataset):
                                                            "data.save_dir"}
     duke_cnn = _flat(C.load_config(DUKE / "cnn_softmax_256x128.yaml"))
     cnn = _flat(C.load_config(folder / "cnn_softmax_256x128.yaml"))
-    assert {k for k in duke_cnn if duke_cnn[k] != cnn[k]} == _DATA_KEYS and cnn["data.targets"] == full["data.targets"]
+    assert {k for k in duke_cnn if duke_cnn[k] != cnn[k]} == _DATA_KEYS | ranks
+    assert cnn["data.targets"] == full["data.targets"] and cnn["test.ranks"] == full["test.ranks"]
 
 
 @pytest.mark.parametrize("dataset, stride", [("market1501", 12), ("dukemtmcreid", 12), ("msmt17", 12),
