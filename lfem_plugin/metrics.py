@@ -33,13 +33,14 @@ def compute_distance_matrix(query: torch.Tensor, gallery: torch.Tensor,
     if metric == "cosine":
         query, gallery = F.normalize(query, dim=1), F.normalize(gallery, dim=1)
     g_sq = gallery.pow(2).sum(1)
-    out = []
-    for q in query.split(chunk_size):
+    out = query.new_empty((query.shape[0], gallery.shape[0]))  # filled in place: no second (Q, G) copy
+    for start in range(0, query.shape[0], chunk_size):
+        q, rows = query[start:start + chunk_size], out[start:start + chunk_size]
         if metric == "cosine":
-            out.append(1 - q @ gallery.t())
+            torch.mm(q, gallery.t(), out=rows).neg_().add_(1)
         else:
-            out.append(torch.addmm(q.pow(2).sum(1, keepdim=True) + g_sq, q, gallery.t(), beta=1, alpha=-2))
-    return torch.cat(out) if out else query.new_zeros((0, gallery.shape[0]))
+            torch.addmm(q.pow(2).sum(1, keepdim=True) + g_sq, q, gallery.t(), beta=1, alpha=-2, out=rows)
+    return out
 
 
 def _ordered_keys(dist: torch.Tensor) -> torch.Tensor:
