@@ -7,6 +7,7 @@ enough identities for one batch). Errors say what is wrong, where, and how to fi
 from __future__ import annotations
 
 import logging
+import os
 from collections import defaultdict
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
@@ -19,7 +20,8 @@ from .data.occluded_benchmarks import TEST_ONLY
 from .models.sie import SIE_MODES
 
 __all__ = ["check_config", "check_data", "check_sampler", "check_test_images", "check_query_matches",
-           "check_test_cameras", "check_torchreid_datasets", "download_failed", "PreflightError", "TORCHREID_LAYOUTS"]
+           "check_test_cameras", "check_torchreid_datasets", "download_failed", "check_rerank_memory", "PreflightError",
+           "TORCHREID_LAYOUTS"]
 
 _logger = logging.getLogger(__name__)
 Item = Tuple  # (path, pid, camid, ...)
@@ -181,6 +183,24 @@ def check_test_cameras(name: str, items: List[Item], train_cameras: Sequence[int
                              f"{name} is not a source) or lfem.use_sie False")
 
 
+def _physical_memory() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):  # not a POSIX system: nothing to compare with
+        return 0
+
+
+def check_rerank_memory(name: str, num_query: int, num_gallery: int, memory: int = 0) -> None:
+    """Re-ranking reads query-gallery, query-query and gallery-gallery distances (float32, in host memory); a
+    target whose three matrices exceed the machine's memory would fail at the first evaluation, after training."""
+    memory = memory or _physical_memory()
+    need = 4 * (num_query * num_gallery + num_query ** 2 + num_gallery ** 2)
+    if memory and need > memory:
+        raise PreflightError(f"{name}: test.rerank needs at least {need / 2**30:.1f} GB for its distance matrices "
+                             f"({num_query} queries, {num_gallery} gallery images), more than this machine's "
+                             f"{memory / 2**30:.1f} GB; set test.rerank False (re-rank offline on a larger machine)")
+
+
 def check_data(cfg: CfgNode, dm, sie_cameras: Sequence[int] = ()) -> None:
     """Checks on the built data manager: test images, query/gallery matches, test cameras known to SIE (for the
     targets whose own camera ids reach it, :func:`~lfem_plugin.config.target_sie`)."""
@@ -189,5 +209,7 @@ def check_data(cfg: CfgNode, dm, sie_cameras: Sequence[int] = ()) -> None:
         for split in ("query", "gallery"):
             check_test_images(name, split, splits[split], cfg.data.skip_bad_images)
         check_query_matches(name, splits["query"], splits["gallery"])
+        if cfg.test.rerank:
+            check_rerank_memory(name, len(splits["query"]), len(splits["gallery"]))
         if sie_cameras and modes.get(name) == "cameras":
             check_test_cameras(name, splits["query"] + splits["gallery"], sie_cameras)
