@@ -26,7 +26,10 @@ from PIL import Image
 from yacs.config import CfgNode
 
 from . import train as T
+from .data.datasets import DUKE_SPLITS, OccludedDuke
+from .data.occluded_benchmarks import OccludedREID, PartialILIDS, PartialREID, PDukeMTMCReID
 from .distributed import unwrap as _unwrap
+from .preflight import TORCHREID_LAYOUTS
 
 __all__ = ["DatasetShape", "SHAPES", "write_synthetic", "synthetic_config", "run_doctor", "format_report"]
 
@@ -51,33 +54,37 @@ class DatasetShape:
     first_pid: tuple = (0, 2000, 2000)  # first identity of train, query, gallery (Market-1501 allows 0..1501)
 
 
-_DUKE_SPLITS = {"train": "bounding_box_train", "query": "query", "gallery": "bounding_box_test"}
-_BODY_SPLITS = {"query": "occluded_body_images", "gallery": "whole_body_images"}
+def _test_only_shape(cls, layout: str) -> DatasetShape:
+    """A test-only benchmark's shape from its loader: the folders as distributed and the benchmark's counts."""
+    names = cls.layout
+    return DatasetShape(names.dataset_dirs[0], {"query": names.query_dirs[0], "gallery": names.gallery_dirs[0]},
+                        cls.counts, 2, layout=layout)
+
+
+_PDUKE = PDukeMTMCReID.layout
 # Counts: Occluded-Duke as built by `lfem-reid prepare`; Market-1501, DukeMTMC-reID and MSMT17 as torchreid loads
-# them; Occluded-REID, Partial-REID, Partial-iLIDS as published; P-DukeMTMC-reID as published by PVPM (Gao et al.,
-# CVPR 2020: 12,927 train images of 665 ids, split evenly here between its occluded and whole-body folders; not
-# checked against a copy). Only the totals matter: they set the projected epoch and evaluation times.
+# them; Occluded-REID, Partial-REID, Partial-iLIDS as published (their loaders' counts); P-DukeMTMC-reID as published
+# by PVPM (Gao et al., CVPR 2020: 12,927 train images of 665 ids, split evenly here between its occluded and
+# whole-body folders; not checked against a copy). Only the totals matter: they set the projected epoch and
+# evaluation times. Folder names come from the loaders' layouts.
 SHAPES: Dict[str, DatasetShape] = {
-    "occluded_duke": DatasetShape("Occluded_Duke", _DUKE_SPLITS,
+    "occluded_duke": DatasetShape(OccludedDuke.dataset_dir, DUKE_SPLITS,
                                   {"train": (15618, 702), "query": (2210, 519), "gallery": (17661, 1110)}, 8),
-    "dukemtmcreid": DatasetShape("dukemtmc-reid/DukeMTMC-reID", _DUKE_SPLITS,
+    "dukemtmcreid": DatasetShape(TORCHREID_LAYOUTS["dukemtmcreid"][1][0], DUKE_SPLITS,
                                  {"train": (16522, 702), "query": (2228, 702), "gallery": (17661, 1110)}, 8),
-    "market1501": DatasetShape("market1501/Market-1501-v15.09.15", _DUKE_SPLITS,
+    "market1501": DatasetShape(TORCHREID_LAYOUTS["market1501"][1][0], DUKE_SPLITS,
                                {"train": (12936, 751), "query": (3368, 750), "gallery": (15913, 751)}, 6,
                                first_pid=(1, 752, 751)),
-    "msmt17": DatasetShape("msmt17/MSMT17_V1", {"train": "train", "query": "test", "gallery": "test"},
+    "msmt17": DatasetShape(TORCHREID_LAYOUTS["msmt17"][1][0], {"train": "train", "query": "test", "gallery": "test"},
                            {"train": (32621, 1041), "query": (11659, 3060), "gallery": (82161, 3060)}, 15,
                            layout="msmt"),
-    "occluded_reid": DatasetShape("Occluded_REID", _BODY_SPLITS, {"query": (1000, 200), "gallery": (1000, 200)}, 2,
-                                  layout="pid_folder"),
-    "partial_reid": DatasetShape("Partial_REID", {"query": "partial_body_images", "gallery": "whole_body_images"},
-                                 {"query": (300, 60), "gallery": (300, 60)}, 2, layout="flat"),
-    "partial_ilids": DatasetShape("Partial_iLIDS", {"query": "partial_body_images", "gallery": "whole_body_images"},
-                                  {"query": (119, 119), "gallery": (119, 119)}, 2, layout="flat"),
-    "p_dukemtmc_reid": DatasetShape("P-DukeMTMC-reID", {"train": "train/occluded_body_images",
-                                                        "train_whole": "train/whole_body_images",
-                                                        "query": "test/occluded_body_images",
-                                                        "gallery": "test/whole_body_images"},
+    "occluded_reid": _test_only_shape(OccludedREID, "pid_folder"),
+    "partial_reid": _test_only_shape(PartialREID, "flat"),
+    "partial_ilids": _test_only_shape(PartialILIDS, "flat"),
+    "p_dukemtmc_reid": DatasetShape(_PDUKE.dataset_dirs[0], {"train": f"train/{_PDUKE.query_dirs[0]}",
+                                                             "train_whole": f"train/{_PDUKE.gallery_dirs[0]}",
+                                                             "query": f"test/{_PDUKE.query_dirs[0]}",
+                                                             "gallery": f"test/{_PDUKE.gallery_dirs[0]}"},
                                     {"train": (6464, 665), "train_whole": (6463, 665), "query": (2163, 634),
                                      "gallery": (9053, 634)}, 2, layout="pid_folder"),
 }

@@ -16,6 +16,7 @@ from PIL import Image
 from yacs.config import CfgNode
 
 from .config import target_sie
+from .data.datasets import DUKE_SPLITS
 from .data.occluded_benchmarks import TEST_ONLY
 from .models.sie import SIE_MODES
 
@@ -77,7 +78,7 @@ def check_sampler(num_pids: int, batch_size: int, num_instances: int, sources: S
 
 # torchreid's own datasets that the shipped configs use: title, the folders under data.root its loader reads (any
 # one), and the entries that folder must hold.
-_SPLITS = ("bounding_box_train", "query", "bounding_box_test")
+_SPLITS = tuple(DUKE_SPLITS.values())
 TORCHREID_LAYOUTS: Dict[str, Tuple[str, Tuple[str, ...], Tuple[str, ...]]] = {
     "market1501": ("Market-1501", ("market1501/Market-1501-v15.09.15", "market1501"), _SPLITS),
     "dukemtmcreid": ("DukeMTMC-reID", ("dukemtmc-reid/DukeMTMC-reID",), _SPLITS),
