@@ -83,13 +83,16 @@ def parse_duke_name(path: str) -> Tuple[int, int]:
     return parse_reid_name(path, max_camera=8)
 
 
+def relabel_ids(items: List[Item]) -> List[Item]:
+    """Training identities as ``0..N-1`` in sorted order (torchreid's convention)."""
+    labels = {pid: i for i, pid in enumerate(sorted({pid for _, pid, _ in items}))}
+    return [(path, labels[pid], cam) for path, pid, cam in items]
+
+
 def _scan(folder: Path, relabel: bool) -> List[Item]:
     paths = sorted(str(p) for p in folder.glob("*.jpg"))
     items = [(p, *parse_duke_name(p)) for p in paths]
-    if relabel:
-        labels = {pid: i for i, pid in enumerate(sorted({pid for _, pid, _ in items}))}
-        items = [(p, labels[pid], cam) for p, pid, cam in items]
-    return items
+    return relabel_ids(items) if relabel else items
 
 
 @DATASETS.register(name="occluded_duke")

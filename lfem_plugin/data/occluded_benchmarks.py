@@ -25,10 +25,10 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..registry import DATASETS
-from .datasets import Item, SafeImageDataset
+from .datasets import Item, SafeImageDataset, relabel_ids
 from .io import IMAGE_SUFFIXES
 
-__all__ = ["QUERY_CAMERA", "GALLERY_CAMERA", "TEST_ONLY", "Layout", "find_dataset_dir", "scan_split", "relabel",
+__all__ = ["QUERY_CAMERA", "GALLERY_CAMERA", "TEST_ONLY", "Layout", "find_dataset_dir", "scan_split",
            "OccludedREID", "PartialREID", "PartialILIDS", "PDukeMTMCReID"]
 
 _logger = logging.getLogger(__name__)
@@ -111,12 +111,6 @@ def scan_split(split_dir: Path, camera: int) -> List[Item]:
     if not paths:
         raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {split_dir}")
     return [(str(p), _pid(p, split_dir), camera) for p in paths]
-
-
-def relabel(items: List[Item]) -> List[Item]:
-    """Training identities as ``0..N-1`` in sorted order (torchreid's convention)."""
-    labels = {pid: i for i, pid in enumerate(sorted({pid for _, pid, _ in items}))}
-    return [(path, labels[pid], cam) for path, pid, cam in items]
 
 
 def _check_counts(title: str, split: str, items: List[Item], images: int, ids: int) -> None:
@@ -219,7 +213,7 @@ class PDukeMTMCReID(SafeImageDataset):
         base = Path(os.path.expanduser(root or "."))
         train_occluded, train_whole = find_dataset_dir(base, self.layout, split="train")
         query_dir, gallery_dir = find_dataset_dir(base, self.layout, split="test")
-        train = relabel(scan_split(train_occluded, QUERY_CAMERA) + scan_split(train_whole, GALLERY_CAMERA))
+        train = relabel_ids(scan_split(train_occluded, QUERY_CAMERA) + scan_split(train_whole, GALLERY_CAMERA))
         super().__init__(train, scan_split(query_dir, QUERY_CAMERA), scan_split(gallery_dir, GALLERY_CAMERA),
                          **kwargs)
 
