@@ -129,3 +129,23 @@ def test_a_second_search_leaves_only_its_own_pictures(tmp_path, capsys):
         (tmp_path / "query" / name).unlink()
     assert main(_search_args(tmp_path)) == 0
     assert sorted(p.name for p in (tmp_path / "out" / "ranked").iterdir()) == ["000_q0.png", "mine.txt"]
+
+
+@pytest.mark.parametrize("command", ["search", "extract"])
+def test_cameras_from_name_advice_names_options_the_command_accepts(tmp_path, capsys, command):
+    import re
+
+    from lfem_plugin.cli import build_parser
+    _checkpoint(tmp_path / "a.pth", 0)
+    _images(tmp_path / "query", ["holiday.png"], 1)
+    _images(tmp_path / "gallery", ["g0.png"], 2)
+    args = (_search_args(tmp_path) if command == "search" else
+            ["extract", "--weights", str(tmp_path / "a.pth"), "--images", str(tmp_path / "query"), "--device", "cpu",
+             "--out", str(tmp_path / "f.npy")]) + ["--cameras", "from-name"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "holiday.png" in err and "NNNN_cC" in err
+    advised = re.findall(r"--cameras ([\w-]+)", err.split("from-name:", 1)[1])
+    assert advised  # some advice, and each value works with this command
+    for value in advised:
+        build_parser().parse_args(args[:-2] + ["--cameras", value])

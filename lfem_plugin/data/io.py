@@ -119,11 +119,15 @@ def parse_reid_name(path: str, max_camera: Optional[int] = None) -> Tuple[int, i
 
 
 def cameras_from_names(paths: Sequence[str]) -> List[int]:
-    """Camera ids parsed from ``NNNN_cC...`` names; the error says how to pass cameras otherwise."""
+    """Camera ids parsed from ``NNNN_cC...`` names.
+
+    Raises:
+        ValueError: naming the first file without a camera; callers add the options that work for them.
+    """
     out = []
     for p in paths:
         try:
             out.append(parse_reid_name(p)[1])
         except ValueError:
-            raise ValueError(f"{p}: no camera in the file name ('NNNN_cC_...'); pass --cameras explicitly") from None
+            raise ValueError(f"{p}: no camera in the file name (expected 'NNNN_cC_...', e.g. 0001_c2_f001.jpg)") from None
     return out
