@@ -149,3 +149,34 @@ def test_cameras_from_name_advice_names_options_the_command_accepts(tmp_path, ca
     assert advised  # some advice, and each value works with this command
     for value in advised:
         build_parser().parse_args(args[:-2] + ["--cameras", value])
+
+
+# ---- a broken environment names the package that is really missing ------------------------------------------
+_BLOCK_TENSORBOARD = """
+import importlib.abc, runpy, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] == "tensorboard":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, Block())
+sys.argv = ["lfem-reid", "--version"]
+runpy.run_module("lfem_plugin", run_name="__main__")
+"""
+
+
+def test_a_missing_torchreid_dependency_is_named(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    proc = subprocess.run([sys.executable, "-c", _BLOCK_TENSORBOARD], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert proc.returncode != 0
+    assert "pip install tensorboard" in proc.stderr and "cannot find torchreid" not in proc.stderr
+
+
+def test_a_missing_torchreid_is_still_named_torchreid():
+    from lfem_plugin._torchreid import resolve_root
+    with pytest.raises(ImportError, match="cannot find torchreid"):
+        resolve_root(("no_such_torchreid_layout",))
