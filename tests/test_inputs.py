@@ -180,3 +180,15 @@ def test_a_missing_torchreid_is_still_named_torchreid():
     from lfem_plugin._torchreid import resolve_root
     with pytest.raises(ImportError, match="cannot find torchreid"):
         resolve_root(("no_such_torchreid_layout",))
+
+
+# ---- export onnx without the [onnx] extra ---------------------------------------------------------------------
+def test_export_without_onnxruntime_names_the_extra_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    import sys
+    _checkpoint(tmp_path / "a.pth", 0)
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # what `import onnxruntime` sees when it is not installed
+    out = tmp_path / "m.onnx"
+    assert main(["export", "onnx", "--weights", str(tmp_path / "a.pth"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "onnxruntime" in err and "pip install 'lfem_plugin[onnx]'" in err and "Traceback" not in err
+    assert not out.exists()
