@@ -36,7 +36,8 @@ def require_onnx_extra(check: bool = True) -> None:
             missing.append(name)
     if missing:
         raise ImportError(f"ONNX export needs {', '.join(missing)}, not installed (onnxruntime checks the exported "
-                          f"graph against PyTorch); install the extra: pip install 'lfem_plugin[onnx]'", name=missing[0])
+                          f"graph against PyTorch); install the extra: pip install 'lfem_plugin[onnx]'",
+                          name=missing[0])
 
 
 class _OnnxGraph(nn.Module):

@@ -249,6 +249,8 @@ def _train(cfg: CfgNode, resume: str, weights: str = "") -> LFEMEngine:
     dm = build_datamanager(cfg)
     preflight.check_data(cfg, dm, sie_cameras(cfg, dm))
     engine, model = build_engine(cfg, dm)
+    if not cfg.test.evaluate:
+        preflight.check_batch_norm(_unwrap(model), cfg.train.batch_size, D.world_size())
     if weights:
         state = load_checkpoint(weights)
         load_state_strict(_unwrap(model), state.get("state_dict", state), weights, f"model {cfg.model.name}")

@@ -12,7 +12,8 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["IMAGE_SUFFIXES", "BadImageError", "read_image", "to_viewer_rgb", "list_images", "parse_reid_name", "cameras_from_names"]
+__all__ = ["IMAGE_SUFFIXES", "BadImageError", "read_image", "to_viewer_rgb", "list_images", "parse_reid_name",
+           "cameras_from_names"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".webp", ".tif", ".tiff")
 _REID_NAME = re.compile(r"^(-?\d+)_c(\d+)")
@@ -129,5 +130,6 @@ def cameras_from_names(paths: Sequence[str]) -> List[int]:
         try:
             out.append(parse_reid_name(p)[1])
         except ValueError:
-            raise ValueError(f"{p}: no camera in the file name (expected 'NNNN_cC_...', e.g. 0001_c2_f001.jpg)") from None
+            raise ValueError(f"{p}: no camera in the file name (expected 'NNNN_cC_...', e.g. "
+                             f"0001_c2_f001.jpg)") from None
     return out
