@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoint import load_checkpoint, load_state_strict, strip_module_prefix
+from .checkpoint import load_checkpoint, load_state_strict, strip_module_prefix, trained_size
 from .config import load_config
 from .data.io import BadImageError, cameras_from_names, list_images, read_image  # noqa: F401  (re-exported)
 from .data.transforms import build_test_transform
@@ -52,7 +52,7 @@ def load_trained(weights: str, config_file: Optional[str] = None, opts: Sequence
     from .config import model_kwargs
     kwargs = dict(model_kwargs(cfg, num_cameras, camera_ids), pretrained_path=None)
     model = MODELS.get(name)(num_classes=num_classes, loss=cfg.loss.name, pretrained=False, **kwargs)
-    load_state_strict(model, sd, weights, f"{name} built from its config")
+    load_state_strict(model, sd, weights, f"{name} built from its config", trained_size(state))
     return model.to(device).eval(), cfg
 
 

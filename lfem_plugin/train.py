@@ -17,7 +17,7 @@ from . import _torchreid, config as C
 from . import distributed as D
 from . import preflight
 from .checkpoint import (list_checkpoints, load_checkpoint, load_state_strict, load_trained_weights,
-                         remove_orphan_tmp)
+                         remove_orphan_tmp, trained_size)
 from .data.datasets import set_skip_bad_images
 from .data.sampler import DistributedIdentitySampler
 from .data.transforms import build_test_transform, build_train_transform
@@ -253,7 +253,8 @@ def _train(cfg: CfgNode, resume: str, weights: str = "") -> LFEMEngine:
         preflight.check_batch_norm(_unwrap(model), cfg.train.batch_size, D.world_size())
     if weights:
         state = load_checkpoint(weights)
-        load_state_strict(_unwrap(model), state.get("state_dict", state), weights, f"model {cfg.model.name}")
+        load_state_strict(_unwrap(model), state.get("state_dict", state), weights, f"model {cfg.model.name}",
+                          trained_size(state))
     kwargs = C.engine_run_kwargs(cfg)
     if resume:
         kwargs["start_epoch"] = engine.resume(resume)
