@@ -170,7 +170,7 @@ def test_a_missing_torchreid_dependency_is_named(tmp_path):
     import sys
     from pathlib import Path
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
-    proc = subprocess.run([sys.executable, "-c", _BLOCK_TENSORBOARD], capture_output=True, text=True, env=env,
+    proc = subprocess.run([sys.executable, "-c", _BLOCK_TENSORBOARD], capture_output=True, text=True, env=env, check=False,
                           timeout=120)
     assert proc.returncode != 0
     assert "pip install tensorboard" in proc.stderr and "cannot find torchreid" not in proc.stderr
@@ -311,7 +311,7 @@ def test_feature_extractor_with_a_checkpoint_at_another_size_is_refused_with_wha
     from lfem_plugin import _torchreid
     _tiny_checkpoint(tmp_path / "b.pth", (96, 48))
     extractor = _torchreid.root().utils.FeatureExtractor
-    kwargs = dict(model_name="lfem_vit_tiny", model_path=str(tmp_path / "b.pth"), device="cpu")
+    kwargs = {"model_name": "lfem_vit_tiny", "model_path": str(tmp_path / "b.pth"), "device": "cpu"}
     with pytest.raises(ValueError, match=r"built for 64x32.*trained at 96x48.*load_trained"):
         extractor(image_size=(96, 48), verbose=True, **kwargs)
     with pytest.raises(RuntimeError, match=r"pos_embed was not in the weights loaded.*64x32.*load_trained"):
