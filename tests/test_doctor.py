@@ -8,7 +8,7 @@ import pytest
 from lfem_plugin import config as C
 from lfem_plugin.cli import main
 from lfem_plugin.data.datasets import OccludedDuke
-from lfem_plugin.doctor import _num_evaluations, write_synthetic
+from lfem_plugin.tools.doctor import _num_evaluations, write_synthetic
 
 REPO = Path(__file__).resolve().parents[1]
 CPU_CONFIG = REPO / "configs" / "orl" / "lfem_vit_tiny_64x32_cpu.yaml"
@@ -78,7 +78,7 @@ def test_doctor_cli_on_the_tiny_model_with_synthetic_duke(tmp_path, capsys):
 @pytest.mark.slow
 def test_doctor_full_size_paper_config_builds_on_cpu_with_a_small_batch(tmp_path, monkeypatch):
     """The paper config (ViT-B/16, stride 11, 256x128, 3 views) is measured end to end; one iteration only."""
-    from lfem_plugin import doctor
+    from lfem_plugin.tools import doctor
     out = tmp_path / "doctor.json"
     args = ["doctor", "--config-file", str(REPO / "configs" / "occluded_duke" / "lfem_vit_base_s11_256x128.yaml"),
             "--synthetic", "--iters", "1", "--warmup", "0", "--eval-images", "4", "--out", str(out),

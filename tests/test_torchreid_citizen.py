@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from lfem_plugin import _torchreid, train
-from lfem_plugin.checkpoint import load_trained_weights
+from lfem_plugin import _torchreid
+from lfem_plugin.tools import train
+from lfem_plugin.utils.checkpoint import load_trained_weights
 from lfem_plugin.cli import build_parser, main
 from lfem_plugin.commands.train import _config
 from lfem_plugin.config import load_config, model_kwargs
@@ -98,7 +99,7 @@ def _trained_checkpoint(path: Path, numpy_rank1: bool = False, num_classes: int 
 def test_load_weights_loads_trained_weights_like_torchreid(tmp_path, caplog):
     weights = _trained_checkpoint(tmp_path / "model.pth.tar-3")
     model = MODELS.get("lfem_vit_tiny")(num_classes=4, loss="triplet")  # another identity count: classifiers differ
-    with caplog.at_level(logging.INFO, logger="lfem_plugin.checkpoint"):
+    with caplog.at_level(logging.INFO, logger="lfem_plugin.utils.checkpoint"):
         load_trained_weights(model, tmp_path / "model.pth.tar-3")
     own = model.state_dict()
     assert torch.equal(own["backbone.cls_token"], weights["backbone.cls_token"])

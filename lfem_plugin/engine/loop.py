@@ -10,7 +10,7 @@ import sys
 import time
 from typing import Any, Dict, List
 
-from . import distributed as D
+from ..utils import distributed as D
 
 __all__ = ["TrainLoopMixin"]
 

@@ -25,10 +25,10 @@ import torch
 from PIL import Image
 from yacs.config import CfgNode
 
+from ..data.datasets import DUKE_SPLITS, OccludedDuke
+from ..data.occluded_benchmarks import OccludedREID, PartialILIDS, PartialREID, PDukeMTMCReID
+from ..utils.distributed import unwrap as _unwrap
 from . import train as T
-from .data.datasets import DUKE_SPLITS, OccludedDuke
-from .data.occluded_benchmarks import OccludedREID, PartialILIDS, PartialREID, PDukeMTMCReID
-from .distributed import unwrap as _unwrap
 from .preflight import TORCHREID_LAYOUTS
 
 __all__ = ["DatasetShape", "SHAPES", "write_synthetic", "synthetic_config", "run_doctor", "format_report"]
