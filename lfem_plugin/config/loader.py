@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 from yacs.config import CfgNode as CN
@@ -82,17 +82,21 @@ def _null_keys(cfg: CN, defaults: CN, prefix: str = "") -> List[str]:
     return found
 
 
-def load_config(path: str | os.PathLike | None = None, opts: List[str] = (), text: Optional[str] = None) -> CN:
+def load_config(path: str | os.PathLike | None = None, opts: Sequence[str] = (), text: Optional[str] = None,
+                changes: Optional[Mapping[str, Any]] = None, changes_source: str = "the given changes") -> CN:
     """Defaults, then the YAML file (with ``_BASE_``) or YAML ``text`` (a config stored in a checkpoint), then
-    ``KEY VALUE`` overrides; frozen. Unknown keys, wrong types and empty (null) values fail with the key's name and
-    the place it came from."""
+    ``changes`` (``{'lfem.use_lfem': False, ...}``: typed values, as in a YAML file; ``changes_source`` names them in
+    errors), then ``KEY VALUE`` overrides; frozen. Unknown keys, wrong types and empty (null) values fail with the key's
+    name and the place it came from."""
     cfg = get_default_config()
     explicit: Dict[str, str] = {}  # key -> where it was set
     data = load_yaml_with_base(path) if path else (yaml.safe_load(text) or {}) if text else {}
-    if data:
-        source = f"config file {path}" if path else "the checkpoint's stored config"
-        _merge(cfg, source, lambda: cfg.merge_from_other_cfg(CN(data)))
-        explicit.update(dict.fromkeys(_flat_keys(data), source))
+    layers = [(f"config file {path}" if path else "the checkpoint's stored config", data),
+              (changes_source, _nested(changes or {}))]
+    for source, layer in layers:
+        if layer:
+            _merge(cfg, source, lambda: cfg.merge_from_other_cfg(CN(layer)))
+            explicit.update(dict.fromkeys(_flat_keys(layer), source))
     if opts:
         if len(opts) % 2:
             raise ValueError(f"the KEY VALUE overrides have an odd number of items ({' '.join(map(str, opts))}): "
@@ -102,6 +106,18 @@ def load_config(path: str | os.PathLike | None = None, opts: List[str] = (), tex
     apply_variant(cfg, explicit)
     cfg.freeze()
     return cfg
+
+
+def _nested(changes: Mapping[str, Any]) -> Dict[str, Any]:
+    """``{'a.b': 1}`` -> ``{'a': {'b': 1}}``."""
+    out: Dict[str, Any] = {}
+    for key, value in changes.items():
+        *parents, last = key.split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return out
 
 
 def _flat_keys(data: Dict[str, Any], prefix: str = "") -> List[str]:

@@ -19,7 +19,7 @@ from lfem_plugin.engine import MAX_SKIPPED_FP16_STEPS, LFEMEngine, NonFiniteLoss
 from lfem_plugin.tools.inference import load_trained
 from lfem_plugin.utils.run_lock import LOCK_NAME, RunLockedError
 
-from .helpers import CPU_CONFIG, SMALL, register_synthetic, tiny_engine, write_synthetic_reid
+from ..helpers import CPU_CONFIG, SMALL, register_synthetic, tiny_engine, write_synthetic_reid
 
 
 def _cfg(synthetic_root, save_dir, *opts):

@@ -12,7 +12,7 @@ from lfem_plugin import _torchreid
 from lfem_plugin.data.occluded_benchmarks import (GALLERY_CAMERA, QUERY_CAMERA, TEST_ONLY, OccludedREID, PartialILIDS,
                                                   PartialREID, PDukeMTMCReID)
 
-from .helpers import _write, occluded_reid_tree, p_duke_tree, partial_ilids_tree, partial_reid_tree
+from ..helpers import _write, occluded_reid_tree, p_duke_tree, partial_ilids_tree, partial_reid_tree
 
 TR = _torchreid.root()
 

@@ -9,7 +9,7 @@ from lfem_plugin import config as C
 from lfem_plugin.tools import train as T
 from lfem_plugin.losses import branch_weights
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DUKE = REPO / "configs" / "occluded_duke"
 FULL = DUKE / "lfem_vit_base_s11_256x128.yaml"
 

@@ -8,7 +8,7 @@ import pytest
 from lfem_plugin.tools import compare
 from lfem_plugin.tools.compare import ModelSpec, Profile, report, run_compare
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY = ("train.max_epoch", "1", "data.height", "64", "data.width", "32", "lfem.stride", "8",
         "train.batch_size", "16", "sampler.num_instances", "4")
 
@@ -16,8 +16,8 @@ TINY = ("train.max_epoch", "1", "data.height", "64", "data.width", "32", "lfem.s
 @pytest.mark.slow
 def test_compare_two_models_writes_json_table_and_plots_and_survives_a_failure(tmp_path, monkeypatch):
     quick = compare.QUICK
-    broken = ModelSpec("broken", "Broken", "no_such_model", quick.models[0].opts + ("model.name", "no_such_model"),
-                       config_file=quick.models[0].config_file)
+    broken = ModelSpec("broken", "Broken", quick.models[0].config_file,
+                       {**quick.models[0].changes, "model.name": "no_such_model"})
     profile = Profile("quick", quick.description, quick.common, quick.models + (broken,))
     monkeypatch.setitem(compare.PROFILES, "quick", profile)
     results = run_compare("quick", ["full", "broken", "baseline_vit"], seeds=[0], out_dir=tmp_path,

@@ -19,9 +19,10 @@ from lfem_plugin.engine import NonFiniteLossError
 from lfem_plugin.tools.inference import BadImageError, export_onnx, extract_features, list_images, load_trained
 from lfem_plugin.losses import MultiBranchLoss
 
-from .helpers import CPU_CONFIG, SMALL, TR, SyntheticReID
+from ..helpers import CPU_CONFIG, SMALL, TR, SyntheticReID
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
+TESTS = REPO / "tests"
 
 
 @pytest.fixture()
@@ -163,7 +164,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(synthetic_root, tm
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
 def test_kill_during_training_then_resume(sig, synthetic_root, tmp_path):
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parent))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), str(REPO)]))  # helpers, this checkout
     pre = "import helpers, sys; helpers.register_synthetic(); from lfem_plugin.cli import main; sys.exit(main())"
     cmd = [sys.executable, "-c", pre, "train", "--config-file", str(CPU_CONFIG), "--root", str(synthetic_root),
            "--resume", "auto", "data.save_dir", str(tmp_path), "train.max_epoch", "12", *SMALL]
