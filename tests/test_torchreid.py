@@ -267,8 +267,9 @@ def test_offline_weights_error_names_the_hub_cache_and_what_works_where(monkeypa
     message = str(err.value)
     assert str(tmp_path / "hub" / "checkpoints" / "none.pth") in message
     assert "build_model" in message and "model.pretrained_path" in message
-    readme = (REPO / "README.md").read_text()
-    assert "$TORCH_HOME/hub/checkpoints" in readme and "$TORCH_HOME/checkpoints" not in readme
+    docs = [REPO / "README.md", *(REPO / "docs").glob("*.md")]
+    assert "$TORCH_HOME/hub/checkpoints" in (REPO / "docs" / "TORCHREID.md").read_text()
+    assert not any("$TORCH_HOME/checkpoints" in doc.read_text() for doc in docs)
 
 
 def test_double_dash_ends_the_target_list_before_the_overrides():

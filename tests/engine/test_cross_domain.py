@@ -122,7 +122,7 @@ def test_compare_report_has_one_table_per_target(data_root, tmp_path, monkeypatc
 
 
 def test_the_readme_command_trains_on_market_and_reports_every_target(data_root, tmp_path, capsys):
-    """`lfem-reid train --config-file configs/market1501/lfem_vit_base_s11_256x128.yaml --root ...` (tiny model)."""
+    """docs/GETTING_STARTED.md's `lfem-reid train --config-file configs/market1501/lfem_vit_base_s11_256x128.yaml`."""
     from lfem_plugin.cli import main
     assert main(["train", "--config-file", str(MARKET), "--root", str(data_root), "data.save_dir",
                  str(tmp_path / "cli"), *TINY]) == 0
