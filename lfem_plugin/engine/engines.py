@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from contextlib import nullcontext
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, NamedTuple, Optional
 
 import torch
 from torch import nn
@@ -26,8 +26,8 @@ from .checkpointing import CheckpointMixin, NonFiniteLossError, non_finite_advic
 from .evaluation import EvaluationMixin, print_results
 from .loop import TrainLoopMixin
 
-__all__ = ["LFEMEngine", "NonFiniteLossError", "TorchreidSoftmaxEngine", "TorchreidTripletEngine", "print_results",
-           "MAX_SKIPPED_FP16_STEPS"]
+__all__ = ["LFEMEngine", "Step", "NonFiniteLossError", "TorchreidSoftmaxEngine", "TorchreidTripletEngine",
+           "print_results", "MAX_SKIPPED_FP16_STEPS"]
 
 _logger = logging.getLogger(__name__)
 _TR = _torchreid.root()
@@ -35,6 +35,16 @@ _TR = _torchreid.root()
 # fp16 AMP: GradScaler skips a step whose gradients overflow and lowers its scale; that is not a failure. A loss
 # that stays non-finite for this many consecutive steps is (the forward itself overflows).
 MAX_SKIPPED_FP16_STEPS = 20
+
+
+class Step(NamedTuple):
+    """One training step's forward (:meth:`LFEMEngine.compute_loss`)."""
+
+    loss: torch.Tensor
+    terms: Dict[str, torch.Tensor]  # each branch's CE / triplet term
+    logits: List[torch.Tensor]  # per branch, in the model's branch order
+    pids: torch.Tensor  # the identities the logits are scored against (the global batch under DDP)
+    gates: Optional[torch.Tensor]  # (B, K) LFEM gates of the original view, None without LFEM
 
 
 class _PluginParts(TrainLoopMixin, EvaluationMixin, CheckpointMixin):
@@ -91,32 +101,39 @@ class LFEMEngine(_PluginParts, _TR.engine.Engine):
             return nullcontext()
         return torch.autocast("cuda", dtype=torch.bfloat16 if self.amp == "bf16" else torch.float16)
 
-    def forward_backward(self, data: Dict[str, Any]) -> Dict[str, float]:
+    def compute_loss(self, data: Dict[str, Any]) -> Step:
+        """The training step's forward: the views of a batch (with camera ids) through the model, the heads on the
+        (under DDP: gathered) branch features, and the multi-branch loss. Runs under the caller's autocast."""
         images = data["img"] if isinstance(data["img"], (list, tuple)) else [data["img"]]
         images = torch.stack([v.to(self.device, non_blocking=True) for v in images])
         pids = data["pid"].to(self.device)
         cameras = data["camid"].to(self.device)
+        out = self.model(images, camera=cameras, branch_features=True)
+        # Under DDP, heads and losses see the global batch (BNNeck statistics, batch-hard mining), as a single
+        # process would; gradients flow back to each rank through the differentiable gather.
+        features = [D.all_gather_cat(f) for f in out.features]
+        pids = D.all_gather_cat(pids)
+        logits = D.unwrap(self.model).classify(out.names, features)
+        loss, terms = self.criterion(logits, features, pids, out.names)
+        return Step(loss, terms, logits, pids, out.gates)
+
+    def forward_backward(self, data: Dict[str, Any]) -> Dict[str, float]:
         with self._autocast():
-            out = self.model(images, camera=cameras, branch_features=True)
-            # Under DDP, heads and losses see the global batch (BNNeck statistics, batch-hard mining), as a
-            # single process would; gradients flow back to each rank through the differentiable gather.
-            features = [D.all_gather_cat(f) for f in out.features]
-            pids = D.all_gather_cat(pids)
-            logits = D.unwrap(self.model).classify(out.names, features)
-            loss, terms = self.criterion(logits, features, pids, out.names)
-        self._check_finite(loss, terms)
+            step = self.compute_loss(data)
+        self._check_finite(step.loss, step.terms)
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        self.scaler.scale(step.loss).backward()
         if self.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.global_step += 1
-        summary = {"loss": loss.item(), "acc": (logits[0].argmax(1) == pids).float().mean().item() * 100}
-        summary.update({k: v.item() for k, v in terms.items()})
-        if out.gates is not None:
-            summary.update({f"gate/{k + 1}": g.item() for k, g in enumerate(out.gates.float().mean(0))})
+        summary = {"loss": step.loss.item(),
+                   "acc": (step.logits[0].argmax(1) == step.pids).float().mean().item() * 100}
+        summary.update({k: v.item() for k, v in step.terms.items()})
+        if step.gates is not None:
+            summary.update({f"gate/{k + 1}": g.item() for k, g in enumerate(step.gates.float().mean(0))})
         return summary
 
     def _check_finite(self, loss: torch.Tensor, terms: Dict[str, torch.Tensor]) -> None:

@@ -109,19 +109,16 @@ def _time_eval(engine, dm, max_images: int) -> Dict[str, Any]:
 
 
 def _amp_agreement(engine, data) -> Dict[str, Any]:
-    """One training step's loss and gradients with bf16 autocast vs fp32, from the same weights and RNG."""
+    """One training step's loss and gradients (the engine's own :meth:`~lfem_plugin.engine.LFEMEngine.compute_loss`)
+    with bf16 autocast vs fp32, from the same weights and RNG."""
     model = _unwrap(engine.model)
-    images = data["img"] if isinstance(data["img"], (list, tuple)) else [data["img"]]
-    images = torch.stack([v.to(engine.device) for v in images])
-    pids, cameras = data["pid"].to(engine.device), data["camid"].to(engine.device)
     results = {}
     for mode in ("fp32", "bf16"):
         model.zero_grad(set_to_none=True)
         with torch.random.fork_rng(devices=[engine.device] if engine.device.type == "cuda" else []):
             torch.manual_seed(0)
             with torch.autocast(engine.device.type, dtype=torch.bfloat16, enabled=mode == "bf16"):
-                out = model(images, camera=cameras, branch_features=True)
-                loss, _ = engine.criterion(model.classify(out.names, out.features), out.features, pids, out.names)
+                loss = engine.compute_loss(data).loss
             loss.backward()
         grad = torch.cat([p.grad.flatten().float() for p in model.parameters() if p.grad is not None])
         results[mode] = (loss.item(), grad)
@@ -169,13 +166,12 @@ def run_doctor(cfg: CfgNode, iters: int = 5, warmup: int = 2, fixed_steps: int =
         cfg.data.save_dir = save_dir  # nothing of the user's run folder is touched
         cfg.train.save_checkpoints = False
         cfg.freeze()
-        if not T.is_plugin_model(cfg.model.name):
+        models = T.family(cfg)
+        if not isinstance(models, T.PluginFamily):
             raise ValueError(f"doctor measures the plugin's models; {cfg.model.name} trains with torchreid's engines")
         T.preflight.check_config(cfg)
-        T.set_seed(cfg.train.seed)
-        dm = T.build_datamanager(cfg)
-        T.preflight.check_data(cfg, dm, T.sie_cameras(cfg, dm))
-        engine, model = T.build_engine(cfg, dm)
+        run = T.set_up(cfg, models)  # what `lfem-reid train` builds, through the same function
+        dm, engine, model = run.datamanager, run.engine, run.model
         device = engine.device
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()

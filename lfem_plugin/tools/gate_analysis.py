@@ -64,10 +64,10 @@ def _gates(model: torch.nn.Module, paths: Sequence[str], cameras: Optional[Seque
     transform = build_test_transform(cfg.data.height, cfg.data.width, cfg.data.norm_mean, cfg.data.norm_std)
     images = torch.stack([transform(read_image(p)) for p in paths])
     camera = None if cameras is None else torch.as_tensor(cameras)
-    model.eval()(images, camera=camera)
-    if model.last_gates is None:
+    gates = model.eval().gates(images, camera=camera)
+    if gates is None:
         raise ValueError("the model has no LFEM (use_lfem False): there are no gates to analyse")
-    return model.last_gates.float().numpy()
+    return gates.float().numpy()
 
 
 def analyze_gates(model: torch.nn.Module, cfg, root: str = "") -> Dict[str, Any]:
@@ -75,7 +75,7 @@ def analyze_gates(model: torch.nn.Module, cfg, root: str = "") -> Dict[str, Any]
     train, query, gallery = orl_split(find_orl_root(root))
     boxes = OrlFacesOccluded.occluder_boxes(query, train)
     occluded = OrlFacesOccluded(root=root, mode="query", verbose=False).query
-    mode = sie_mode(cfg, "orl_faces_occluded") if model.backbone.sie.enabled else "off"  # as the evaluation does
+    mode = sie_mode(cfg, "orl_faces_occluded") if model.uses_sie else "off"  # as the evaluation does
     q_gates = _gates(model, [item[0] for item in occluded], camera_argument([q[2] for q in occluded], mode), cfg)
     g_gates = _gates(model, [item[0] for item in gallery], camera_argument([g[2] for g in gallery], mode), cfg)
     fractions = np.stack([group_occlusion(box, size, model) for box, size in boxes])

@@ -54,10 +54,10 @@ def draw_lfem_groups(model: torch.nn.Module, image: torch.Tensor, shown: np.ndar
     """
     model.eval()
     cam = None if camera is None else torch.tensor([camera])
-    model(image.unsqueeze(0), camera=cam)
-    if model.last_gates is None:
+    gates = model.gates(image.unsqueeze(0), camera=cam)
+    if gates is None:
         raise ValueError("the model has no LFEM (use_lfem=False): there are no gates to draw")
-    gates = model.last_gates[0].float().numpy()
+    gates = gates[0].float().numpy()
     backbone = model.backbone
     rows, cols = backbone.patch_embed.grid_size
     stride, patch = backbone.patch_embed.stride, backbone.patch_embed.patch_size[0]

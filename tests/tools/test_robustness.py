@@ -14,7 +14,7 @@ import torch
 from lfem_plugin import config as C
 from lfem_plugin.tools import train as T
 from lfem_plugin.utils.checkpoint import latest_checkpoint, load_checkpoint
-from lfem_plugin.data.datasets import set_skip_bad_images
+from lfem_plugin.data.datasets import skipping_bad_images
 from lfem_plugin.engine import NonFiniteLossError
 from lfem_plugin.tools.inference import BadImageError, export_onnx, extract_features, list_images, load_trained
 from lfem_plugin.losses import MultiBranchLoss
@@ -40,12 +40,8 @@ def test_truncated_image_error_names_the_file_and_skip_option(synthetic_root, ca
     index = [i for i, item in enumerate(ds.train) if item[0] == str(bad)][0]
     with pytest.raises(BadImageError, match=re.escape(bad.name)):
         ds[index]
-    set_skip_bad_images(True)
-    try:
-        with caplog.at_level(logging.WARNING):
-            clean = SyntheticReID(root=str(synthetic_root), verbose=False)
-    finally:
-        set_skip_bad_images(False)
+    with skipping_bad_images(), caplog.at_level(logging.WARNING):
+        clean = SyntheticReID(root=str(synthetic_root), verbose=False)
     assert len(clean.train) == len(ds.train) - 1
     assert "skipped 1 unreadable image(s)" in caplog.text
 
