@@ -129,3 +129,16 @@ def test_the_training_pipeline_parts_the_model_families_in_one_place():
                     and any(getattr(c, "id", "") == "MODELS" for c in node.comparators):
                 asking.add(func.name)
     assert asking == {"family", "is_plugin_model"}
+
+
+# A model's insides; everything outside models/ goes through models/interface.py's ReIDModel instead.
+MODEL_INSIDES = {"backbone", "heads", "fusion", "last_gates", "sie", "patch_embed"}
+
+
+def test_engines_and_tools_use_models_through_the_protocol():
+    reached = sorted(f"{name}: .{node.attr}" for name, path in _modules().items()
+                     if not name.startswith("lfem_plugin.models")
+                     for node in ast.walk(ast.parse(path.read_text()))
+                     if isinstance(node, ast.Attribute) and node.attr in MODEL_INSIDES)
+    assert reached == []
+    assert "forward_branches" not in (PACKAGE / "engine" / "evaluation.py").read_text()  # no duck-typed probing

@@ -6,7 +6,7 @@ Re-identification" (Sec. 3), on top of TransReID (ICCV 2021).
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, List, Literal, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -14,7 +14,7 @@ from torch import nn
 from ..registry import MODELS
 from .backbones import ARCHS, build_backbone
 from .head import BNNeckHead
-from .interface import BuildArgs, Views
+from .interface import BranchFeatures, BranchOutputs, BuildArgs, Views, Window, stack_views
 from .lfem import SequentialFusion
 from .vit import TransReIDViT
 
@@ -23,32 +23,6 @@ __all__ = ["LFEMViT", "BranchOutputs", "BranchFeatures", "VIEW_NAMES", "create_l
 _logger = logging.getLogger(__name__)
 
 VIEW_NAMES = ("original", "erased", "cropped")  # the views of data.transforms.MultiView, in its order
-
-
-class BranchFeatures(NamedTuple):
-    """The supervised features of one training forward, in branch order (views' globals, then locals)."""
-
-    names: Tuple[str, ...]
-    features: List[torch.Tensor]  # pre-BN, the triplet inputs
-    gates: Optional[torch.Tensor]  # (B, K) LFEM relation gates of the original view, None without LFEM
-
-
-class BranchOutputs(NamedTuple):
-    """:class:`BranchFeatures` plus each branch's logits (post-BNNeck classifier)."""
-
-    names: Tuple[str, ...]
-    logits: List[torch.Tensor]
-    features: List[torch.Tensor]
-    gates: Optional[torch.Tensor]
-
-
-def stack_views(x: Views) -> Tuple[torch.Tensor, int]:
-    """``list of V (B,C,H,W)`` or ``(V,B,C,H,W)`` or ``(B,C,H,W)`` -> ``(V*B, C, H, W)`` and ``V``."""
-    if isinstance(x, (list, tuple)):
-        return torch.cat(list(x), dim=0), len(x)
-    if x.dim() == 5:
-        return x.flatten(0, 1), x.shape[0]
-    return x, 1
 
 
 class LFEMViT(nn.Module):
@@ -137,6 +111,18 @@ class LFEMViT(nn.Module):
         sie = self.backbone.sie
         return BuildArgs(self.heads[0].classifier.out_features, sie.num_cameras,
                          sie.camera_ids.tolist() if sie.enabled else None)
+
+    @property
+    def img_size(self) -> Tuple[int, int]:
+        """The input ``(height, width)``."""
+        return tuple(self.backbone.patch_embed.img_size)
+
+    def group_windows(self) -> List[List[Window]]:
+        """Each JPM group's patches as pixel windows ``(top, left, height, width)`` of the input image."""
+        embed = self.backbone.patch_embed
+        cols, stride, patch = embed.grid_size[1], embed.stride, embed.patch_size[0]
+        return [[(r * stride, c * stride, patch, patch) for r, c in (divmod(i, cols) for i in group)]
+                for group in self.backbone.group_token_indices()]
 
     def gates(self, x: torch.Tensor, camera: Optional[torch.Tensor] = None) -> Optional[torch.Tensor]:
         """The LFEM relation gates ``(B, K)`` of one view ``(B, 3, H, W)``; None without LFEM."""

@@ -33,18 +33,15 @@ Box = Tuple[int, int, int, int]
 def group_occlusion(box: Box, image_size: Tuple[int, int], model: torch.nn.Module) -> np.ndarray:
     """Occluded fraction of each JPM group of ``model`` for an occluder ``box`` (top, left, h, w) given in the
     pixels of an image of ``image_size`` (height, width), which the model sees resized to its input size."""
-    embed = model.backbone.patch_embed
-    (in_h, in_w), (rows, cols) = embed.img_size, embed.grid_size
-    stride, patch = embed.stride, embed.patch_size[0]
+    in_h, in_w = model.img_size
     top, left, h, w = box
     sy, sx = in_h / image_size[0], in_w / image_size[1]
     mask = np.zeros((in_h, in_w), dtype=np.float64)
     y0, y1, x0, x1 = top * sy, (top + h) * sy, left * sx, (left + w) * sx
     ys, xs = np.arange(in_h) + 0.5, np.arange(in_w) + 0.5  # pixel centres
     mask[np.ix_((ys >= y0) & (ys < y1), (xs >= x0) & (xs < x1))] = 1.0
-    covered = np.array([mask[r * stride:r * stride + patch, c * stride:c * stride + patch].mean()
-                        for r in range(rows) for c in range(cols)])
-    return np.array([covered[list(group)].mean() for group in model.backbone.group_token_indices()])
+    return np.array([np.mean([mask[t:t + wh, x:x + ww].mean() for t, x, wh, ww in group])
+                     for group in model.group_windows()])
 
 
 def gate_statistics(fractions: np.ndarray, gates: np.ndarray) -> Dict[str, Any]:

@@ -242,6 +242,10 @@ def test_gates_come_back_from_a_call_and_no_state_is_left_on_the_model(tiny):
     assert torch.allclose(gates, branches.gates)  # the same gates as the training forward of that view
     assert feature.shape == (2, tiny.num_features) and not hasattr(tiny, "last_gates")
     assert isinstance(tiny, ReIDModel) and tiny.uses_sie
+    windows = tiny.group_windows()  # 64x32 input, 16-pixel patches at stride 8: a 7 x 3 grid, 4 JPM groups of 5
+    grid = {(8 * r, 8 * c, 16, 16) for r in range(7) for c in range(3)}
+    flat = [w for group in windows for w in group]
+    assert [len(g) for g in windows] == [5] * 4 and len(set(flat)) == 20 and set(flat) <= grid
     baseline = TR.models.build_model("vit_transreid_tiny", num_classes=4, pretrained=False).eval()
     assert baseline.gates(image, camera) is None and not baseline.use_lfem
 
