@@ -170,8 +170,8 @@ def run_doctor(cfg: CfgNode, iters: int = 5, warmup: int = 2, fixed_steps: int =
         if not isinstance(models, T.PluginFamily):
             raise ValueError(f"doctor measures the plugin's models; {cfg.model.name} trains with torchreid's engines")
         T.preflight.check_config(cfg)
-        run = T.set_up(cfg, models)  # what `lfem-reid train` builds, through the same function
-        dm, engine, model = run.datamanager, run.engine, run.model
+        built = T.set_up(cfg, models)  # what `lfem-reid train` builds, through the same function
+        dm, engine, model = built.datamanager, built.engine, built.model
         device = engine.device
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()

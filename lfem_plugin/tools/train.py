@@ -1,4 +1,5 @@
-"""Build the data manager, model, optimiser, scheduler and engine from a config, then train or test.
+"""Build the data manager, model, optimiser, scheduler and engine from a config (:func:`set_up`: each part once per
+run), then train or test.
 
 Mirrors the shape of torchreid's ``scripts/main.py`` (which PyPI torchreid does not ship).
 """
@@ -253,8 +254,8 @@ def run(cfg: CfgNode, resume: str = "", weights: str = "") -> Optional[LFEMEngin
 
 
 def _train(cfg: CfgNode, resume: str, weights: str = "") -> LFEMEngine:
-    run = set_up(cfg)
-    engine, model = run.engine, run.model
+    built = set_up(cfg)
+    engine, model = built.engine, built.model
     if weights:
         state = load_checkpoint(weights)
         load_state_strict(_unwrap(model), state.get("state_dict", state), weights, f"model {cfg.model.name}")
