@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import yaml
 from yacs.config import CfgNode as CN
 
+from .adapters import MODEL_ARG_KEYS, config_value
 from .defaults import get_default_config
 
 __all__ = ["load_config", "load_yaml_with_base", "apply_variant"]
@@ -127,12 +128,6 @@ def _flat_keys(data: Dict[str, Any], prefix: str = "") -> List[str]:
     return keys
 
 
-# Builder argument of a registered variant -> the config key that carries it (img_size and num_views: see below).
-_VARIANT_KEYS = {"stride": "lfem.stride", "sie_coef": "lfem.sie_coef", "drop_path_rate": "lfem.drop_path_rate",
-                 "use_lfem": "lfem.use_lfem", "eval_feature": "lfem.eval_feature",
-                 "local_feature": "lfem.local_feature"}
-
-
 def _variant_values(arg: str, value: Any) -> Dict[str, Any]:
     """The config values of one variant setting ({} for settings no key carries, e.g. num_cameras)."""
     if arg == "img_size":
@@ -140,14 +135,7 @@ def _variant_values(arg: str, value: Any) -> Dict[str, Any]:
     if arg == "num_views":
         from ..models.lfem_vit import VIEW_NAMES
         return {"lfem.views": list(VIEW_NAMES[:value])}
-    return {_VARIANT_KEYS[arg]: value} if arg in _VARIANT_KEYS else {}
-
-
-def _get(cfg: CN, key: str) -> Any:
-    node = cfg
-    for part in key.split("."):
-        node = node[part]
-    return node
+    return {MODEL_ARG_KEYS[arg]: value} if arg in MODEL_ARG_KEYS else {}
 
 
 def _set(cfg: CN, key: str, value: Any) -> None:
@@ -171,8 +159,8 @@ def apply_variant(cfg: CN, explicit: Dict[str, str]) -> None:
         for key, wanted in _variant_values(arg, value).items():
             if key not in explicit:
                 _set(cfg, key, wanted)
-            elif arg in getattr(builder, "fixed", ()) and not _agrees(arg, _get(cfg, key), wanted):
-                raise ValueError(f"{key} {_get(cfg, key)} (in {explicit[key]}) contradicts the model "
+            elif arg in getattr(builder, "fixed", ()) and not _agrees(arg, config_value(cfg, key), wanted):
+                raise ValueError(f"{key} {config_value(cfg, key)} (in {explicit[key]}) contradicts the model "
                                  f"{cfg.model.name}, which fixes {key} {wanted}; remove the key, or choose a model "
                                  f"whose name allows it (e.g. lfem_vit, whose switches are all keys)")
 
