@@ -21,3 +21,14 @@ def test_without_given_transforms_torchreid_builds_its_own(synthetic_root):
                          transforms=["random_flip"], batch_size_train=8, batch_size_test=8, workers=0, use_gpu=False)
     names = [type(t).__name__ for t in dm.transform_tr.transforms]
     assert "RandomHorizontalFlip" in names and dm.train_loader.dataset.transform is dm.transform_tr
+
+
+def test_under_torchrun_the_train_loader_takes_this_ranks_share(synthetic_root):
+    from lfem_plugin.data.sampler import DistributedIdentitySampler
+    share = dict(batch_size=8, num_instances=2, seed=0, workers=0, pin_memory=False, sampler="RandomIdentitySampler")
+    dm = ReIDDataManager(distributed=share, root=str(synthetic_root), sources=["synthetic_reid"], height=64, width=32,
+                         transforms=["random_flip"], batch_size_train=8, batch_size_test=8, workers=0, use_gpu=False,
+                         train_sampler="RandomIdentitySampler", num_instances=2)
+    assert isinstance(dm.train_loader.sampler, DistributedIdentitySampler) and dm.train_loader.batch_size == 8
+    batch = next(iter(dm.train_loader))
+    assert len(batch["pid"]) == 8 and all((batch["pid"] == p).sum() == 2 for p in batch["pid"].unique())
