@@ -11,7 +11,7 @@ from PIL import Image
 from lfem_plugin.cli import main
 from lfem_plugin.data.io import BadImageError, read_image
 
-from .test_search import _checkpoint, _images
+from .tools.test_search import _checkpoint, _images
 
 
 def _saved(tmp_path, img: Image.Image, name: str, **save) -> str:
@@ -170,8 +170,8 @@ def test_a_missing_torchreid_dependency_is_named(tmp_path):
     import sys
     from pathlib import Path
     env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
-    proc = subprocess.run([sys.executable, "-c", _BLOCK_TENSORBOARD], capture_output=True, text=True, env=env, check=False,
-                          timeout=120)
+    proc = subprocess.run([sys.executable, "-c", _BLOCK_TENSORBOARD], capture_output=True, text=True, env=env,
+                          check=False, timeout=120)
     assert proc.returncode != 0
     assert "pip install tensorboard" in proc.stderr and "cannot find torchreid" not in proc.stderr
 
@@ -198,7 +198,7 @@ def test_export_without_onnxruntime_names_the_extra_and_writes_nothing(tmp_path,
 def test_check_batch_norm_on_hand_built_models():
     from torch import nn
 
-    from lfem_plugin.preflight import PreflightError, check_batch_norm
+    from lfem_plugin.tools.preflight import PreflightError, check_batch_norm
     head = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4))
     check_batch_norm(head, 2)
     check_batch_norm(nn.Sequential(nn.Conv2d(3, 3, 3), nn.BatchNorm2d(3)), 1)  # one image still has H x W values
@@ -224,7 +224,7 @@ def test_train_batch_size_1_is_refused_before_training(synthetic_root, tmp_path,
 def trained64(tmp_path_factory):
     """A 1-epoch lfem_vit_tiny checkpoint at 64x32 on the synthetic set (its config stored in it)."""
     from lfem_plugin import config as C
-    from lfem_plugin import train as T
+    from lfem_plugin.tools import train as T
 
     from .helpers import CPU_CONFIG, SMALL, register_synthetic, write_synthetic_reid
     base = tmp_path_factory.mktemp("inputs26")
@@ -272,7 +272,7 @@ def test_extract_at_another_size_resamples_exactly_and_says_so(tmp_path, caplog)
     import torch
     from timm.layers import resample_abs_pos_embed
 
-    from lfem_plugin.inference import load_trained
+    from lfem_plugin.tools.inference import load_trained
     trained = _tiny_checkpoint(tmp_path / "a.pth", (64, 32))
     _images(tmp_path / "q", ["x.png"], 0)
     assert main(["extract", "--weights", str(tmp_path / "a.pth"), "--images", str(tmp_path / "q"), "--set",
@@ -286,7 +286,7 @@ def test_extract_at_another_size_resamples_exactly_and_says_so(tmp_path, caplog)
 
 
 def test_an_unknown_trained_size_is_an_error_naming_both_token_counts(tmp_path):
-    from lfem_plugin.inference import load_trained
+    from lfem_plugin.tools.inference import load_trained
     _tiny_checkpoint(tmp_path / "bare.pth", (64, 32), with_config=False)
     with pytest.raises(ValueError, match=r"holds 21 patch positions.*128x64 has 105.*data.height"):
         load_trained(str(tmp_path / "bare.pth"), opts=["model.name", "lfem_vit_tiny", "data.height", "128",
@@ -297,8 +297,8 @@ def test_load_weights_at_another_size_keeps_the_position_embedding(tmp_path):
     import torch
     from timm.layers import resample_abs_pos_embed
 
-    from lfem_plugin.checkpoint import load_trained_weights
     from lfem_plugin.registry import MODELS
+    from lfem_plugin.utils.checkpoint import load_trained_weights
     trained = _tiny_checkpoint(tmp_path / "a.pth", (64, 32))
     model = MODELS.get("lfem_vit_tiny")(num_classes=4, img_size=(128, 64))
     load_trained_weights(model, tmp_path / "a.pth")
