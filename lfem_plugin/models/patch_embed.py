@@ -54,7 +54,7 @@ class OverlapPatchEmbed(nn.Module):
         (h, w), got = self.img_size, "x".join(map(str, shape[-2:])) if len(shape) >= 2 else str(shape)
         return (f"expected input of shape (B, C, {h}, {w}), got {tuple(shape)}: this model is built for {h}x{w} "
                 f"input and its position embedding has that size. For a checkpoint trained at {got}, build the model "
-                f"at that size from the checkpoint's config: lfem_plugin.inference.load_trained(CHECKPOINT) in "
+                f"at that size from the checkpoint's config: lfem_plugin.tools.inference.load_trained(CHECKPOINT) in "
                 f"Python, `lfem-reid extract` on the command line (torchreid's FeatureExtractor builds the "
                 f"registered {h}x{w} variant, and its loader would discard a position embedding of another size). "
                 f"For a checkpoint trained at {h}x{w}, resize the images to {h}x{w} (FeatureExtractor: "

@@ -115,9 +115,9 @@ class TransReIDViT(nn.Module):
             h, w = self.patch_embed.img_size
             error_msgs.append(f"{prefix}pos_embed was not in the weights loaded, though the patch embedding was: a "
                               f"checkpoint trained at another input size than this model's {h}x{w} (torchreid's "
-                              f"load_pretrained_weights discards a position embedding of another shape). Rebuild the "
-                              f"model from the checkpoint: lfem_plugin.inference.load_trained(CHECKPOINT) (its stored "
-                              f"config gives the size), or `lfem-reid extract`")
+                              f"load_pretrained_weights discards a position embedding of another shape). Rebuild "
+                              f"the model from the checkpoint: lfem_plugin.tools.inference.load_trained(CHECKPOINT) "
+                              f"(its stored config gives the size), or `lfem-reid extract`")
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                                       error_msgs)
 
