@@ -14,8 +14,8 @@ from yacs.config import CfgNode as CN
 __all__ = ["get_default_config", "load_config", "load_yaml_with_base", "apply_variant", "imagedata_kwargs",
            "model_kwargs", "optimizer_kwargs", "scheduler_kwargs", "criterion_kwargs", "engine_run_kwargs",
            "lfem_engine_kwargs", "torchreid_optimizer_kwargs", "torchreid_engine_kwargs", "test_transform_kwargs",
-           "transform_kwargs", "sie_mode", "target_sie", "build_model_kwargs", "acceleration_kwargs",
-           "distributed_loader_kwargs"]
+           "transform_kwargs", "market_layout_kwargs", "sie_mode", "target_sie", "build_model_kwargs",
+           "acceleration_kwargs", "distributed_loader_kwargs"]
 
 BASE_KEY = "_BASE_"
 
@@ -42,6 +42,12 @@ def get_default_config() -> CN:
     cfg.data.norm_std = [0.5, 0.5, 0.5]  # normalisation std
     cfg.data.save_dir = "log/lfem"  # output folder: logs, TensorBoard, checkpoints
     cfg.data.skip_bad_images = False  # drop unreadable images when building the plugin's datasets (decodes all)
+    cfg.data.market_layout = CN()  # datasets market_layout / market_layout_occluded: any Market-1501-layout folder
+    # the folder: under data.root like every torchreid dataset (so configs name it and data.root stays the one path a
+    # user passes), or an absolute path
+    cfg.data.market_layout.folder = "market_layout"
+    cfg.data.market_layout.query = "query"  # query folder of market_layout (e.g. query_occluded: occluded protocol)
+    cfg.data.market_layout.occluded_query = "query_occluded"  # query folder of market_layout_occluded
     _add_training_config(cfg)
     _add_test_config(cfg)
     add_lfem_config(cfg)
@@ -290,6 +296,12 @@ def imagedata_kwargs(cfg: CN, transforms: Optional[List[str]] = None) -> Dict[st
                 num_instances=cfg.sampler.num_instances, train_sampler=cfg.sampler.train_sampler)
 
 
+def market_layout_kwargs(cfg: CN) -> Dict[str, str]:
+    """:func:`lfem_plugin.data.market_layout.market_layout_options` arguments (``data.market_layout.*``)."""
+    return dict(folder=cfg.data.market_layout.folder, query=cfg.data.market_layout.query,
+                occluded_query=cfg.data.market_layout.occluded_query)
+
+
 def transform_kwargs(cfg: CN) -> Dict[str, Any]:
     return dict(height=cfg.data.height, width=cfg.data.width, mean=tuple(cfg.data.norm_mean),
                 std=tuple(cfg.data.norm_std), flip_prob=cfg.lfem.flip_prob, padding=cfg.lfem.padding,
@@ -355,10 +367,13 @@ def criterion_kwargs(cfg: CN, branch_weights: Sequence[float]) -> Dict[str, Any]
 
 def sie_mode(cfg: CN, dataset: str) -> str:
     """How the camera ids of ``dataset`` reach SIE at evaluation: ``'cameras'`` for a training source (same
-    cameras), ``test.cross_domain_sie`` for any other, ``'off'`` with ``test.use_cameras`` False."""
+    cameras; also a target reading a source's cameras, :data:`~lfem_plugin.data.market_layout.SAME_CAMERAS`),
+    ``test.cross_domain_sie`` for any other, ``'off'`` with ``test.use_cameras`` False."""
+    from .data.market_layout import SAME_CAMERAS
     if not cfg.test.use_cameras:
         return "off"
-    return "cameras" if dataset in cfg.data.sources else cfg.test.cross_domain_sie
+    in_domain = dataset in cfg.data.sources or SAME_CAMERAS.get(dataset) in cfg.data.sources
+    return "cameras" if in_domain else cfg.test.cross_domain_sie
 
 
 def target_sie(cfg: CN) -> Dict[str, str]:

@@ -19,6 +19,7 @@ from . import preflight
 from .checkpoint import (list_checkpoints, load_checkpoint, load_state_strict, load_trained_weights,
                          remove_orphan_tmp)
 from .data.datasets import set_skip_bad_images
+from .data.market_layout import market_layout_options
 from .data.sampler import DistributedIdentitySampler
 from .data.transforms import build_test_transform, build_train_transform
 from .distributed import unwrap as _unwrap
@@ -122,17 +123,18 @@ def build_datamanager(cfg: CfgNode):
     models = family(cfg)
     kwargs = C.imagedata_kwargs(cfg, models.train_transforms)
     missing = preflight.check_torchreid_datasets(kwargs["root"], kwargs["sources"] + kwargs["targets"])
-    try:
-        dm = _TR.data.ImageDataManager(**kwargs)
-    except (OSError, RuntimeError) as err:  # torchreid's download of a missing dataset (or its refusal to try)
-        failed = preflight.download_failed(kwargs["root"], missing, err)
-        if failed is None:
+    with market_layout_options(**C.market_layout_kwargs(cfg)):  # the data manager passes its datasets only root
+        try:
+            dm = _TR.data.ImageDataManager(**kwargs)
+        except (OSError, RuntimeError) as err:  # torchreid's download of a missing dataset (or its refusal to try)
+            failed = preflight.download_failed(kwargs["root"], missing, err)
+            if failed is None:
+                raise
+            raise failed from None
+        except AssertionError:  # torchreid's sampler asserts there are enough identities for one P x K batch
+            num_pids = _TR.data.ImageDataManager(**dict(kwargs, train_sampler="RandomSampler")).num_train_pids
+            preflight.check_sampler(num_pids, cfg.train.batch_size, cfg.sampler.num_instances, cfg.data.sources)
             raise
-        raise failed from None
-    except AssertionError:  # torchreid's sampler asserts there are enough identities for one P x K batch
-        num_pids = _TR.data.ImageDataManager(**dict(kwargs, train_sampler="RandomSampler")).num_train_pids
-        preflight.check_sampler(num_pids, cfg.train.batch_size, cfg.sampler.num_instances, cfg.data.sources)
-        raise
     models.adapt_datamanager(cfg, dm)
     if D.is_distributed():
         dm.train_loader = _distributed_loader(dm.train_loader, **C.distributed_loader_kwargs(cfg))
