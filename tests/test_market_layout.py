@@ -163,3 +163,19 @@ def test_occluded_queries_use_the_training_cameras():
     assert sie_mode(trained_here, "market_layout_occluded") == "cameras"
     elsewhere = load_config(None, ["data.sources", "['orl_faces']", "data.targets", "['market_layout_occluded']"])
     assert sie_mode(elsewhere, "market_layout_occluded") == "mean"
+
+
+def test_lfem_reid_train_scores_clean_and_occluded_queries(tmp_path, capsys):
+    from lfem_plugin.cli import main
+
+    from .helpers import CPU_CONFIG
+    write_market_folder(tmp_path / "mine")
+    code = main(["train", "--config-file", str(CPU_CONFIG), "--root", str(tmp_path), "data.market_layout.folder",
+                 "mine", "data.sources", "['market_layout']", "data.targets",
+                 "['market_layout', 'market_layout_occluded']", "train.max_epoch", "1", "train.batch_size", "4",
+                 "sampler.num_instances", "2", "test.batch_size", "4", "use_gpu", "False", "data.save_dir",
+                 str(tmp_path / "run"), "train.checkpoint_period", "0", "lfem.warmup_epochs", "0"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert out.count("** Results **") == 2
+    assert "market_layout_occluded" in out
