@@ -179,3 +179,49 @@ def test_lfem_reid_train_scores_clean_and_occluded_queries(tmp_path, capsys):
     assert code == 0
     assert out.count("** Results **") == 2
     assert "market_layout_occluded" in out
+
+
+# ---- validation split of the training identities ---------------------------------------------------------------
+
+def test_val_split_holds_training_ids_out_as_query_and_gallery(tmp_path, capsys):
+    import json
+
+    from lfem_plugin.cli import main
+    src = write_market_folder(tmp_path / "mine")
+    assert main(["prepare", "val-split", "--source", str(src), "--out", str(tmp_path / "val"), "--ids", "1",
+                 "--seed", "0"]) == 0
+    record = json.loads((tmp_path / "val" / "val_split.json").read_text())
+    held = record["held_out_ids"]
+    assert len(held) == 1 and held[0] in (3, 7, 42)
+    with market_layout_options(folder=str(tmp_path / "val")):
+        ds = MarketLayout(root="", verbose=False)
+    # no test image and no junk reaches the split; the held-out id's lowest camera is the query, the rest gallery
+    assert {item[1] for item in ds.query} == {item[1] for item in ds.gallery} == set(held)
+    assert len({item[2] for item in ds.query}) == 1
+    assert min(item[2] for item in ds.gallery) > ds.query[0][2]
+    assert ds.num_train_pids == 2 and len(ds.train) + len(ds.query) + len(ds.gallery) == 6
+    assert record["images"] == {"train": len(ds.train), "query": len(ds.query), "gallery": len(ds.gallery)}
+    # the same seed holds out the same ids; an existing folder is not replaced silently
+    assert main(["prepare", "val-split", "--source", str(src), "--out", str(tmp_path / "val"), "--ids", "1"]) == 2
+    assert "exists" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--ids", "3"], "cannot hold out 3 identities"),
+    (["--ids", "0"], "cannot hold out 0 identities"),
+])
+def test_val_split_refuses_impossible_counts(tmp_path, capsys, argv, message):
+    from lfem_plugin.cli import main
+    src = write_market_folder(tmp_path / "mine")
+    assert main(["prepare", "val-split", "--source", str(src), "--out", str(tmp_path / "val"), *argv]) == 2
+    assert message in capsys.readouterr().err and not (tmp_path / "val").exists()
+
+
+def test_prepare_names_the_missing_flags(tmp_path, capsys):
+    from lfem_plugin.cli import main
+    assert main(["prepare", "val-split", "--out", str(tmp_path / "v")]) == 2
+    assert "needs --source" in capsys.readouterr().err
+    assert main(["prepare", "occluded-duke", "--root", str(tmp_path)]) == 2
+    assert "needs --duke-zip" in capsys.readouterr().err
+    assert main(["prepare", "val-split", "--source", str(tmp_path), "--out", str(tmp_path / "v")]) == 2
+    assert "has no bounding_box_train/" in capsys.readouterr().err
