@@ -88,8 +88,15 @@ def _opts(**kwargs: Any) -> Tuple[str, ...]:
 # ---- quick profile: ORL faces with occluded queries, random init; the recipes are configs/orl/quick_*.yaml --------
 _QUICK_VIT = "orl/quick_vit_tiny_96x80.yaml"
 _QUICK_CNN = "orl/quick_cnn_softmax_96x80.yaml"
-_BASELINE_VIT = _opts(model__name="vit_transreid_tiny", lfem__use_lfem=False, lfem__views="['original']",
-                      lfem__local_feature="jpm", lfem__eval_feature="concat", lfem__loss_weights="transreid")
+
+
+def _baseline_vit(name: str) -> Tuple[str, ...]:
+    """The paper's "Baseline (ViT)" row on a registered TransReID variant: no LFEM, one view, TransReID's heads."""
+    return _opts(model__name=name, lfem__use_lfem=False, lfem__views="['original']", lfem__local_feature="jpm",
+                 lfem__eval_feature="concat", lfem__loss_weights="transreid")
+
+
+_BASELINE_VIT = _baseline_vit("vit_transreid_tiny")
 
 LFEM_VARIANTS = ("baseline_vit", "lfem_only", "rerc_only", "full")
 
@@ -145,7 +152,25 @@ PAPER = Profile(
                                                  train__max_epoch=150), needs_cuda=True, config_file=_PAPER_CNN),
     ),
 )
-PROFILES = {"quick": QUICK, "paper": PAPER}
+# ---- pedestrians profile: CUHK03 camera pair 1 (a Market-layout folder), clean and occluded queries, CPU ---------
+_PED_CNN = "cuhk03_pair1/cnn_softmax_128x64.yaml"
+PEDESTRIANS = Profile(
+    name="pedestrians",
+    description="CUHK03 camera pair 1 at 128x64 (folder cuhk03_pair1_128x64 under --root: 743 train ids; 100 test "
+                "ids, clean queries = market_layout, occluded = market_layout_occluded, one gallery), random init, "
+                "CPU; ViT rows: lfem_vit_mini (128-d, depth 4, stride 12), AdamW 1e-3; CNN: osnet_x0_25, torchreid "
+                "softmax recipe (configs/cuhk03_pair1/)",
+    common=(),
+    config_file="cuhk03_pair1/lfem_vit_mini_s12_128x64.yaml",
+    models=(
+        ModelSpec("baseline_vit", "Baseline (ViT)", "vit_transreid_mini", _baseline_vit("vit_transreid_mini")),
+        ModelSpec("lfem_only", "LFEM only", "lfem_vit_mini", _opts(lfem__views="['original']")),
+        ModelSpec("rerc_only", "RE&RC only", "lfem_vit_mini", _opts(lfem__use_lfem=False, lfem__local_feature="jpm")),
+        ModelSpec("full", "Full (LFEM)", "lfem_vit_mini", ()),
+        ModelSpec("osnet_x0_25", "OSNet x0.25", "osnet_x0_25", (), config_file=_PED_CNN),
+    ),
+)
+PROFILES = {"quick": QUICK, "paper": PAPER, "pedestrians": PEDESTRIANS}
 
 
 def _versions() -> Dict[str, str]:

@@ -119,3 +119,23 @@ def test_unknown_benchmark_and_mixed_out_folder(tmp_path, monkeypatch):
     assert run_compare("paper", ["resnet50"], out_dir=tmp_path)[0]["benchmark"] == "occluded_duke"
     with pytest.raises(FileExistsError, match="holds a result on occluded_duke, not market1501"):
         run_compare("paper", ["resnet50"], out_dir=tmp_path, benchmark="market1501")
+
+
+def test_pedestrians_profile_scores_clean_and_occluded_queries_one_model_per_call(tmp_path):
+    from .test_market_layout import write_market_folder
+    write_market_folder(tmp_path / "data" / "cuhk03_pair1_128x64")  # generated, under the profile's folder name
+    tiny = ("train.max_epoch", "1", "data.height", "64", "data.width", "32", "train.batch_size", "4",
+            "sampler.num_instances", "2", "test.batch_size", "4", "data.workers", "0", "train.save_checkpoints",
+            "False")
+    for key in ("full", "osnet_x0_25"):
+        [result] = run_compare("pedestrians", [key], seeds=[0], out_dir=tmp_path / "out", root=str(tmp_path / "data"),
+                               extra=tiny)
+        assert result["status"] == "ok", result.get("reason")
+        assert set(result["targets"]) == {"market_layout", "market_layout_occluded"}
+        assert result["R1"] == result["targets"]["market_layout"]["R1"]  # the first target: the clean queries
+    assert json.loads((tmp_path / "out" / "full_seed0.json").read_text())["registered_name"] == "lfem_vit_mini"
+    for spec in compare.PEDESTRIANS.models:  # every row's config names the model it claims and both query sets
+        cfg = compare._config(spec, compare.PEDESTRIANS, 0, tmp_path, str(tmp_path / "data"), (), None)
+        assert cfg.model.name == spec.model
+        assert list(cfg.data.targets) == ["market_layout", "market_layout_occluded"]
+        assert cfg.data.market_layout.folder == "cuhk03_pair1_128x64" and cfg.data.root == str(tmp_path / "data")
