@@ -225,3 +225,16 @@ def test_prepare_names_the_missing_flags(tmp_path, capsys):
     assert "needs --duke-zip" in capsys.readouterr().err
     assert main(["prepare", "val-split", "--source", str(tmp_path), "--out", str(tmp_path / "v")]) == 2
     assert "has no bounding_box_train/" in capsys.readouterr().err
+
+
+def test_extract_and_search_read_cameras_from_market_names(tmp_path):
+    from lfem_plugin.data.io import cameras_from_names, list_images
+    base = write_market_folder(tmp_path / "mine")
+    paths = list_images(str(base / "bounding_box_test"))
+    assert cameras_from_names(paths) == [1, 1, 1, 1, 2]  # -1_c2, 0000_c2, 0100_c2, 0101_c2, 0101_c3 (sorted names)
+
+
+def test_doctor_synthetic_sends_a_market_folder_to_the_real_data(tmp_path):
+    from lfem_plugin.doctor import write_synthetic
+    with pytest.raises(KeyError, match="run without --synthetic on the real data"):
+        write_synthetic("market_layout", tmp_path)
