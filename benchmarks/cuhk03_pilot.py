@@ -33,11 +33,12 @@ def main() -> None:
     args = parser.parse_args()
     import torch
 
-    from lfem_plugin import train
+    from lfem_plugin.tools import train
     from lfem_plugin.config import load_config
     opts = ["model.name", args.model, "data.market_layout.folder", str(args.val_folder.resolve()), "data.targets",
             "['market_layout']", "train.max_epoch", str(args.epochs), "lfem.warmup_epochs", "1", "use_gpu", "False",
-            "train.save_checkpoints", "False", "data.save_dir", f"/tmp/cuhk03_pilot_{args.model}", *[v for pair in args.set for v in pair]]
+            "train.save_checkpoints", "False", "data.save_dir", f"/tmp/cuhk03_pilot_{args.model}",
+            *[v for pair in args.set for v in pair]]
     cfg = load_config(CONFIG, opts)
     start = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):
