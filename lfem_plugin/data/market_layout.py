@@ -17,7 +17,7 @@ A folder without ``bounding_box_train/`` is a test-only target (no training spli
 
 The data manager passes a dataset nothing but ``data.root``, so the folder and query names reach these classes
 through :func:`market_layout_options`, a context manager around the data manager's construction
-(:func:`lfem_plugin.train.build_datamanager` opens it from the config). With torchreid alone::
+(:class:`~lfem_plugin.data.datamanager.ReIDDataManager` opens it with the config's keys). With torchreid alone::
 
     with market_layout_options(folder="/data/my_market_folder", query="query_occluded"):
         dm = torchreid.data.ImageDataManager(root="", sources="market_layout")
@@ -123,6 +123,7 @@ class MarketLayout(SafeImageDataset):
     _junk_pids = [0, JUNK_PID]  # torchreid's Market1501: left out when combineall adds test images to training
 
     def query_dir_name(self) -> str:
+        """The query folder this dataset reads (``data.market_layout.query``)."""
         return current_options().query
 
     def __init__(self, root: str = "", mode: str = "train", verbose: bool = True, **kwargs) -> None:
@@ -155,4 +156,5 @@ class MarketLayoutOccluded(MarketLayout):
     name = "market_layout_occluded"
 
     def query_dir_name(self) -> str:
+        """The query folder this dataset reads (``data.market_layout.occluded_query``)."""
         return current_options().occluded_query
