@@ -128,7 +128,7 @@ def add_lfem_config(cfg: CN) -> None:
     cfg.lfem.weight_decay_bias = 1e-4  # bias weight decay
     cfg.lfem.amp = "bf16"  # mixed precision on CUDA: 'bf16', 'fp16' or 'off' (always off on CPU)
     cfg.lfem.grad_clip = 0.0  # max gradient norm (0: off)
-    cfg.lfem.compile = False  # torch.compile the model (nn.Module.compile: checkpoints keep their keys)
+    cfg.lfem.compile = False  # torch.compile the training step (model + loss) and the model (checkpoints keep keys)
     cfg.lfem.tf32 = True  # TF32 matmuls/convolutions on Ampere+ GPUs for what runs in fp32 (CUDA only)
 
 

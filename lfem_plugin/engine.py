@@ -12,6 +12,7 @@ for Deep Learning Person Re-Identification in Pytorch", 2019); LFEM paper Sec. 3
 from __future__ import annotations
 
 import logging
+import math
 from contextlib import nullcontext
 from typing import Any, Dict, Optional
 
@@ -23,6 +24,7 @@ from . import distributed as D
 from .checkpoint import CheckpointMixin, NonFiniteLossError, non_finite_advice
 from .evaluation import EvaluationMixin, print_results
 from .losses import MultiBranchLoss
+from .optim import guarded_step
 from .progress import TrainLoopMixin
 
 __all__ = ["LFEMEngine", "NonFiniteLossError", "TorchreidSoftmaxEngine", "TorchreidTripletEngine", "print_results",
@@ -82,7 +84,9 @@ class LFEMEngine(_PluginParts, _TR.engine.Engine):
         self.grad_clip = grad_clip
         self.num_views = getattr(D.unwrap(model), "num_views", 1)
         self.skipped_steps = 0
+        self.train_step = self._train_step
         self._init_parts(use_cameras, checkpoint_period, save_checkpoints, config_text, target_sie)
+        self.all_finite = torch.ones((), dtype=torch.bool, device=self.device)  # no non-finite loss yet (non-fp16)
 
     # ---- training ----------------------------------------------------------------------------------------------
     def _autocast(self):
@@ -90,48 +94,70 @@ class LFEMEngine(_PluginParts, _TR.engine.Engine):
             return nullcontext()
         return torch.autocast("cuda", dtype=torch.bfloat16 if self.amp == "bf16" else torch.float16)
 
-    def forward_backward(self, data: Dict[str, Any]) -> Dict[str, float]:
+    def forward_backward(self, data: Dict[str, Any]) -> Dict[str, torch.Tensor]:
+        """One training step; returns its summary (loss, acc in %, every term, mean gates) as 0-dim device
+        tensors, read to the host by the loop every ``print_freq`` steps: the step itself reads nothing back (no
+        device sync), so the host can queue the next steps while the device computes."""
         images = data["img"] if isinstance(data["img"], (list, tuple)) else [data["img"]]
         images = torch.stack([v.to(self.device, non_blocking=True) for v in images])
-        pids = data["pid"].to(self.device)
-        cameras = data["camid"].to(self.device)
+        pids = data["pid"].to(self.device, non_blocking=True)
+        cameras = data["camid"].to(self.device, non_blocking=True)
         with self._autocast():
-            out = self.model(images, camera=cameras, branch_features=True)
-            # Under DDP, heads and losses see the global batch (BNNeck statistics, batch-hard mining), as a
-            # single process would; gradients flow back to each rank through the differentiable gather.
-            features = [D.all_gather_cat(f) for f in out.features]
-            pids = D.all_gather_cat(pids)
-            logits = D.unwrap(self.model).classify(out.names, features)
-            loss, terms = self.criterion(logits, features, pids, out.names)
-        self._check_finite(loss, terms)
+            loss, terms, acc, gates = self.train_step(images, cameras, pids)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
-        self.scaler.step(self.optimizer)
+        if self.amp == "fp16":  # GradScaler skips a step whose gradients overflow, on the device
+            self.scaler.step(self.optimizer)
+        else:  # a non-finite loss stops the run at the next read; until then no step changes the weights
+            self.all_finite = torch.isfinite(loss.detach()) & self.all_finite
+            guarded_step(self.optimizer, self.all_finite)
         self.scaler.update()
         self.global_step += 1
-        summary = {"loss": loss.item(), "acc": (logits[0].argmax(1) == pids).float().mean().item() * 100}
-        summary.update({k: v.item() for k, v in terms.items()})
-        if out.gates is not None:
-            summary.update({f"gate/{k + 1}": g.item() for k, g in enumerate(out.gates.float().mean(0))})
+        summary = {"loss": loss.detach(), "acc": acc, **{k: v.detach() for k, v in terms.items()}}
+        if gates is not None:
+            summary.update({f"gate/{k + 1}": g for k, g in enumerate(gates.detach().float().mean(0))})
         return summary
 
-    def _check_finite(self, loss: torch.Tensor, terms: Dict[str, torch.Tensor]) -> None:
-        """Stop on a non-finite loss, naming the newest finite checkpoint; under fp16 AMP, GradScaler skips such a
-        step (its gradients overflow) and only a run of them is a failure."""
-        if torch.isfinite(loss):
-            self.skipped_steps = 0
-            return
-        self.skipped_steps += 1
-        if self.amp == "fp16" and self.skipped_steps < MAX_SKIPPED_FP16_STEPS:
-            _logger.warning("non-finite loss at step %d under fp16: GradScaler skips the step", self.global_step + 1)
-            return
-        bad = {k: float(v.detach()) for k, v in terms.items()}
-        raise NonFiniteLossError(f"non-finite loss at epoch {self.epoch + 1}, iteration {self.batch_idx + 1} "
-                                 f"(step {self.global_step + 1}): total={float(loss.detach())}, terms={bad}. "
-                                 f"Training stopped; {non_finite_advice(self._save_dir)}.")
+    def _train_step(self, images: torch.Tensor, cameras: torch.Tensor, pids: torch.Tensor):
+        """Forward, classify and loss of one batch: ``(loss, terms, acc %, gates or None)``; one graph for
+        ``torch.compile`` (no host read, no data-dependent branch)."""
+        out = self.model(images, camera=cameras, branch_features=True)
+        # Under DDP, heads and losses see the global batch (BNNeck statistics, batch-hard mining), as a single
+        # process would; gradients flow back to each rank through the differentiable gather.
+        features = [D.all_gather_cat(f) for f in out.features]
+        pids = D.all_gather_cat(pids)
+        logits = D.unwrap(self.model).classify(out.names, features)
+        loss, terms = self.criterion(logits, features, pids, out.names)
+        acc = (logits[0].detach().argmax(1) == pids).float().mean() * 100
+        return loss, terms, acc, out.gates
+
+    def compile(self, **kwargs: Any) -> None:
+        """``torch.compile`` the training step (forward, classify and loss: one graph) and, in place, the model
+        (its evaluation forward; the state dict keeps its keys, so checkpoints stay interchangeable)."""
+        D.unwrap(self.model).compile(**kwargs)
+        self.train_step = torch.compile(self._train_step, **kwargs)
+
+    def _check_steps(self, steps) -> None:
+        """Stop on a non-finite loss, naming its step and the newest finite checkpoint; under fp16 AMP, GradScaler
+        skips such a step (its gradients overflow) and only a run of ``MAX_SKIPPED_FP16_STEPS`` of them fails."""
+        for step in steps:
+            loss = step.summary["loss"]
+            if math.isfinite(loss):
+                self.skipped_steps = 0
+                continue
+            self.skipped_steps += 1
+            if self.amp == "fp16" and self.skipped_steps < MAX_SKIPPED_FP16_STEPS:
+                _logger.warning("non-finite loss at step %d under fp16: GradScaler skipped the step",
+                                step.global_step)
+                continue
+            bad = {k: v for k, v in step.summary.items() if k.startswith(("ce/", "tri/"))}
+            raise NonFiniteLossError(f"non-finite loss at epoch {step.epoch + 1}, iteration {step.batch_idx + 1} "
+                                     f"(step {step.global_step}): total={loss}, terms={bad}. "
+                                     f"Training stopped; {non_finite_advice(self._save_dir)}.")
+
 
 class TorchreidSoftmaxEngine(_PluginParts, _TR.engine.ImageSoftmaxEngine):
     """torchreid's ``ImageSoftmaxEngine`` with the plugin's evaluation and checkpoints (for fair comparisons).
