@@ -14,7 +14,7 @@ from yacs.config import CfgNode as CN
 __all__ = ["get_default_config", "load_config", "load_yaml_with_base", "apply_variant", "imagedata_kwargs",
            "model_kwargs", "optimizer_kwargs", "scheduler_kwargs", "criterion_kwargs", "engine_run_kwargs",
            "lfem_engine_kwargs", "torchreid_optimizer_kwargs", "torchreid_engine_kwargs", "test_transform_kwargs",
-           "transform_kwargs", "sie_mode", "target_sie", "build_model_kwargs", "acceleration_kwargs",
+           "transform_kwargs", "loader_kwargs", "sie_mode", "target_sie", "build_model_kwargs", "acceleration_kwargs",
            "distributed_loader_kwargs"]
 
 BASE_KEY = "_BASE_"
@@ -36,6 +36,10 @@ def get_default_config() -> CN:
     cfg.data.sources = ["occluded_duke"]  # training datasets
     cfg.data.targets = ["occluded_duke"]  # evaluation datasets
     cfg.data.workers = 4  # data loader processes
+    cfg.data.prefetch_factor = 2  # training batches each loader process prepares ahead (torch's default; workers > 0)
+    # keep the training loader's processes between epochs (no start-up per epoch; their random streams then differ
+    # from a run resumed at that epoch, so off by default)
+    cfg.data.persistent_workers = False
     cfg.data.height = 256  # input height
     cfg.data.width = 128  # input width
     cfg.data.norm_mean = [0.5, 0.5, 0.5]  # normalisation mean (the jx ViT weights use 0.5)
@@ -79,7 +83,10 @@ def _add_training_config(cfg: CN) -> None:
 def _add_test_config(cfg: CN) -> None:
     """torchreid's ``test`` keys."""
     cfg.test = CN()
-    cfg.test.batch_size = 256  # evaluation batch size
+    cfg.test.batch_size = 256  # evaluation batch size (larger fills a big GPU: features are per image)
+    # evaluation autocast on CUDA: 'off' (fp32, as before) or 'bf16' (faster; features returned in fp32; the paper
+    # does not say). Always off on the CPU
+    cfg.test.amp = "off"
     cfg.test.dist_metric = "euclidean"  # 'euclidean' or 'cosine'
     cfg.test.normalize_feature = True  # L2-normalise features before distances (paper)
     cfg.test.ranks = [1, 5, 10]  # CMC ranks to report
@@ -311,6 +318,11 @@ def acceleration_kwargs(cfg: CN) -> Dict[str, Any]:
     return dict(tf32=cfg.lfem.tf32, compile=cfg.lfem.compile)
 
 
+def loader_kwargs(cfg: CN) -> Dict[str, Any]:
+    """The training loader's ``prefetch_factor`` and ``persistent_workers``."""
+    return dict(prefetch_factor=cfg.data.prefetch_factor, persistent_workers=cfg.data.persistent_workers)
+
+
 def distributed_loader_kwargs(cfg: CN) -> Dict[str, Any]:
     """One rank's share of every global P x K batch under ``torchrun``: the global batch, K, the seed, loader
     workers."""
@@ -367,7 +379,7 @@ def target_sie(cfg: CN) -> Dict[str, str]:
 
 
 def lfem_engine_kwargs(cfg: CN) -> Dict[str, Any]:
-    return dict(amp=cfg.lfem.amp, grad_clip=cfg.lfem.grad_clip, use_cameras=cfg.test.use_cameras,
+    return dict(amp=cfg.lfem.amp, eval_amp=cfg.test.amp, grad_clip=cfg.lfem.grad_clip, use_cameras=cfg.test.use_cameras,
                 target_sie=target_sie(cfg),
                 checkpoint_period=cfg.train.checkpoint_period, save_checkpoints=cfg.train.save_checkpoints,
                 config_text=cfg.dump())

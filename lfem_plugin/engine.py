@@ -42,9 +42,9 @@ class _PluginParts(TrainLoopMixin, EvaluationMixin, CheckpointMixin):
     """The three parts every engine of the plugin adds to torchreid's."""
 
     def _init_parts(self, use_cameras: bool, checkpoint_period: int, save_checkpoints: bool,
-                    config_text: str, target_sie: Optional[Dict[str, str]] = None) -> None:
+                    config_text: str, target_sie: Optional[Dict[str, str]] = None, eval_amp: str = "off") -> None:
         self._init_loop()
-        self._init_evaluation(use_cameras, target_sie)
+        self._init_evaluation(use_cameras, target_sie, eval_amp)
         self._init_checkpointing(checkpoint_period, save_checkpoints, config_text)
 
 
@@ -61,6 +61,7 @@ class LFEMEngine(_PluginParts, _TR.engine.Engine):
         criterion: :class:`MultiBranchLoss` over the model's branches.
         use_gpu: run on CUDA when available.
         amp: ``'bf16'``, ``'fp16'`` (with a GradScaler) or ``'off'``; always off on CPU.
+        eval_amp: evaluation autocast, ``'bf16'`` or ``'off'``; always off on CPU.
         grad_clip: max gradient norm (0: off).
         use_cameras: pass query/gallery camera ids to the model at evaluation (SIE).
         target_sie: per target, how its cameras reach SIE (``'cameras'``, ``'mean'``, ``'off'``; default
@@ -73,7 +74,7 @@ class LFEMEngine(_PluginParts, _TR.engine.Engine):
     def __init__(self, datamanager, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
                  criterion: MultiBranchLoss, use_gpu: bool = True, amp: str = "bf16", grad_clip: float = 0.0,
                  use_cameras: bool = True, checkpoint_period: int = 0, save_checkpoints: bool = True,
-                 config_text: str = "", target_sie: Optional[Dict[str, str]] = None) -> None:
+                 config_text: str = "", target_sie: Optional[Dict[str, str]] = None, eval_amp: str = "off") -> None:
         super().__init__(datamanager, use_gpu)
         self.model, self.optimizer, self.scheduler, self.criterion = model, optimizer, scheduler, criterion
         self.register_model("model", model, optimizer, scheduler)
@@ -85,7 +86,7 @@ class LFEMEngine(_PluginParts, _TR.engine.Engine):
         self.num_views = getattr(D.unwrap(model), "num_views", 1)
         self.skipped_steps = 0
         self.train_step = self._train_step
-        self._init_parts(use_cameras, checkpoint_period, save_checkpoints, config_text, target_sie)
+        self._init_parts(use_cameras, checkpoint_period, save_checkpoints, config_text, target_sie, eval_amp)
         self.all_finite = torch.ones((), dtype=torch.bool, device=self.device)  # no non-finite loss yet (non-fp16)
 
     # ---- training ----------------------------------------------------------------------------------------------

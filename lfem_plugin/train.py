@@ -136,7 +136,19 @@ def build_datamanager(cfg: CfgNode):
     models.adapt_datamanager(cfg, dm)
     if D.is_distributed():
         dm.train_loader = _distributed_loader(dm.train_loader, **C.distributed_loader_kwargs(cfg))
+    dm.train_loader = tune_loader(dm.train_loader, **C.loader_kwargs(cfg))
     return dm
+
+
+def tune_loader(loader, prefetch_factor: int = 2, persistent_workers: bool = False):
+    """``loader`` (same dataset, sampler, batch, workers, pinning) with ``prefetch_factor`` batches prepared ahead
+    per worker and ``persistent_workers``; unchanged at torch's defaults or without workers."""
+    if loader.num_workers == 0 or (prefetch_factor == 2 and not persistent_workers):
+        return loader
+    return torch.utils.data.DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=loader.sampler,
+                                       num_workers=loader.num_workers, pin_memory=loader.pin_memory,
+                                       drop_last=loader.drop_last, prefetch_factor=prefetch_factor,
+                                       persistent_workers=persistent_workers)
 
 
 def _distributed_loader(loader, batch_size: int, num_instances: int, seed: int, workers: int, pin_memory: bool,
