@@ -31,18 +31,24 @@ sys.path.insert(0, str(REPO))
 
 import lfem_plugin  # noqa: E402,F401
 from lfem_plugin import config as C  # noqa: E402
-from lfem_plugin import doctor, train as T  # noqa: E402
+from lfem_plugin.tools import doctor, train as T  # noqa: E402
 
 PAPER = REPO / "configs" / "occluded_duke" / "lfem_vit_base_s11_256x128.yaml"
 TINY = REPO / "configs" / "orl" / "lfem_vit_tiny_64x32_cpu.yaml"
 
 
 def _config(smoke: bool, root: str, *opts: str):
+    """The paper config (the tiny one on the CPU) on the synthetic data under ``root`` (written on the first call)."""
     base = [] if smoke else ["data.workers", "12"]
     tiny = ["data.sources", "['occluded_duke']", "data.targets", "['occluded_duke']", "data.workers", "0",
             "train.batch_size", "16", "sampler.num_instances", "4"] if smoke else []
     cfg = C.load_config(TINY if smoke else PAPER, ["model.pretrained", "False", *base, *tiny, *opts])
-    return doctor.synthetic_config(cfg, root)
+    if not any(Path(root).iterdir()):
+        return doctor.synthetic_config(cfg, root)
+    cfg.defrost()
+    cfg.data.root = root
+    cfg.freeze()
+    return cfg
 
 
 def _sync(device: torch.device) -> None:

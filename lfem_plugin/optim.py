@@ -41,7 +41,14 @@ def build_optimizer(model: nn.Module, optim: str = "sgd", lr: float = 8e-3, weig
     if device is None:
         device = "cuda" if all(p.is_cuda for g in params for p in g["params"]) and params else "cpu"
     if optim == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, **step_kernels(device))
+        optimizer = torch.optim.SGD(params, lr=lr, momentum=momentum, **step_kernels(device))
+        if optimizer.defaults["fused"] and momentum:
+            # Fused SGD makes its momentum with empty_like on the first step; a first step skipped on the device
+            # (GradScaler's overflow, guarded_step) would leave it uninitialised. Zeros give the same first update
+            # (dampening 0: buffer = gradient).
+            for param in (p for g in params for p in g["params"]):
+                optimizer.state[param]["momentum_buffer"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+        return optimizer
     if optim == "adamw":
         return torch.optim.AdamW(params, lr=lr, **step_kernels(device))
     raise ValueError(f"unknown optimiser {optim!r}; choices: 'sgd', 'adamw'")

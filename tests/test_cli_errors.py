@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from lfem_plugin import config as C
-from lfem_plugin import train as T
+from lfem_plugin.tools import train as T
 from lfem_plugin.cli import main
 
 from .helpers import register_synthetic, write_synthetic_reid

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from lfem_plugin import compare
-from lfem_plugin.compare import ModelSpec, Profile, report, run_compare
+from lfem_plugin.tools import compare
+from lfem_plugin.tools.compare import ModelSpec, Profile, report, run_compare
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ("train.max_epoch", "1", "data.height", "64", "data.width", "32", "lfem.stride", "8",
@@ -69,7 +69,7 @@ def test_bench_scripts_smoke(script, tmp_path):
 
 
 def test_quick_profile_recipes_come_from_the_shipped_configs(tmp_path):
-    from lfem_plugin.compare import QUICK, _config, configs_dir
+    from lfem_plugin.tools.compare import QUICK, _config, configs_dir
     cfgs = {s.key: _config(s, QUICK, 0, tmp_path, "", (), None) for s in QUICK.models}
     assert all((configs_dir() / s.config_file).is_file() for s in QUICK.models)
     for key in ("baseline_vit", "lfem_only", "rerc_only", "full"):
@@ -85,7 +85,7 @@ def test_quick_profile_recipes_come_from_the_shipped_configs(tmp_path):
 
 
 def test_paper_profile_cnn_recipes_come_from_the_shipped_config(tmp_path):
-    from lfem_plugin.compare import PAPER, _config, configs_dir
+    from lfem_plugin.tools.compare import PAPER, _config, configs_dir
     cfgs = {s.key: _config(s, PAPER, 0, tmp_path, "", (), None) for s in PAPER.models}
     for key in ("resnet50", "pcb_p6", "osnet_x1_0", "hacnn"):
         spec = next(s for s in PAPER.models if s.key == key)
@@ -102,7 +102,7 @@ def test_paper_profile_cnn_recipes_come_from_the_shipped_config(tmp_path):
 
 @pytest.mark.parametrize("dataset", ["occluded_duke", "market1501", "p_dukemtmc_reid", "dukemtmcreid", "msmt17"])
 def test_paper_profile_runs_on_every_benchmark_from_its_configs(tmp_path, dataset):
-    from lfem_plugin.compare import PAPER, _config
+    from lfem_plugin.tools.compare import PAPER, _config
     assert dataset in PAPER.benchmarks
     for spec in PAPER.models:
         assert PAPER.config_path(spec, dataset).parent.name == dataset

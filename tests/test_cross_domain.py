@@ -11,10 +11,11 @@ import pytest
 import torch
 from PIL import Image
 
-from lfem_plugin import compare, config as C, train as T
-from lfem_plugin.compare import ModelSpec, Profile
+from lfem_plugin import config as C
+from lfem_plugin.tools import compare, train as T
+from lfem_plugin.tools.compare import ModelSpec, Profile
 from lfem_plugin.models.sie import UNKNOWN_CAMERA, CameraEmbedding
-from lfem_plugin.preflight import PreflightError
+from lfem_plugin.tools.preflight import PreflightError
 
 from .helpers import occluded_reid_tree, partial_ilids_tree, partial_reid_tree
 
@@ -122,7 +123,7 @@ def test_compare_report_has_one_table_per_target(data_root, tmp_path, monkeypatc
 
 
 def test_the_readme_command_trains_on_market_and_reports_every_target(data_root, tmp_path, capsys):
-    """`lfem-reid train --config-file configs/market1501/lfem_vit_base_s11_256x128.yaml --root ...` (tiny model)."""
+    """docs/GETTING_STARTED.md's `lfem-reid train --config-file configs/market1501/lfem_vit_base_s11_256x128.yaml`."""
     from lfem_plugin.cli import main
     assert main(["train", "--config-file", str(MARKET), "--root", str(data_root), "data.save_dir",
                  str(tmp_path / "cli"), *TINY]) == 0
@@ -174,12 +175,12 @@ def test_msmt17_that_torchreid_cannot_download(tmp_path):
 
 
 def test_an_error_after_a_dataset_arrived_is_not_blamed_on_the_download(data_root):
-    from lfem_plugin.preflight import download_failed
+    from lfem_plugin.tools.preflight import download_failed
     assert download_failed(str(data_root), ["market1501"], OSError("something else")) is None
 
 
 def test_rerank_that_cannot_fit_is_refused_before_training():
-    from lfem_plugin.preflight import check_rerank_memory
+    from lfem_plugin.tools.preflight import check_rerank_memory
     check_rerank_memory("occluded_duke", 2210, 17661, memory=24 * 2**30)  # 1.4 GB: fits
     with pytest.raises(PreflightError, match=r"msmt17: test.rerank needs at least 29.2 GB .* 24.0 GB; set "
                                              r"test.rerank False"):

@@ -8,7 +8,7 @@ import pytest
 from lfem_plugin import config as C
 from lfem_plugin.cli import main
 from lfem_plugin.data.datasets import OccludedDuke
-from lfem_plugin.doctor import _num_evaluations, write_synthetic
+from lfem_plugin.tools.doctor import _num_evaluations, write_synthetic
 
 REPO = Path(__file__).resolve().parents[1]
 CPU_CONFIG = REPO / "configs" / "orl" / "lfem_vit_tiny_64x32_cpu.yaml"
@@ -75,14 +75,14 @@ def test_doctor_cli_on_the_tiny_model_with_synthetic_duke(tmp_path, capsys):
     assert "images/s" in printed and "whole run (40 epochs + 2 evaluations)" in printed
     assert report["train_gflops_per_image"] > 2.5 * report["eval_gflops_per_image"] > 0  # forward + backward
     assert report["train_tflops"] == pytest.approx(report["train_gflops_per_image"] * report["images_per_s"] / 1e3)
-    assert report["train_peak_fraction"] is None and "device not in lfem_plugin.flops.PEAKS" in printed  # CPU
+    assert report["train_peak_fraction"] is None and "device not in lfem_plugin.utils.flops.PEAKS" in printed  # CPU
     assert not (tmp_path / "run").exists()  # the user's run folder is never touched
 
 
 @pytest.mark.slow
 def test_doctor_full_size_paper_config_builds_on_cpu_with_a_small_batch(tmp_path, monkeypatch):
     """The paper config (ViT-B/16, stride 11, 256x128, 3 views) is measured end to end; one iteration only."""
-    from lfem_plugin import doctor
+    from lfem_plugin.tools import doctor
     out = tmp_path / "doctor.json"
     args = ["doctor", "--config-file", str(REPO / "configs" / "occluded_duke" / "lfem_vit_base_s11_256x128.yaml"),
             "--synthetic", "--iters", "1", "--warmup", "0", "--eval-images", "4", "--out", str(out),

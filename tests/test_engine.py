@@ -9,9 +9,9 @@ import torch
 import yaml
 
 from lfem_plugin import config as C
-from lfem_plugin import preflight
-from lfem_plugin import train as T
-from lfem_plugin.checkpoint import load_checkpoint, save_checkpoint
+from lfem_plugin.tools import preflight
+from lfem_plugin.tools import train as T
+from lfem_plugin.utils.checkpoint import load_checkpoint, save_checkpoint
 from lfem_plugin.engine import LFEMEngine
 from lfem_plugin.optim import WarmupCosineLR, build_optimizer
 from lfem_plugin.registry import MODELS

@@ -9,7 +9,7 @@ import torch
 
 from lfem_plugin.cli import main
 from lfem_plugin.config import load_config, model_kwargs
-from lfem_plugin.gate_analysis import gate_statistics, group_occlusion
+from lfem_plugin.tools.gate_analysis import gate_statistics, group_occlusion
 from lfem_plugin.registry import MODELS
 
 

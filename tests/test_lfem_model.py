@@ -164,7 +164,7 @@ def test_multibranch_loss_weights_and_zero_skip():
     feats = [torch.randn(4, 5) for _ in names]
     pids = torch.tensor([0, 0, 1, 1])
     total, terms = MultiBranchLoss(names)(logits, feats, pids)
-    hand = sum(F.cross_entropy(l, pids) + TripletLoss(0.3)(f, pids) for l, f in zip(logits, feats))
+    hand = sum(F.cross_entropy(lg, pids) + TripletLoss(0.3)(f, pids) for lg, f in zip(logits, feats))
     assert total.item() == pytest.approx(hand.item(), rel=1e-5)
     assert set(terms) == {f"{k}/{n}" for k in ("ce", "tri") for n in names}
     total, terms = MultiBranchLoss(names, id_weights=(2.0, 0.0, 1.0), triplet_weights=(0.0, 1.0, 0.5))(

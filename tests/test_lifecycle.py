@@ -12,13 +12,12 @@ import pytest
 import torch
 
 from lfem_plugin import config as C
-from lfem_plugin import preflight
-from lfem_plugin import train as T
-from lfem_plugin.checkpoint import (DiskFullError, NonFiniteStateError, list_checkpoints, load_checkpoint,
-                                    save_checkpoint)
+from lfem_plugin.tools import preflight, train as T
+from lfem_plugin.utils.checkpoint import (DiskFullError, NonFiniteStateError, list_checkpoints, load_checkpoint,
+                                          save_checkpoint)
 from lfem_plugin.engine import MAX_SKIPPED_FP16_STEPS, LFEMEngine, NonFiniteLossError
-from lfem_plugin.inference import load_trained
-from lfem_plugin.run_lock import LOCK_NAME, RunLockedError
+from lfem_plugin.tools.inference import load_trained
+from lfem_plugin.utils.run_lock import LOCK_NAME, RunLockedError
 
 from .helpers import CPU_CONFIG, SMALL, register_synthetic, tiny_engine, write_synthetic_reid
 
@@ -114,7 +113,7 @@ def test_resume_auto_without_checkpoint_says_it_starts_from_scratch(synthetic_ro
 def test_resume_is_exact_from_every_checkpoint_including_evaluation_epochs(synthetic_root, tmp_path, monkeypatch):
     """Every checkpoint file as it was written (the one saved before an evaluation too, which a kill during that
     evaluation would leave behind) resumes to the uninterrupted run's final weights, bit for bit."""
-    from lfem_plugin import checkpoint as E  # where the engines look save_checkpoint up
+    from lfem_plugin.engine import checkpointing as E  # where the engines look save_checkpoint up
     written = []
 
     def snapshot(state, path):
@@ -252,7 +251,7 @@ def test_unreadable_test_image_fails_before_training_or_is_skipped(synthetic_roo
 def test_decompression_bomb_is_an_unreadable_image(tmp_path, monkeypatch):
     from PIL import Image
 
-    from lfem_plugin.inference import BadImageError, read_image
+    from lfem_plugin.tools.inference import BadImageError, read_image
     Image.new("RGB", (64, 64)).save(tmp_path / "bomb.png")
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
     with pytest.raises(BadImageError, match="bomb.png"):

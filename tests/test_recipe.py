@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lfem_plugin import config as C
-from lfem_plugin import train as T
+from lfem_plugin.tools import train as T
 from lfem_plugin.losses import branch_weights
 
 REPO = Path(__file__).resolve().parents[1]

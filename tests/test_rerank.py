@@ -64,7 +64,8 @@ def test_bad_inputs_are_named():
 def test_the_engine_re_ranks_with_it(monkeypatch):
     from .helpers import tiny_engine
     calls = []
-    monkeypatch.setattr("lfem_plugin.evaluation.re_ranking", lambda *a: calls.append(a) or metrics.re_ranking(*a))
+    monkeypatch.setattr("lfem_plugin.engine.evaluation.re_ranking",
+                        lambda *a: calls.append(a) or metrics.re_ranking(*a))
     engine = tiny_engine()
     rng = np.random.default_rng(0)
     feats = torch.tensor(rng.normal(size=(12, 8)), dtype=torch.float32)

@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from lfem_plugin import config as C
-from lfem_plugin import train as T
-from lfem_plugin.checkpoint import latest_checkpoint, load_checkpoint
+from lfem_plugin.tools import train as T
+from lfem_plugin.utils.checkpoint import latest_checkpoint, load_checkpoint
 from lfem_plugin.data.datasets import set_skip_bad_images
 from lfem_plugin.engine import NonFiniteLossError
-from lfem_plugin.inference import BadImageError, export_onnx, extract_features, list_images, load_trained
+from lfem_plugin.tools.inference import BadImageError, export_onnx, extract_features, list_images, load_trained
 from lfem_plugin.losses import MultiBranchLoss
 
 from .helpers import CPU_CONFIG, SMALL, TR, SyntheticReID

@@ -12,7 +12,7 @@ from PIL import Image
 from lfem_plugin.cli import main
 from lfem_plugin.config import load_config
 from lfem_plugin.registry import MODELS
-from lfem_plugin.search import CACHE_NAME, gallery_features, rank_gallery
+from lfem_plugin.tools.search import CACHE_NAME, gallery_features, rank_gallery
 
 
 def test_rank_gallery_on_hand_made_features():

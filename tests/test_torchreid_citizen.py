@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from lfem_plugin import _torchreid, train
-from lfem_plugin.checkpoint import load_trained_weights
+from lfem_plugin import _torchreid
+from lfem_plugin.tools import train
+from lfem_plugin.utils.checkpoint import load_trained_weights
 from lfem_plugin.cli import build_parser, main
 from lfem_plugin.commands.train import _config
 from lfem_plugin.config import load_config, model_kwargs
@@ -98,7 +99,7 @@ def _trained_checkpoint(path: Path, numpy_rank1: bool = False, num_classes: int 
 def test_load_weights_loads_trained_weights_like_torchreid(tmp_path, caplog):
     weights = _trained_checkpoint(tmp_path / "model.pth.tar-3")
     model = MODELS.get("lfem_vit_tiny")(num_classes=4, loss="triplet")  # another identity count: classifiers differ
-    with caplog.at_level(logging.INFO, logger="lfem_plugin.checkpoint"):
+    with caplog.at_level(logging.INFO, logger="lfem_plugin.utils.checkpoint"):
         load_trained_weights(model, tmp_path / "model.pth.tar-3")
     own = model.state_dict()
     assert torch.equal(own["backbone.cls_token"], weights["backbone.cls_token"])
@@ -266,8 +267,9 @@ def test_offline_weights_error_names_the_hub_cache_and_what_works_where(monkeypa
     message = str(err.value)
     assert str(tmp_path / "hub" / "checkpoints" / "none.pth") in message
     assert "build_model" in message and "model.pretrained_path" in message
-    readme = (REPO / "README.md").read_text()
-    assert "$TORCH_HOME/hub/checkpoints" in readme and "$TORCH_HOME/checkpoints" not in readme
+    docs = [REPO / "README.md", *(REPO / "docs").glob("*.md")]
+    assert "$TORCH_HOME/hub/checkpoints" in (REPO / "docs" / "TORCHREID.md").read_text()
+    assert not any("$TORCH_HOME/checkpoints" in doc.read_text() for doc in docs)
 
 
 def test_double_dash_ends_the_target_list_before_the_overrides():

@@ -68,7 +68,7 @@ def _summary(results) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import train
+    from ..tools import train
     cfg = _config(args)
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun: torchreid's progress lines and results from rank 0 only
         sys.stdout = open(os.devnull, "w")
@@ -84,8 +84,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_test(args: argparse.Namespace) -> int:
-    from .. import train
-    from ..distributed import unwrap
+    from ..tools import train
+    from ..utils.distributed import unwrap
     cfg = _config(args, test=True)
     _log_to_file(cfg.data.save_dir, "test")
     engine = train.run(cfg, weights=args.weights)  # the training pipeline with test.evaluate: one path
@@ -100,7 +100,7 @@ def _pictures(cfg, dm, model, engine, num_queries: int = 8) -> None:
     from pathlib import Path
 
     from ..models.sie import camera_argument
-    from ..visualize import draw_gate_pictures, plot_cmc
+    from ..tools.visualize import draw_gate_pictures, plot_cmc
     out = Path(cfg.data.save_dir)
     plot_cmc({name: r["cmc"] for name, r in engine.last_results.items()}, out / "cmc.png")
     print(f"CMC curve: {out / 'cmc.png'}; ranked lists: {out}/visrank_<dataset>/")

@@ -13,8 +13,8 @@ from typing import Any, Dict, List, NamedTuple, Optional
 
 import torch
 
-from . import _torchreid
-from . import distributed as D
+from .. import _torchreid
+from ..utils import distributed as D
 
 __all__ = ["TrainLoopMixin", "read_summaries"]
 

@@ -13,20 +13,20 @@ import numpy as np
 import torch
 from yacs.config import CfgNode
 
-from . import _torchreid, config as C
-from . import distributed as D
+from .. import _torchreid, config as C
+from ..data.datasets import set_skip_bad_images
+from ..data.sampler import DistributedIdentitySampler
+from ..data.transforms import build_test_transform, build_train_transform
+from ..engine import LFEMEngine, TorchreidSoftmaxEngine, TorchreidTripletEngine
+from ..losses import MultiBranchLoss, branch_weights
+from ..optim import WarmupCosineLR, build_optimizer
+from ..registry import MODELS
+from ..utils import distributed as D
+from ..utils.checkpoint import (list_checkpoints, load_checkpoint, load_state_strict, load_trained_weights,
+                                remove_orphan_tmp)
+from ..utils.distributed import unwrap as _unwrap
+from ..utils.run_lock import RunLock
 from . import preflight
-from .checkpoint import (list_checkpoints, load_checkpoint, load_state_strict, load_trained_weights,
-                         remove_orphan_tmp)
-from .data.datasets import set_skip_bad_images
-from .data.sampler import DistributedIdentitySampler
-from .data.transforms import build_test_transform, build_train_transform
-from .distributed import unwrap as _unwrap
-from .engine import LFEMEngine, TorchreidSoftmaxEngine, TorchreidTripletEngine
-from .losses import MultiBranchLoss, branch_weights
-from .optim import WarmupCosineLR, build_optimizer
-from .registry import MODELS
-from .run_lock import RunLock
 
 __all__ = ["build_datamanager", "build_model", "build_engine", "set_seed", "resolve_resume", "run"]
 
@@ -183,7 +183,7 @@ def _check_normalisation(cfg: CfgNode, builder) -> None:
     """ImageNet weights expect the normalisation they were trained with; say so when the config differs."""
     if not cfg.model.pretrained or not hasattr(builder, "arch"):
         return
-    from .models.backbones import backbone_norm
+    from ..models.backbones import backbone_norm
     mean, std = backbone_norm(builder.arch)
     configured = list(cfg.data.norm_mean) + list(cfg.data.norm_std)
     if any(abs(a - b) > 1e-6 for a, b in zip(list(mean) + list(std), configured)):
@@ -228,8 +228,8 @@ def run(cfg: CfgNode, resume: str = "", weights: str = "") -> Optional[LFEMEngin
     None when the checkpoint to resume from already finished the run (nothing is written then). ``weights``: a
     checkpoint loaded strictly into the model before the run (``lfem-reid test``; a mismatch names the keys).
 
-    Everything checkable is checked before the first step (:mod:`lfem_plugin.preflight`); one training at a time
-    may use ``data.save_dir`` (:class:`~lfem_plugin.run_lock.RunLock`). Under ``torchrun`` (``WORLD_SIZE > 1``) it
+    Everything checkable is checked before the first step (:mod:`lfem_plugin.tools.preflight`); one training at a time
+    may use ``data.save_dir`` (:class:`~lfem_plugin.utils.run_lock.RunLock`). Under ``torchrun`` (``WORLD_SIZE > 1``) it
     trains with DistributedDataParallel: one process per GPU (gloo on CPU), each loading whole identities of every
     global batch; rank 0 logs, evaluates and checkpoints.
     """

@@ -87,7 +87,7 @@ def draw_gate_pictures(model: torch.nn.Module, images: Sequence[Tuple[str, Optio
                        transform: Callable, size: Tuple[int, int], out_dir: Path) -> List[Tuple[Path, np.ndarray]]:
     """:func:`draw_lfem_groups` for each ``(path, camera, title)``, written as ``<index>_<stem>_lfem.png`` under
     ``out_dir`` (the index keeps images with equal stems apart); returns each picture's path and gates."""
-    from .data.io import read_image
+    from ..data.io import read_image
     out_dir.mkdir(parents=True, exist_ok=True)
     drawn = []
     for index, (path, camera, title) in enumerate(images):

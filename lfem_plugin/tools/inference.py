@@ -1,4 +1,5 @@
-"""Use a trained model elsewhere: rebuild it from a checkpoint and extract features (ONNX: :mod:`lfem_plugin.export`).
+"""Use a trained model elsewhere: rebuild it from a checkpoint and extract features (ONNX:
+:mod:`lfem_plugin.tools.export`).
 
 Without camera ids the model leaves the SIE term out (what torchreid's ``FeatureExtractor`` does); pass the cameras
 to get exactly the features of the engine's evaluation path.
@@ -13,12 +14,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from .checkpoint import load_checkpoint, load_state_strict, strip_module_prefix
-from .config import load_config
-from .data.io import BadImageError, cameras_from_names, list_images, read_image  # noqa: F401  (re-exported)
-from .data.transforms import build_test_transform
+from ..config import load_config
+from ..data.io import BadImageError, cameras_from_names, list_images, read_image  # noqa: F401  (re-exported)
+from ..data.transforms import build_test_transform
+from ..registry import MODELS
+from ..utils.checkpoint import load_checkpoint, load_state_strict, strip_module_prefix
 from .export import export_onnx  # noqa: F401  (re-exported)
-from .registry import MODELS
 
 __all__ = ["load_trained", "extract_features", "export_onnx", "list_images", "read_image", "cameras_from_names",
            "BadImageError"]  # the last five live in export and data.io; re-exported for callers of this module
@@ -49,7 +50,7 @@ def load_trained(weights: str, config_file: Optional[str] = None, opts: Sequence
     num_classes = sd["heads.0.classifier.weight"].shape[0] if "heads.0.classifier.weight" in sd else 1
     num_cameras = sd["backbone.sie.table"].shape[0] if "backbone.sie.table" in sd else 0
     camera_ids = sd["backbone.sie.camera_ids"].tolist() if "backbone.sie.camera_ids" in sd else None
-    from .config import model_kwargs
+    from ..config import model_kwargs
     kwargs = dict(model_kwargs(cfg, num_cameras, camera_ids), pretrained_path=None)
     model = MODELS.get(name)(num_classes=num_classes, loss=cfg.loss.name, pretrained=False, **kwargs)
     load_state_strict(model, sd, weights, f"{name} built from its config")

@@ -15,10 +15,10 @@ from typing import Dict, List, Sequence, Tuple
 from PIL import Image
 from yacs.config import CfgNode
 
-from .config import target_sie
-from .data.datasets import DUKE_SPLITS
-from .data.occluded_benchmarks import TEST_ONLY
-from .models.sie import SIE_MODES
+from ..config import target_sie
+from ..data.datasets import DUKE_SPLITS
+from ..data.occluded_benchmarks import TEST_ONLY
+from ..models.sie import SIE_MODES
 
 __all__ = ["check_config", "check_data", "check_sampler", "check_test_images", "check_query_matches",
            "check_test_cameras", "check_torchreid_datasets", "download_failed", "check_rerank_memory", "PreflightError",

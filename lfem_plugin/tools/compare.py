@@ -2,7 +2,7 @@
 
 ``lfem-reid compare`` and ``benchmarks/compare.py`` are the same entry point; ``lfem-reid demo`` is the quick
 profile with one seed. Every model - the plugin's LFEM variants (paper Table 2) and torchreid's baselines (paper
-Table 1: PCB, ResNet-50, OSNet, HACNN) - is trained by :func:`lfem_plugin.train.run` (the plugin engine for plugin
+Table 1: PCB, ResNet-50, OSNet, HACNN) - is trained by :func:`lfem_plugin.tools.train.run` (the plugin engine for plugin
 models, torchreid's own engines for torchreid models) and evaluated by the same evaluation code.
 
 Reference: LFEM paper Tables 1-2 (Sec. 4.3-4.4).
@@ -74,8 +74,8 @@ class Profile:
 
 def configs_dir() -> Path:
     """The shipped configs: ``lfem_plugin/configs`` in an installed wheel, ``configs/`` in a source checkout."""
-    inside = Path(__file__).resolve().parent / "configs"
-    return inside if inside.is_dir() else Path(__file__).resolve().parents[1] / "configs"
+    inside = Path(__file__).resolve().parents[1] / "configs"
+    return inside if inside.is_dir() else Path(__file__).resolve().parents[2] / "configs"
 
 
 def _opts(**kwargs: Any) -> Tuple[str, ...]:
@@ -151,7 +151,7 @@ PROFILES = {"quick": QUICK, "paper": PAPER}
 def _versions() -> Dict[str, str]:
     import timm
 
-    from . import __version__, _torchreid
+    from .. import __version__, _torchreid
     try:
         rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                              cwd=Path(__file__).parent, timeout=10).stdout.strip()
@@ -182,7 +182,7 @@ def _skip_reason(spec: ModelSpec, profile: Profile, pretrained: bool, vit_weight
 
 def _config(spec: ModelSpec, profile: Profile, seed: int, out_dir: Path, root: str, extra: Sequence[str],
             vit_weights: Optional[str], benchmark: Optional[str] = None):
-    from .config import load_config
+    from ..config import load_config
     config_file = profile.config_path(spec, benchmark)
     if config_file is not None:
         if not config_file.is_file():
@@ -290,7 +290,7 @@ def run_compare(profile: str = "quick", models: Optional[Sequence[str]] = None, 
 
 def report(out_dir: str | Path) -> Path:
     """Aggregate the JSONs in ``out_dir`` (models in the profiles' order) into ``results.md``, ``results.csv``,
-    ``cmc.png`` and ``bars.png``: :func:`lfem_plugin.report.write_report`."""
+    ``cmc.png`` and ``bars.png``: :func:`lfem_plugin.tools.report.write_report`."""
     return write_report(out_dir, [s.key for p in PROFILES.values() for s in p.models])
 
 

@@ -18,11 +18,11 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
-from .config import sie_mode
-from .data.datasets import OrlFacesOccluded, find_orl_root, orl_split
-from .data.io import read_image
-from .data.transforms import build_test_transform
-from .models.sie import camera_argument
+from ..config import sie_mode
+from ..data.datasets import OrlFacesOccluded, find_orl_root, orl_split
+from ..data.io import read_image
+from ..data.transforms import build_test_transform
+from ..models.sie import camera_argument
 from .visualize import _plt
 
 __all__ = ["group_occlusion", "gate_statistics", "analyze_gates", "plot_gates"]

@@ -25,13 +25,13 @@ import torch
 from PIL import Image
 from yacs.config import CfgNode
 
+from ..data.datasets import DUKE_SPLITS, OccludedDuke
+from ..data.occluded_benchmarks import OccludedREID, PartialILIDS, PartialREID, PDukeMTMCReID
+from ..engine.loop import read_summaries
+from ..utils.distributed import unwrap as _unwrap
 from . import train as T
-from .data.datasets import DUKE_SPLITS, OccludedDuke
-from .data.occluded_benchmarks import OccludedREID, PartialILIDS, PartialREID, PDukeMTMCReID
-from .distributed import unwrap as _unwrap
-from .flops import count_flops, device_peak, fraction_of_peak
+from .efficiency import distance_to_peak, format_peak
 from .preflight import TORCHREID_LAYOUTS
-from .progress import read_summaries
 
 __all__ = ["DatasetShape", "SHAPES", "write_synthetic", "synthetic_config", "run_doctor", "format_report"]
 
@@ -255,35 +255,6 @@ def _amp_agreement(engine, data) -> Dict[str, Any]:
             "amp_grad_cosine": float(torch.nn.functional.cosine_similarity(g32, g16, dim=0))}
 
 
-def _distance_to_peak(engine, data, report: Dict[str, Any]) -> Dict[str, Any]:
-    """FLOPs per image of a training step (forward + loss + backward) and of the evaluation forward, counted on the
-    real model (:func:`lfem_plugin.flops.count_flops`); achieved TFLOP/s at the measured images/s and, on a GPU of
-    :data:`~lfem_plugin.flops.PEAKS`, the fraction of its dense peak (bf16 under AMP, fp32 without)."""
-    images = data["img"] if isinstance(data["img"], (list, tuple)) else [data["img"]]
-    images = torch.stack([v.to(engine.device) for v in images])
-    pids, cameras = data["pid"].to(engine.device), data["camid"].to(engine.device)
-
-    def train_step():
-        with engine._autocast():
-            loss = engine._train_step(images, cameras, pids)[0]
-        loss.backward()
-    engine.set_model_mode("train")
-    train_flops = count_flops(train_step) / (images.shape[0] * images.shape[1])
-    engine.model.zero_grad(set_to_none=True)
-    engine.set_model_mode("eval")
-    with torch.no_grad():
-        eval_flops = count_flops(lambda: engine.extract_features(images[0], cameras)) / images.shape[1]
-    peak = device_peak(report["device"]) if engine.device.type == "cuda" else None
-    out = {"train_gflops_per_image": train_flops / 1e9, "eval_gflops_per_image": eval_flops / 1e9,
-           "peak_device": peak.name if peak else None}
-    for stage, flops, rate in (("train", train_flops, report["images_per_s"]),
-                               ("eval", eval_flops, report["eval_images_per_s"])):
-        reached = fraction_of_peak(flops, rate, peak, engine.amp)
-        out.update({f"{stage}_tflops": reached["tflops"], f"{stage}_peak_fraction": reached["fraction"],
-                    "peak_tflops": reached["peak_tflops"]})
-    return out
-
-
 def _num_evaluations(cfg: CfgNode) -> int:
     """Evaluations ``Engine.run`` performs: every ``eval_freq`` epochs from ``start_eval`` (not the last), plus one
     at the end."""
@@ -344,7 +315,7 @@ def run_doctor(cfg: CfgNode, iters: int = 5, warmup: int = 2, fixed_steps: int =
             "peak_mem_mb": _peak_mem_mb(device), "iters_per_epoch": len(dm.train_loader)}
         report.update(_fixed_batch(engine, batch, fixed_steps))
         report.update(_time_eval(engine, dm, eval_images))
-        report.update(_distance_to_peak(engine, batch, report))
+        report.update(distance_to_peak(engine, batch, report))
         report["projected_epoch_s"] = report["iters_per_epoch"] * report["iter_s"]
         report["evaluations"] = _num_evaluations(cfg)
         eval_s = report["eval_total_images"] / report["eval_images_per_s"]
@@ -372,19 +343,10 @@ def format_report(report: Dict[str, Any]) -> str:
              f"{'finite' if report['grads_finite'] else 'NOT finite'}, fixed-batch loss "
              f"{' -> '.join(f'{v:.3f}' for v in report['fixed_batch_losses'])} "
              f"({'falls' if report['fixed_batch_loss_falls'] else 'does NOT fall'}), LFEM gates {report['gate_mean']}"]
-    lines.append(_format_peak(report))
+    lines.append(format_peak(report))
     if "amp_grad_cosine" in report:
         lines.append(f"bf16 vs fp32, one step: loss rel. diff {report['amp_loss_rel_diff']:.2e}, gradient cosine "
                      f"{report['amp_grad_cosine']:.5f}")
     lines += [f"warning: {w}" for w in report["warnings"]] or ["no warnings"]
     return "\n".join(lines)
 
-
-def _format_peak(report: Dict[str, Any]) -> str:
-    line = (f"arithmetic: {report['train_gflops_per_image']:.2f} GFLOPs per image per training step (forward + "
-            f"backward), {report['eval_gflops_per_image']:.2f} per evaluation image; achieved "
-            f"{report['train_tflops']:.2f} TFLOP/s training, {report['eval_tflops']:.2f} evaluating")
-    if report["train_peak_fraction"] is None:
-        return line + " (fraction of peak: device not in lfem_plugin.flops.PEAKS)"
-    return line + (f" = {report['train_peak_fraction']:.1%} / {report['eval_peak_fraction']:.1%} of the "
-                   f"{report['peak_device']}'s {report['peak_tflops']:g} TFLOP/s dense {report['amp']} peak")

@@ -1,10 +1,11 @@
 """The plugin's engines: :class:`LFEMEngine` for the LFEM models, and torchreid's own engines with the plugin's
 evaluation and checkpoints, so that every model of a comparison is scored and saved by the same code.
 
-Each engine is torchreid's, plus three parts with one job each: :class:`~lfem_plugin.progress.TrainLoopMixin` (the
-loop around ``train``/``run``), :class:`~lfem_plugin.evaluation.EvaluationMixin` (``test``/``_evaluate``) and
-:class:`~lfem_plugin.checkpoint.CheckpointMixin` (``save_model``/``resume``). :class:`LFEMEngine` adds the hook that
-differs, ``forward_backward``: multi-view batches with camera ids, AMP, gradient clipping, non-finite checks.
+Each engine is torchreid's, plus three parts with one job each: :class:`~lfem_plugin.engine.loop.TrainLoopMixin`
+(the loop around ``train``/``run``), :class:`~lfem_plugin.engine.evaluation.EvaluationMixin` (``test``/``_evaluate``)
+and :class:`~lfem_plugin.engine.checkpointing.CheckpointMixin` (``save_model``/``resume``). :class:`LFEMEngine` adds
+the hook that differs, ``forward_backward``: multi-view batches with camera ids, AMP, gradient clipping, non-finite
+checks.
 
 Reference: torchreid ``Engine``/``ImageSoftmaxEngine``/``ImageTripletEngine`` (Zhou & Xiang, "Torchreid: A Library
 for Deep Learning Person Re-Identification in Pytorch", 2019); LFEM paper Sec. 3.4 and 4.2.
@@ -19,13 +20,13 @@ from typing import Any, Dict, Optional
 import torch
 from torch import nn
 
-from . import _torchreid
-from . import distributed as D
-from .checkpoint import CheckpointMixin, NonFiniteLossError, non_finite_advice
+from .. import _torchreid
+from ..losses import MultiBranchLoss
+from ..optim import guarded_step
+from ..utils import distributed as D
+from .checkpointing import CheckpointMixin, NonFiniteLossError, non_finite_advice
 from .evaluation import EvaluationMixin, print_results
-from .losses import MultiBranchLoss
-from .optim import guarded_step
-from .progress import TrainLoopMixin
+from .loop import TrainLoopMixin
 
 __all__ = ["LFEMEngine", "NonFiniteLossError", "TorchreidSoftmaxEngine", "TorchreidTripletEngine", "print_results",
            "MAX_SKIPPED_FP16_STEPS"]

@@ -17,11 +17,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import _torchreid
-from . import distributed as D
-from .checkpoint import rng_state, set_rng_state
-from .metrics import compute_distance_matrix, evaluate_rank, re_ranking
-from .models.sie import camera_argument
+from .. import _torchreid
+from ..metrics import compute_distance_matrix, evaluate_rank, re_ranking
+from ..models.sie import camera_argument
+from ..utils import distributed as D
+from ..utils.checkpoint import rng_state, set_rng_state
 
 __all__ = ["EvaluationMixin", "print_results", "query_gallery_distances"]
 

@@ -1,4 +1,4 @@
-"""Numba kernel for :func:`lfem_plugin.metrics.evaluate_rank`: one pass per query row, queries in parallel.
+"""Numba kernel for :func:`lfem_plugin.metrics.rank.evaluate_rank`: one pass per query row, queries in parallel.
 
 Per query: collect the matches (same pid, other camera), sort them by (distance, gallery index), then place every
 other-identity gallery item among them with a binary search (ties broken by gallery index, as a stable sort

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-from .data.io import read_image
-from .evaluation import query_gallery_distances
+from ..data.io import read_image
+from ..engine.evaluation import query_gallery_distances
 from .inference import extract_features
 
 __all__ = ["file_sha256", "gallery_features", "rank_gallery", "write_results", "draw_ranked", "CACHE_NAME"]
