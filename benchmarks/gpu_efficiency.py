@@ -129,7 +129,7 @@ def eval_rates(engine, dm, images: int, batch_sizes, amps) -> List[Dict[str, Any
             _sync(engine.device)
             through_loader = count / (time.perf_counter() - start)
             out.append({"amp": amp, "batch": batch, "images": count, "images_per_s": through_loader,
-                        "model_only_images_per_s": _model_only(engine, next(iter(first))["img"], amp)})
+                        "model_only_images_per_s": _model_only(engine, next(iter(first))["img"], engine.eval_amp)})
     engine.eval_amp = "off"
     return out
 
