@@ -31,7 +31,7 @@ sys.path.insert(0, str(REPO))
 
 import lfem_plugin  # noqa: E402,F401
 from lfem_plugin import config as C  # noqa: E402
-from lfem_plugin.tools import doctor, train as T  # noqa: E402
+from lfem_plugin.tools import doctor, synthetic, train as T  # noqa: E402
 
 PAPER = REPO / "configs" / "occluded_duke" / "lfem_vit_base_s11_256x128.yaml"
 TINY = REPO / "configs" / "orl" / "lfem_vit_tiny_64x32_cpu.yaml"
@@ -44,7 +44,7 @@ def _config(smoke: bool, root: str, *opts: str):
             "train.batch_size", "16", "sampler.num_instances", "4"] if smoke else []
     cfg = C.load_config(TINY if smoke else PAPER, ["model.pretrained", "False", *base, *tiny, *opts])
     if not any(Path(root).iterdir()):
-        return doctor.synthetic_config(cfg, root)
+        return synthetic.synthetic_config(cfg, root)
     cfg.defrost()
     cfg.data.root = root
     cfg.freeze()
@@ -161,9 +161,8 @@ def _doctor(cfg, smoke: bool, out: Path, tag: str) -> Dict[str, Any]:
 
 def _engine_parts(cfg, smoke: bool) -> Dict[str, Any]:
     """Host syncs, the profile and evaluation rates on one engine built as ``train`` builds it."""
-    T.set_seed(0)
-    dm = T.build_datamanager(cfg)
-    engine, _ = T.build_engine(cfg, dm)
+    built = T.set_up(cfg)
+    dm, engine = built.datamanager, built.engine
     engine.set_model_mode("train")
     batches = _batches(engine, 4 if smoke else 8)
     result = {"host_syncs": host_syncs(engine, batches[:4]), "profile": profile_steps(engine, batches)}

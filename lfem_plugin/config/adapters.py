@@ -8,10 +8,11 @@ from typing import Any, Dict, List, Optional, Sequence
 
 from yacs.config import CfgNode as CN
 
-__all__ = ["imagedata_kwargs", "model_kwargs", "optimizer_kwargs", "scheduler_kwargs", "criterion_kwargs",
-           "engine_run_kwargs", "lfem_engine_kwargs", "torchreid_optimizer_kwargs", "torchreid_engine_kwargs",
-           "test_transform_kwargs", "transform_kwargs", "sie_mode", "target_sie", "build_model_kwargs",
-           "acceleration_kwargs", "distributed_loader_kwargs", "loader_kwargs"]
+__all__ = ["MODEL_ARG_KEYS", "config_value", "imagedata_kwargs", "model_kwargs", "optimizer_kwargs",
+           "scheduler_kwargs", "criterion_kwargs", "engine_run_kwargs", "lfem_engine_kwargs",
+           "torchreid_optimizer_kwargs", "torchreid_engine_kwargs", "test_transform_kwargs", "transform_kwargs",
+           "sie_mode", "target_sie", "build_model_kwargs", "acceleration_kwargs", "distributed_loader_kwargs",
+           "loader_kwargs"]
 
 
 def imagedata_kwargs(cfg: CN, transforms: Optional[List[str]] = None) -> Dict[str, Any]:
@@ -57,19 +58,33 @@ def distributed_loader_kwargs(cfg: CN) -> Dict[str, Any]:
                 workers=cfg.data.workers, pin_memory=cfg.use_gpu, sampler=cfg.sampler.train_sampler)
 
 
+# A plugin model builder's argument -> the config key that carries it, as it is: the one table for both directions
+# (config -> builder in model_kwargs; a registered variant's settings -> config in loader.apply_variant).
+# img_size, num_views/views, lfem_proj_dim, the SIE sizes and pretrained_path are converted: see model_kwargs.
+MODEL_ARG_KEYS = {"stride": "lfem.stride", "sie_coef": "lfem.sie_coef", "drop_path_rate": "lfem.drop_path_rate",
+                  "num_groups": "lfem.num_groups", "rearrange": "lfem.rearrange", "shift_num": "lfem.shift_num",
+                  "shuffle_groups": "lfem.shuffle_groups", "use_lfem": "lfem.use_lfem",
+                  "lfem_scale_gate": "lfem.scale_gate", "lfem_share": "lfem.share",
+                  "local_feature": "lfem.local_feature", "neck_feat": "lfem.neck_feat",
+                  "eval_feature": "lfem.eval_feature"}
+
+
+def config_value(cfg: CN, key: str) -> Any:
+    """The value of a dotted ``key`` (``'lfem.stride'``)."""
+    node = cfg
+    for part in key.split("."):
+        node = node[part]
+    return node
+
+
 def model_kwargs(cfg: CN, num_cameras: int, camera_ids: Optional[List[int]] = None) -> Dict[str, Any]:
     """Extra builder arguments for plugin models (torchreid's own models take none); ``camera_ids`` are the raw
     camera ids of the training set (one SIE row each)."""
     sie = dict(num_cameras=num_cameras, camera_ids=camera_ids) if cfg.lfem.use_sie else dict(num_cameras=0)
-    return dict(img_size=(cfg.data.height, cfg.data.width), stride=cfg.lfem.stride, sie_coef=cfg.lfem.sie_coef,
-                **sie, drop_path_rate=cfg.lfem.drop_path_rate,
-                num_groups=cfg.lfem.num_groups, rearrange=cfg.lfem.rearrange, shift_num=cfg.lfem.shift_num,
-                shuffle_groups=cfg.lfem.shuffle_groups, use_lfem=cfg.lfem.use_lfem, num_views=len(cfg.lfem.views),
-                views=tuple(cfg.lfem.views),
-                lfem_proj_dim=cfg.lfem.proj_dim or None, lfem_scale_gate=cfg.lfem.scale_gate,
-                lfem_share=cfg.lfem.share, local_feature=cfg.lfem.local_feature, neck_feat=cfg.lfem.neck_feat,
-                eval_feature=cfg.lfem.eval_feature,
-                pretrained_path=cfg.model.pretrained_path or None)
+    return dict(img_size=(cfg.data.height, cfg.data.width), **sie, num_views=len(cfg.lfem.views),
+                views=tuple(cfg.lfem.views), lfem_proj_dim=cfg.lfem.proj_dim or None,
+                pretrained_path=cfg.model.pretrained_path or None,
+                **{arg: config_value(cfg, key) for arg, key in MODEL_ARG_KEYS.items()})
 
 
 def optimizer_kwargs(cfg: CN) -> Dict[str, Any]:

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import yaml
 from yacs.config import CfgNode as CN
 
+from .adapters import MODEL_ARG_KEYS, config_value
 from .defaults import get_default_config
 
 __all__ = ["load_config", "load_yaml_with_base", "apply_variant"]
@@ -82,17 +83,21 @@ def _null_keys(cfg: CN, defaults: CN, prefix: str = "") -> List[str]:
     return found
 
 
-def load_config(path: str | os.PathLike | None = None, opts: List[str] = (), text: Optional[str] = None) -> CN:
+def load_config(path: str | os.PathLike | None = None, opts: Sequence[str] = (), text: Optional[str] = None,
+                changes: Optional[Mapping[str, Any]] = None, changes_source: str = "the given changes") -> CN:
     """Defaults, then the YAML file (with ``_BASE_``) or YAML ``text`` (a config stored in a checkpoint), then
-    ``KEY VALUE`` overrides; frozen. Unknown keys, wrong types and empty (null) values fail with the key's name and
-    the place it came from."""
+    ``changes`` (``{'lfem.use_lfem': False, ...}``: typed values, as in a YAML file; ``changes_source`` names them in
+    errors), then ``KEY VALUE`` overrides; frozen. Unknown keys, wrong types and empty (null) values fail with the key's
+    name and the place it came from."""
     cfg = get_default_config()
     explicit: Dict[str, str] = {}  # key -> where it was set
     data = load_yaml_with_base(path) if path else (yaml.safe_load(text) or {}) if text else {}
-    if data:
-        source = f"config file {path}" if path else "the checkpoint's stored config"
-        _merge(cfg, source, lambda: cfg.merge_from_other_cfg(CN(data)))
-        explicit.update(dict.fromkeys(_flat_keys(data), source))
+    layers = [(f"config file {path}" if path else "the checkpoint's stored config", data),
+              (changes_source, _nested(changes or {}))]
+    for source, layer in layers:
+        if layer:
+            _merge(cfg, source, lambda: cfg.merge_from_other_cfg(CN(layer)))
+            explicit.update(dict.fromkeys(_flat_keys(layer), source))
     if opts:
         if len(opts) % 2:
             raise ValueError(f"the KEY VALUE overrides have an odd number of items ({' '.join(map(str, opts))}): "
@@ -104,17 +109,23 @@ def load_config(path: str | os.PathLike | None = None, opts: List[str] = (), tex
     return cfg
 
 
+def _nested(changes: Mapping[str, Any]) -> Dict[str, Any]:
+    """``{'a.b': 1}`` -> ``{'a': {'b': 1}}``."""
+    out: Dict[str, Any] = {}
+    for key, value in changes.items():
+        *parents, last = key.split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return out
+
+
 def _flat_keys(data: Dict[str, Any], prefix: str = "") -> List[str]:
     keys = []
     for key, value in data.items():
         keys += _flat_keys(value, f"{prefix}{key}.") if isinstance(value, dict) else [f"{prefix}{key}"]
     return keys
-
-
-# Builder argument of a registered variant -> the config key that carries it (img_size and num_views: see below).
-_VARIANT_KEYS = {"stride": "lfem.stride", "sie_coef": "lfem.sie_coef", "drop_path_rate": "lfem.drop_path_rate",
-                 "use_lfem": "lfem.use_lfem", "eval_feature": "lfem.eval_feature",
-                 "local_feature": "lfem.local_feature"}
 
 
 def _variant_values(arg: str, value: Any) -> Dict[str, Any]:
@@ -124,14 +135,7 @@ def _variant_values(arg: str, value: Any) -> Dict[str, Any]:
     if arg == "num_views":
         from ..models.lfem_vit import VIEW_NAMES
         return {"lfem.views": list(VIEW_NAMES[:value])}
-    return {_VARIANT_KEYS[arg]: value} if arg in _VARIANT_KEYS else {}
-
-
-def _get(cfg: CN, key: str) -> Any:
-    node = cfg
-    for part in key.split("."):
-        node = node[part]
-    return node
+    return {MODEL_ARG_KEYS[arg]: value} if arg in MODEL_ARG_KEYS else {}
 
 
 def _set(cfg: CN, key: str, value: Any) -> None:
@@ -155,8 +159,8 @@ def apply_variant(cfg: CN, explicit: Dict[str, str]) -> None:
         for key, wanted in _variant_values(arg, value).items():
             if key not in explicit:
                 _set(cfg, key, wanted)
-            elif arg in getattr(builder, "fixed", ()) and not _agrees(arg, _get(cfg, key), wanted):
-                raise ValueError(f"{key} {_get(cfg, key)} (in {explicit[key]}) contradicts the model "
+            elif arg in getattr(builder, "fixed", ()) and not _agrees(arg, config_value(cfg, key), wanted):
+                raise ValueError(f"{key} {config_value(cfg, key)} (in {explicit[key]}) contradicts the model "
                                  f"{cfg.model.name}, which fixes {key} {wanted}; remove the key, or choose a model "
                                  f"whose name allows it (e.g. lfem_vit, whose switches are all keys)")
 

@@ -9,6 +9,7 @@ import logging
 import math
 import os
 
+from ..models.interface import ReIDModel
 from ..utils import distributed as D
 from ..utils.checkpoint import (NonFiniteStateError, load_checkpoint, newest_finite_checkpoint, rng_state,
                                 save_checkpoint, set_rng_state)
@@ -65,6 +66,9 @@ class CheckpointMixin:
                  "results": {k: {"mAP": v["mAP"], "cmc": v["cmc"][:50]} for k, v in self.last_results.items()}}
         if self.config_text:
             state["config"] = self.config_text
+        model = D.unwrap(self.model)
+        if isinstance(model, ReIDModel):  # the data-given sizes: the config plus these rebuild the model
+            state["model_args"] = model.build_args()._asdict()
         try:
             path = save_checkpoint(state, os.path.join(save_dir, "model", f"model.pth.tar-{epoch + 1}"))
         except NonFiniteStateError as err:

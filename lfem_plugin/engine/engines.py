@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 import math
 from contextlib import nullcontext
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, NamedTuple, Optional
 
 import torch
 from torch import nn
@@ -28,8 +28,8 @@ from .checkpointing import CheckpointMixin, NonFiniteLossError, non_finite_advic
 from .evaluation import EvaluationMixin, print_results
 from .loop import TrainLoopMixin
 
-__all__ = ["LFEMEngine", "NonFiniteLossError", "TorchreidSoftmaxEngine", "TorchreidTripletEngine", "print_results",
-           "MAX_SKIPPED_FP16_STEPS"]
+__all__ = ["LFEMEngine", "Step", "NonFiniteLossError", "TorchreidSoftmaxEngine", "TorchreidTripletEngine",
+           "print_results", "MAX_SKIPPED_FP16_STEPS"]
 
 _logger = logging.getLogger(__name__)
 _TR = _torchreid.root()
@@ -37,6 +37,16 @@ _TR = _torchreid.root()
 # fp16 AMP: GradScaler skips a step whose gradients overflow and lowers its scale; that is not a failure. A loss
 # that stays non-finite for this many consecutive steps is (the forward itself overflows).
 MAX_SKIPPED_FP16_STEPS = 20
+
+
+class Step(NamedTuple):
+    """One training step's forward (:meth:`LFEMEngine.compute_loss`)."""
+
+    loss: torch.Tensor
+    terms: Dict[str, torch.Tensor]  # each branch's CE / triplet term
+    logits: List[torch.Tensor]  # per branch, in the model's branch order
+    pids: torch.Tensor  # the identities the logits are scored against (the global batch under DDP)
+    gates: Optional[torch.Tensor]  # (B, K) LFEM gates of the original view, None without LFEM
 
 
 class _PluginParts(TrainLoopMixin, EvaluationMixin, CheckpointMixin):
@@ -96,36 +106,44 @@ class LFEMEngine(_PluginParts, _TR.engine.Engine):
             return nullcontext()
         return torch.autocast("cuda", dtype=torch.bfloat16 if self.amp == "bf16" else torch.float16)
 
-    def forward_backward(self, data: Dict[str, Any]) -> Dict[str, torch.Tensor]:
-        """One training step; returns its summary (loss, acc in %, every term, mean gates) as 0-dim device
-        tensors, read to the host by the loop every ``print_freq`` steps: the step itself reads nothing back (no
-        device sync), so the host can queue the next steps while the device computes."""
+    def compute_loss(self, data: Dict[str, Any]) -> Step:
+        """The training step's forward: the views of a batch (with camera ids) through the model, the heads on the
+        (under DDP: gathered) branch features, and the multi-branch loss (:attr:`train_step`: compiled with
+        ``lfem.compile``). Runs under the caller's autocast; copies the batch to the device without waiting."""
         images = data["img"] if isinstance(data["img"], (list, tuple)) else [data["img"]]
         images = torch.stack([v.to(self.device, non_blocking=True) for v in images])
         pids = data["pid"].to(self.device, non_blocking=True)
         cameras = data["camid"].to(self.device, non_blocking=True)
+        return self.train_step(images, cameras, pids)
+
+    def forward_backward(self, data: Dict[str, Any]) -> Dict[str, torch.Tensor]:
+        """One training step; returns its summary (loss, acc in %, every term, mean gates) as 0-dim device
+        tensors, read to the host by the loop every ``print_freq`` steps: the step itself reads nothing back (no
+        device sync), so the host can queue the next steps while the device computes."""
         with self._autocast():
-            loss, terms, acc, gates = self.train_step(images, cameras, pids)
+            step = self.compute_loss(data)
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        self.scaler.scale(step.loss).backward()
         if self.grad_clip > 0:
             self.scaler.unscale_(self.optimizer)
             nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
         if self.amp == "fp16":  # GradScaler skips a step whose gradients overflow, on the device
             self.scaler.step(self.optimizer)
         else:  # a non-finite loss stops the run at the next read; until then no step changes the weights
-            self.all_finite = torch.isfinite(loss.detach()) & self.all_finite
+            self.all_finite = torch.isfinite(step.loss.detach()) & self.all_finite
             guarded_step(self.optimizer, self.all_finite)
         self.scaler.update()
         self.global_step += 1
-        summary = {"loss": loss.detach(), "acc": acc, **{k: v.detach() for k, v in terms.items()}}
-        if gates is not None:
-            summary.update({f"gate/{k + 1}": g for k, g in enumerate(gates.detach().float().mean(0))})
+        summary = {"loss": step.loss.detach(),
+                   "acc": (step.logits[0].detach().argmax(1) == step.pids).float().mean() * 100,
+                   **{k: v.detach() for k, v in step.terms.items()}}
+        if step.gates is not None:
+            summary.update({f"gate/{k + 1}": g for k, g in enumerate(step.gates.detach().float().mean(0))})
         return summary
 
-    def _train_step(self, images: torch.Tensor, cameras: torch.Tensor, pids: torch.Tensor):
-        """Forward, classify and loss of one batch: ``(loss, terms, acc %, gates or None)``; one graph for
-        ``torch.compile`` (no host read, no data-dependent branch)."""
+    def _train_step(self, images: torch.Tensor, cameras: torch.Tensor, pids: torch.Tensor) -> Step:
+        """Forward, classify and loss of one batch on the device: one graph for ``torch.compile`` (no host read, no
+        data-dependent branch)."""
         out = self.model(images, camera=cameras, branch_features=True)
         # Under DDP, heads and losses see the global batch (BNNeck statistics, batch-hard mining), as a single
         # process would; gradients flow back to each rank through the differentiable gather.
@@ -133,8 +151,7 @@ class LFEMEngine(_PluginParts, _TR.engine.Engine):
         pids = D.all_gather_cat(pids)
         logits = D.unwrap(self.model).classify(out.names, features)
         loss, terms = self.criterion(logits, features, pids, out.names)
-        acc = (logits[0].detach().argmax(1) == pids).float().mean() * 100
-        return loss, terms, acc, out.gates
+        return Step(loss, terms, logits, pids, out.gates)
 
     def compile(self, **kwargs: Any) -> None:
         """``torch.compile`` the training step (forward, classify and loss: one graph) and, in place, the model

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 
 from .. import _torchreid
 from ..metrics import compute_distance_matrix, evaluate_rank, re_ranking
+from ..models.interface import ReIDModel
 from ..models.sie import camera_argument
 from ..utils import distributed as D
 from ..utils.checkpoint import rng_state, set_rng_state
@@ -80,7 +81,7 @@ class EvaluationMixin:
     def extract_features(self, images: torch.Tensor, cameras: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Features of one batch; ``cameras`` reach models that take them (SIE)."""
         model = D.unwrap(self.model)
-        if hasattr(model, "forward_branches"):
+        if isinstance(model, ReIDModel):
             return model(images, camera=None if cameras is None else cameras.to(images.device)).float()
         return model(images).float()
 

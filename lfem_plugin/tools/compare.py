@@ -2,8 +2,8 @@
 
 ``lfem-reid compare`` and ``benchmarks/compare.py`` are the same entry point; ``lfem-reid demo`` is the quick
 profile with one seed. Every model - the plugin's LFEM variants (paper Table 2) and torchreid's baselines (paper
-Table 1: PCB, ResNet-50, OSNet, HACNN) - is trained by :func:`lfem_plugin.tools.train.run` (the plugin engine for plugin
-models, torchreid's own engines for torchreid models) and evaluated by the same evaluation code.
+Table 1: PCB, ResNet-50, OSNet, HACNN) - is trained by :func:`lfem_plugin.tools.train.run` (the plugin engine for
+plugin models, torchreid's own engines for torchreid models) and evaluated by the same evaluation code.
 
 Reference: LFEM paper Tables 1-2 (Sec. 4.3-4.4).
 """
@@ -16,136 +16,20 @@ import platform
 import subprocess
 import time
 import traceback
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
 
+from ..registry import MODELS
+from .protocols import PAPER, PROFILES, QUICK, ModelSpec, Profile, configs_dir  # noqa: F401  (re-exported)
 from .report import write_report
 
-__all__ = ["ModelSpec", "Profile", "PROFILES", "run_compare", "report", "run_one"]
+__all__ = ["ModelSpec", "Profile", "PROFILES", "QUICK", "PAPER", "configs_dir", "run_compare", "report", "run_one",
+           "summary_text"]
 
 _logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """One row of the comparison: a registered model name plus its config overrides."""
-
-    key: str
-    label: str
-    model: str
-    opts: Tuple[str, ...] = ()
-    needs_cuda: bool = False  # the torchreid model calls .cuda() itself
-    weights: Tuple[str, ...] = ()  # files (under $TORCH_HOME) that must exist when pretrained
-    config_file: Optional[str] = None  # under configs/; default: the profile's
-
-
-@dataclass(frozen=True)
-class Profile:
-    """A declared protocol: one dataset, split, input size and evaluation code for every model.
-
-    A profile with ``benchmarks`` runs on any of them: its config files are named under the first benchmark's
-    folder (``occluded_duke/...``) and the same file names are read from ``configs/<benchmark>/`` for another.
-    """
-
-    name: str
-    description: str
-    common: Tuple[str, ...]
-    models: Tuple[ModelSpec, ...]
-    config_file: Optional[str] = None
-    extra: Dict[str, Any] = field(default_factory=dict)
-    benchmarks: Tuple[str, ...] = ()
-
-    def config_path(self, spec: ModelSpec, benchmark: Optional[str] = None) -> Optional[Path]:
-        """The config file of ``spec`` on ``benchmark`` (default: the profile's first)."""
-        name = spec.config_file or self.config_file
-        if name is None:
-            return None
-        if benchmark and self.benchmarks:
-            if benchmark not in self.benchmarks:
-                raise KeyError(f"unknown benchmark {benchmark!r} for profile {self.name!r}; choices: "
-                               f"{list(self.benchmarks)}")
-            name = f"{benchmark}/{Path(name).name}"
-        return configs_dir() / name
-
-
-def configs_dir() -> Path:
-    """The shipped configs: ``lfem_plugin/configs`` in an installed wheel, ``configs/`` in a source checkout."""
-    inside = Path(__file__).resolve().parents[1] / "configs"
-    return inside if inside.is_dir() else Path(__file__).resolve().parents[2] / "configs"
-
-
-def _opts(**kwargs: Any) -> Tuple[str, ...]:
-    out: List[str] = []
-    for key, value in kwargs.items():
-        out += [key.replace("__", "."), str(value)]
-    return tuple(out)
-
-
-# ---- quick profile: ORL faces with occluded queries, random init; the recipes are configs/orl/quick_*.yaml --------
-_QUICK_VIT = "orl/quick_vit_tiny_96x80.yaml"
-_QUICK_CNN = "orl/quick_cnn_softmax_96x80.yaml"
-_BASELINE_VIT = _opts(model__name="vit_transreid_tiny", lfem__use_lfem=False, lfem__views="['original']",
-                      lfem__local_feature="jpm", lfem__eval_feature="concat", lfem__loss_weights="transreid")
-
-LFEM_VARIANTS = ("baseline_vit", "lfem_only", "rerc_only", "full")
-
-QUICK = Profile(
-    name="quick",
-    description="orl_faces_occluded (20 train ids; 40 occluded queries vs 160 gallery), 96x80 input, random "
-                "init; LFEM variants: tiny ViT (64-d, depth 3, stride 16), AdamW 1e-3, 100 epochs; CNN baselines: "
-                "torchreid softmax recipe (Adam 3e-4, label smoothing), 15 epochs",
-    common=(),
-    models=(
-        ModelSpec("baseline_vit", "Baseline (ViT)", "vit_transreid_tiny", _BASELINE_VIT, config_file=_QUICK_VIT),
-        ModelSpec("lfem_only", "LFEM only", "lfem_vit_tiny", _opts(lfem__views="['original']"),
-                  config_file=_QUICK_VIT),
-        ModelSpec("rerc_only", "RE&RC only", "lfem_vit_tiny", _opts(lfem__use_lfem=False, lfem__local_feature="jpm"),
-                  config_file=_QUICK_VIT),
-        ModelSpec("full", "Full (LFEM)", "lfem_vit_tiny", (), config_file=_QUICK_VIT),
-        ModelSpec("resnet50", "ResNet-50", "resnet50", _opts(model__name="resnet50"), config_file=_QUICK_CNN),
-        ModelSpec("pcb_p6", "PCB", "pcb_p6", _opts(model__name="pcb_p6"), config_file=_QUICK_CNN),
-        ModelSpec("osnet_x1_0", "OSNet", "osnet_x1_0",
-                  _opts(model__name="osnet_x1_0", train__optim="amsgrad", train__lr=0.0015), config_file=_QUICK_CNN),
-        ModelSpec("hacnn", "HACNN", "hacnn", _opts(model__name="hacnn", data__height=160, data__width=64),
-                  needs_cuda=True, config_file=_QUICK_CNN),
-    ),
-)
-
-# ---- paper profile: GPU, Occluded-Duke, the paper's recipe / each baseline's standard torchreid recipe ----------
-_PAPER_CNN = "occluded_duke/cnn_softmax_256x128.yaml"
-PAPER = Profile(
-    name="paper",
-    description="GPU, 256x128; LFEM models: the paper's recipe (configs/<benchmark>/lfem_vit_base_s11_256x128.yaml, "
-                "ImageNet ViT-B/16 from --vit-weights); baselines: torchreid's softmax recipes "
-                "(configs/<benchmark>/cnn_softmax_256x128.yaml) with ImageNet weights from $TORCH_HOME (skipped when "
-                "absent)",
-    common=(),  # datasets: each benchmark's config files
-    config_file="occluded_duke/lfem_vit_base_s11_256x128.yaml",
-    benchmarks=("occluded_duke", "market1501", "p_dukemtmc_reid", "dukemtmcreid", "msmt17"),
-    models=(
-        ModelSpec("baseline_vit", "Baseline (ViT)", "lfem_vit",
-                  _opts(lfem__use_lfem=False, lfem__views="['original']", lfem__local_feature="jpm")),
-        ModelSpec("lfem_only", "LFEM only", "lfem_vit", _opts(lfem__views="['original']")),
-        ModelSpec("rerc_only", "RE&RC only", "lfem_vit", _opts(lfem__use_lfem=False, lfem__local_feature="jpm")),
-        ModelSpec("full", "Full (LFEM)", "lfem_vit", ()),
-        ModelSpec("resnet50", "ResNet-50", "resnet50", _opts(model__name="resnet50"),
-                  weights=("hub/checkpoints/resnet50-19c8e357.pth",), config_file=_PAPER_CNN),
-        ModelSpec("pcb_p6", "PCB", "pcb_p6", _opts(model__name="pcb_p6", data__height=384, data__width=128,
-                                                 train__optim="sgd", train__lr=0.05),
-                  weights=("hub/checkpoints/resnet50-19c8e357.pth",), config_file=_PAPER_CNN),
-        ModelSpec("osnet_x1_0", "OSNet", "osnet_x1_0",
-                  _opts(model__name="osnet_x1_0", train__optim="amsgrad", train__lr=0.0015, train__max_epoch=150,
-                        train__batch_size=64),
-                  weights=("checkpoints/osnet_x1_0_imagenet.pth",), config_file=_PAPER_CNN),
-        ModelSpec("hacnn", "HACNN", "hacnn", _opts(model__name="hacnn", data__height=160, data__width=64,
-                                                 train__max_epoch=150), needs_cuda=True, config_file=_PAPER_CNN),
-    ),
-)
-PROFILES = {"quick": QUICK, "paper": PAPER}
 
 
 def _versions() -> Dict[str, str]:
@@ -167,11 +51,11 @@ def _device() -> str:
     return f"cpu ({platform.machine()}, {torch.get_num_threads()} threads)"
 
 
-def _skip_reason(spec: ModelSpec, profile: Profile, pretrained: bool, vit_weights: Optional[str]) -> Optional[str]:
+def _skip_reason(spec: ModelSpec, profile: Profile, cfg, vit_weights: Optional[str]) -> Optional[str]:
     if spec.needs_cuda and not torch.cuda.is_available():
-        return f"torchreid's {spec.model} calls .cuda() in its forward pass; it needs a GPU"
-    if profile.name == "paper" and pretrained:
-        if spec.model.startswith(("lfem_vit", "vit_transreid")) and not vit_weights:
+        return f"torchreid's {cfg.model.name} calls .cuda() in its forward pass; it needs a GPU"
+    if profile.name == "paper" and cfg.model.pretrained:
+        if cfg.model.name in MODELS and not vit_weights:
             return "ImageNet ViT-B/16 weights not given (--vit-weights jx_vit_base_p16_224-80ecf9dd.pth)"
         home = Path(torch.hub.get_dir()).parent
         missing = [str(home / w) for w in spec.weights if not (home / w).is_file()]
@@ -184,19 +68,19 @@ def _config(spec: ModelSpec, profile: Profile, seed: int, out_dir: Path, root: s
             vit_weights: Optional[str], benchmark: Optional[str] = None):
     from ..config import load_config
     config_file = profile.config_path(spec, benchmark)
-    if config_file is not None:
-        if not config_file.is_file():
-            raise FileNotFoundError(f"{config_file} not found: the installation lacks the shipped configs; "
-                                    f"reinstall lfem_plugin")
-    opts = list(profile.common) + list(spec.opts) + ["train.seed", str(seed), "data.save_dir",
-                                                     str(out_dir / "runs" / f"{spec.key}_seed{seed}")]
+    if not config_file.is_file():
+        raise FileNotFoundError(f"{config_file} not found: the installation lacks the shipped configs; "
+                                f"reinstall lfem_plugin")
+    changes = {**profile.common, **spec.changes, "train.seed": seed,
+               "data.save_dir": str(out_dir / "runs" / f"{spec.key}_seed{seed}")}
     if root:
-        opts += ["data.root", root]
-    if vit_weights and spec.model.startswith(("lfem_vit", "vit_transreid")):
-        opts += ["model.pretrained_path", vit_weights]
+        changes["data.root"] = root
+    if vit_weights and spec.model in MODELS:  # the plugin's ViTs take ImageNet ViT-B/16 weights
+        changes["model.pretrained_path"] = vit_weights
     if not torch.cuda.is_available():
-        opts += ["use_gpu", "False"]
-    return load_config(config_file, opts + list(extra))
+        changes["use_gpu"] = False
+    return load_config(config_file, list(extra), changes=changes,
+                       changes_source=f"the {profile.name} profile's row {spec.key!r}")
 
 
 def _target_metrics(metrics: Dict[str, Any]) -> Dict[str, Any]:
@@ -216,7 +100,7 @@ def run_one(spec: ModelSpec, profile: Profile, seed: int, out_dir: Path, root: s
     metrics are the first target's; ``targets`` holds every target's."""
     from . import train
     benchmark = benchmark or (profile.benchmarks[0] if profile.benchmarks else None)
-    result: Dict[str, Any] = {"model": spec.key, "label": spec.label, "registered_name": spec.model, "seed": seed,
+    result: Dict[str, Any] = {"model": spec.key, "label": spec.label, "seed": seed,
                               "profile": profile.name, "protocol": profile.description, "device": _device(),
                               "versions": _versions(), "date": time.strftime("%Y-%m-%d %H:%M")}
     if benchmark:
@@ -224,8 +108,8 @@ def run_one(spec: ModelSpec, profile: Profile, seed: int, out_dir: Path, root: s
     path = out_dir / f"{spec.key}_seed{seed}.json"
     try:
         cfg = _config(spec, profile, seed, out_dir, root, extra, vit_weights, benchmark)
-        result["config"] = cfg.dump()
-        reason = _skip_reason(spec, profile, cfg.model.pretrained, vit_weights)
+        result.update(registered_name=cfg.model.name, config=cfg.dump())
+        reason = _skip_reason(spec, profile, cfg, vit_weights)
         if reason:
             result.update(status="skipped", reason=reason)
         else:

@@ -2,8 +2,8 @@
 
 It builds exactly what ``lfem-reid train`` builds for a config (data manager, model, optimiser, scheduler, engine,
 AMP mode), runs real training iterations and a timed evaluation on a subset, and projects the whole run. With
-``synthetic=True`` it first writes a throwaway dataset shaped like the config's (same image, identity and camera
-counts; a few generated images hard-linked many times), so it runs before the user has the data.
+``--synthetic`` it first writes a throwaway dataset shaped like the config's (:mod:`lfem_plugin.tools.synthetic`), so
+it runs before the user has the data.
 
 Reference: the paper's recipe (Sec. 4.2: ViT-B/16, 256x128, PK 16x3, three views, 200 epochs).
 """
@@ -16,143 +16,20 @@ import resource
 import statistics
 import tempfile
 import time
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import numpy as np
 import torch
-from PIL import Image
 from yacs.config import CfgNode
 
-from ..data.datasets import DUKE_SPLITS, OccludedDuke
-from ..data.occluded_benchmarks import OccludedREID, PartialILIDS, PartialREID, PDukeMTMCReID
 from ..engine.loop import read_summaries
 from ..utils.distributed import unwrap as _unwrap
 from . import train as T
 from .efficiency import distance_to_peak, format_peak
-from .preflight import TORCHREID_LAYOUTS
 
-__all__ = ["DatasetShape", "SHAPES", "write_synthetic", "synthetic_config", "run_doctor", "format_report"]
+__all__ = ["run_doctor", "format_report"]
 
 _logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class DatasetShape:
-    """Image / identity counts of a dataset's splits and the file layout its loader reads.
-
-    ``layout``: ``'duke'`` (``NNNN_cC_fXXXXXXX.jpg`` in each split folder: Occluded-Duke, DukeMTMC-reID, Market-1501),
-    ``'pid_folder'`` (``<pid>/<pid>_NN.jpg``: Occluded-REID, P-DukeMTMC-reID), ``'flat'`` (``<pid>_NN.jpg``:
-    Partial-REID, Partial-iLIDS) or ``'msmt'`` (``<pid>/<pid>_NNN_CC_..jpg`` plus MSMT17's ``list_<split>.txt``).
-    """
-
-    folder: str
-    splits: Dict[str, str]  # split -> sub-folder (P-DukeMTMC-reID's train has two: train, train_whole)
-    counts: Dict[str, tuple]  # split -> (images, identities)
-    cameras: int
-    image_size: tuple = (256, 128)  # person-crop sized (height, width)
-    layout: str = "duke"
-    first_pid: tuple = (0, 2000, 2000)  # first identity of train, query, gallery (Market-1501 allows 0..1501)
-
-
-def _test_only_shape(cls, layout: str) -> DatasetShape:
-    """A test-only benchmark's shape from its loader: the folders as distributed and the benchmark's counts."""
-    names = cls.layout
-    return DatasetShape(names.dataset_dirs[0], {"query": names.query_dirs[0], "gallery": names.gallery_dirs[0]},
-                        cls.counts, 2, layout=layout)
-
-
-_PDUKE = PDukeMTMCReID.layout
-# Counts: Occluded-Duke as built by `lfem-reid prepare`; Market-1501, DukeMTMC-reID and MSMT17 as torchreid loads
-# them; Occluded-REID, Partial-REID, Partial-iLIDS as published (their loaders' counts); P-DukeMTMC-reID as published
-# by PVPM (Gao et al., CVPR 2020: 12,927 train images of 665 ids, split evenly here between its occluded and
-# whole-body folders; not checked against a copy). Only the totals matter: they set the projected epoch and
-# evaluation times. Folder names come from the loaders' layouts.
-SHAPES: Dict[str, DatasetShape] = {
-    "occluded_duke": DatasetShape(OccludedDuke.dataset_dir, DUKE_SPLITS,
-                                  {"train": (15618, 702), "query": (2210, 519), "gallery": (17661, 1110)}, 8),
-    "dukemtmcreid": DatasetShape(TORCHREID_LAYOUTS["dukemtmcreid"][1][0], DUKE_SPLITS,
-                                 {"train": (16522, 702), "query": (2228, 702), "gallery": (17661, 1110)}, 8),
-    "market1501": DatasetShape(TORCHREID_LAYOUTS["market1501"][1][0], DUKE_SPLITS,
-                               {"train": (12936, 751), "query": (3368, 750), "gallery": (15913, 751)}, 6,
-                               first_pid=(1, 752, 751)),
-    "msmt17": DatasetShape(TORCHREID_LAYOUTS["msmt17"][1][0], {"train": "train", "query": "test", "gallery": "test"},
-                           {"train": (32621, 1041), "query": (11659, 3060), "gallery": (82161, 3060)}, 15,
-                           layout="msmt"),
-    "occluded_reid": _test_only_shape(OccludedREID, "pid_folder"),
-    "partial_reid": _test_only_shape(PartialREID, "flat"),
-    "partial_ilids": _test_only_shape(PartialILIDS, "flat"),
-    "p_dukemtmc_reid": DatasetShape(_PDUKE.dataset_dirs[0], {"train": f"train/{_PDUKE.query_dirs[0]}",
-                                                             "train_whole": f"train/{_PDUKE.gallery_dirs[0]}",
-                                                             "query": f"test/{_PDUKE.query_dirs[0]}",
-                                                             "gallery": f"test/{_PDUKE.gallery_dirs[0]}"},
-                                    {"train": (6464, 665), "train_whole": (6463, 665), "query": (2163, 634),
-                                     "gallery": (9053, 634)}, 2, layout="pid_folder"),
-}
-
-
-def _items(split: str, images: int, ids: int, cameras: int, first_pid: int) -> List[tuple]:
-    """``(pid, camera, index)`` of every image: spread over ``ids`` identities, cameras (1-based) cycling so each
-    identity spans several and a query's camera differs from its gallery images' first one."""
-    per_id = np.full(ids, images // ids)
-    per_id[:images % ids] += 1
-    items = []
-    for k, count in enumerate(per_id):
-        for i in range(count):
-            items.append((first_pid + k, (k + i + (1 if split == "query" else 0)) % cameras + 1, len(items)))
-    return items
-
-
-def _file_name(layout: str, pid: int, camera: int, index: int, split: str) -> str:
-    if layout == "duke":
-        return f"{pid:04d}_c{camera}_f{index:07d}.jpg"
-    if layout == "pid_folder":
-        return f"{pid:04d}/{pid:04d}_{index:05d}.jpg"
-    if layout == "flat":
-        return f"{pid:04d}_{index:05d}.jpg"
-    # MSMT17: query and gallery share test/, so the split goes into the name's time field
-    return f"{pid:04d}/{pid:04d}_{index:03d}_{camera:02d}_0303{split}_{index:04d}_0.jpg"
-
-
-def write_synthetic(name: str, root: str | os.PathLike, num_distinct: int = 8, seed: int = 0) -> Path:
-    """Write a dataset shaped like ``name`` under ``root`` (hard links to ``num_distinct`` generated images)."""
-    if name not in SHAPES:
-        raise KeyError(f"no synthetic shape for dataset {name!r}; known: {sorted(SHAPES)} (or run without "
-                       f"--synthetic on the real data)")
-    shape = SHAPES[name]
-    base = Path(root) / shape.folder
-    rng = np.random.default_rng(seed)
-    sources = []
-    for i in range(num_distinct):
-        pixels = rng.integers(0, 256, size=(*shape.image_size, 3), dtype=np.uint8)
-        sources.append(base / f".source{i}.jpg")
-        sources[-1].parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(pixels).save(sources[-1], quality=90)
-    # query identities are the first gallery identities (the rest are distractors); train identities are disjoint
-    for split, sub in shape.splits.items():
-        first = shape.first_pid[0 if split.startswith("train") else 1 if split == "query" else 2]
-        names = [_file_name(shape.layout, pid, cam, i, split)
-                 for pid, cam, i in _items(split, *shape.counts[split], shape.cameras, first)]
-        for i, file_name in enumerate(names):
-            (base / sub / file_name).parent.mkdir(parents=True, exist_ok=True)
-            os.link(sources[i % num_distinct], base / sub / file_name)
-        if shape.layout == "msmt":  # MSMT17 reads its splits from list files: "<path under the split dir> <pid>"
-            listed = [f"{n} {n.split('/')[0].lstrip('0') or '0'}\n" for n in names]
-            (base / f"list_{split}.txt").write_text("".join(listed))
-            (base / "list_val.txt").touch()
-    return base
-
-
-def synthetic_config(cfg: CfgNode, root: str) -> CfgNode:
-    """``cfg`` with every source and target dataset written synthetically under ``root``."""
-    for name in dict.fromkeys(list(cfg.data.sources) + list(cfg.data.targets)):
-        write_synthetic(name, root)
-    out = cfg.clone()
-    out.defrost()
-    out.data.root = root
-    out.freeze()
-    return out
 
 
 def _sync(device: torch.device) -> None:
@@ -233,19 +110,16 @@ def _time_eval(engine, dm, max_images: int) -> Dict[str, Any]:
 
 
 def _amp_agreement(engine, data) -> Dict[str, Any]:
-    """One training step's loss and gradients with bf16 autocast vs fp32, from the same weights and RNG."""
+    """One training step's loss and gradients (the engine's own :meth:`~lfem_plugin.engine.LFEMEngine.compute_loss`)
+    with bf16 autocast vs fp32, from the same weights and RNG."""
     model = _unwrap(engine.model)
-    images = data["img"] if isinstance(data["img"], (list, tuple)) else [data["img"]]
-    images = torch.stack([v.to(engine.device) for v in images])
-    pids, cameras = data["pid"].to(engine.device), data["camid"].to(engine.device)
     results = {}
     for mode in ("fp32", "bf16"):
         model.zero_grad(set_to_none=True)
         with torch.random.fork_rng(devices=[engine.device] if engine.device.type == "cuda" else []):
             torch.manual_seed(0)
             with torch.autocast(engine.device.type, dtype=torch.bfloat16, enabled=mode == "bf16"):
-                out = model(images, camera=cameras, branch_features=True)
-                loss, _ = engine.criterion(model.classify(out.names, out.features), out.features, pids, out.names)
+                loss = engine.compute_loss(data).loss
             loss.backward()
         grad = torch.cat([p.grad.flatten().float() for p in model.parameters() if p.grad is not None])
         results[mode] = (loss.item(), grad)
@@ -293,13 +167,12 @@ def run_doctor(cfg: CfgNode, iters: int = 5, warmup: int = 2, fixed_steps: int =
         cfg.data.save_dir = save_dir  # nothing of the user's run folder is touched
         cfg.train.save_checkpoints = False
         cfg.freeze()
-        if not T.is_plugin_model(cfg.model.name):
+        models = T.family(cfg)
+        if not isinstance(models, T.PluginFamily):
             raise ValueError(f"doctor measures the plugin's models; {cfg.model.name} trains with torchreid's engines")
         T.preflight.check_config(cfg)
-        T.set_seed(cfg.train.seed)
-        dm = T.build_datamanager(cfg)
-        T.preflight.check_data(cfg, dm, T.sie_cameras(cfg, dm))
-        engine, model = T.build_engine(cfg, dm)
+        built = T.set_up(cfg, models)  # what `lfem-reid train` builds, through the same function
+        dm, engine, model = built.datamanager, built.engine, built.model
         device = engine.device
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats()

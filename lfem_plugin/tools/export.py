@@ -51,8 +51,8 @@ def export_onnx(model: nn.Module, out: str, height: int, width: int, with_camera
     feed = {"images": test.numpy()}
     cams = None
     if with_camera:
-        sie = model.backbone.sie
-        cams = sie.camera_ids[torch.arange(5) % sie.num_cameras] if sie.enabled else torch.zeros(5, dtype=torch.long)
+        ids = model.build_args().camera_ids or [0]  # the training cameras (SIE rows), else any id
+        cams = torch.tensor(ids)[torch.arange(5) % len(ids)]
         feed["cameras"] = cams.numpy()
     with torch.no_grad():
         ref = model(test, camera=cams).numpy()

@@ -33,18 +33,15 @@ Box = Tuple[int, int, int, int]
 def group_occlusion(box: Box, image_size: Tuple[int, int], model: torch.nn.Module) -> np.ndarray:
     """Occluded fraction of each JPM group of ``model`` for an occluder ``box`` (top, left, h, w) given in the
     pixels of an image of ``image_size`` (height, width), which the model sees resized to its input size."""
-    embed = model.backbone.patch_embed
-    (in_h, in_w), (rows, cols) = embed.img_size, embed.grid_size
-    stride, patch = embed.stride, embed.patch_size[0]
+    in_h, in_w = model.img_size
     top, left, h, w = box
     sy, sx = in_h / image_size[0], in_w / image_size[1]
     mask = np.zeros((in_h, in_w), dtype=np.float64)
     y0, y1, x0, x1 = top * sy, (top + h) * sy, left * sx, (left + w) * sx
     ys, xs = np.arange(in_h) + 0.5, np.arange(in_w) + 0.5  # pixel centres
     mask[np.ix_((ys >= y0) & (ys < y1), (xs >= x0) & (xs < x1))] = 1.0
-    covered = np.array([mask[r * stride:r * stride + patch, c * stride:c * stride + patch].mean()
-                        for r in range(rows) for c in range(cols)])
-    return np.array([covered[list(group)].mean() for group in model.backbone.group_token_indices()])
+    return np.array([np.mean([mask[t:t + wh, x:x + ww].mean() for t, x, wh, ww in group])
+                     for group in model.group_windows()])
 
 
 def gate_statistics(fractions: np.ndarray, gates: np.ndarray) -> Dict[str, Any]:
@@ -64,10 +61,10 @@ def _gates(model: torch.nn.Module, paths: Sequence[str], cameras: Optional[Seque
     transform = build_test_transform(cfg.data.height, cfg.data.width, cfg.data.norm_mean, cfg.data.norm_std)
     images = torch.stack([transform(read_image(p)) for p in paths])
     camera = None if cameras is None else torch.as_tensor(cameras)
-    model.eval()(images, camera=camera)
-    if model.last_gates is None:
+    gates = model.eval().gates(images, camera=camera)
+    if gates is None:
         raise ValueError("the model has no LFEM (use_lfem False): there are no gates to analyse")
-    return model.last_gates.float().numpy()
+    return gates.float().numpy()
 
 
 def analyze_gates(model: torch.nn.Module, cfg, root: str = "") -> Dict[str, Any]:
@@ -75,7 +72,7 @@ def analyze_gates(model: torch.nn.Module, cfg, root: str = "") -> Dict[str, Any]
     train, query, gallery = orl_split(find_orl_root(root))
     boxes = OrlFacesOccluded.occluder_boxes(query, train)
     occluded = OrlFacesOccluded(root=root, mode="query", verbose=False).query
-    mode = sie_mode(cfg, "orl_faces_occluded") if model.backbone.sie.enabled else "off"  # as the evaluation does
+    mode = sie_mode(cfg, "orl_faces_occluded") if model.uses_sie else "off"  # as the evaluation does
     q_gates = _gates(model, [item[0] for item in occluded], camera_argument([q[2] for q in occluded], mode), cfg)
     g_gates = _gates(model, [item[0] for item in gallery], camera_argument([g[2] for g in gallery], mode), cfg)
     fractions = np.stack([group_occlusion(box, size, model) for box, size in boxes])

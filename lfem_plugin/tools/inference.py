@@ -14,9 +14,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..config import load_config
+from ..config import load_config, model_kwargs
 from ..data.io import BadImageError, cameras_from_names, list_images, read_image  # noqa: F401  (re-exported)
 from ..data.transforms import build_test_transform
+from ..models.interface import BuildArgs
+from ..models.lfem_vit import build_args_of
 from ..registry import MODELS
 from ..utils.checkpoint import load_checkpoint, load_state_strict, strip_module_prefix
 from .export import export_onnx  # noqa: F401  (re-exported)
@@ -47,12 +49,11 @@ def load_trained(weights: str, config_file: Optional[str] = None, opts: Sequence
     if name not in MODELS:
         raise KeyError(f"{name!r} is not a plugin model; choices: {sorted(MODELS)} (torchreid models: use "
                        f"torchreid.utils.FeatureExtractor)")
-    num_classes = sd["heads.0.classifier.weight"].shape[0] if "heads.0.classifier.weight" in sd else 1
-    num_cameras = sd["backbone.sie.table"].shape[0] if "backbone.sie.table" in sd else 0
-    camera_ids = sd["backbone.sie.camera_ids"].tolist() if "backbone.sie.camera_ids" in sd else None
-    from ..config import model_kwargs
-    kwargs = dict(model_kwargs(cfg, num_cameras, camera_ids), pretrained_path=None)
-    model = MODELS.get(name)(num_classes=num_classes, loss=cfg.loss.name, pretrained=False, **kwargs)
+    # the sizes the training data gave: stored by the plugin's engines; a torchreid engine's checkpoint has only the
+    # state dict, whose shapes the model class reads
+    args = BuildArgs(**state["model_args"]) if "model_args" in state else build_args_of(sd)
+    kwargs = dict(model_kwargs(cfg, args.num_cameras, args.camera_ids), pretrained_path=None)
+    model = MODELS.get(name)(num_classes=args.num_classes, loss=cfg.loss.name, pretrained=False, **kwargs)
     load_state_strict(model, sd, weights, f"{name} built from its config")
     return model.to(device).eval(), cfg
 

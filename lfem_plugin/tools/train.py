@@ -1,4 +1,5 @@
-"""Build the data manager, model, optimiser, scheduler and engine from a config, then train or test.
+"""Build the data manager, model, optimiser, scheduler and engine from a config (:func:`set_up`: each part once per
+run), then train or test.
 
 Mirrors the shape of torchreid's ``scripts/main.py`` (which PyPI torchreid does not ship).
 """
@@ -7,15 +8,15 @@ from __future__ import annotations
 import logging
 import os
 import random
-from typing import Optional, Tuple
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
 from yacs.config import CfgNode
 
 from .. import _torchreid, config as C
-from ..data.datasets import set_skip_bad_images
-from ..data.sampler import DistributedIdentitySampler
+from ..data.datamanager import ReIDDataManager
 from ..data.transforms import build_test_transform, build_train_transform
 from ..engine import LFEMEngine, TorchreidSoftmaxEngine, TorchreidTripletEngine
 from ..losses import MultiBranchLoss, branch_weights
@@ -28,7 +29,8 @@ from ..utils.distributed import unwrap as _unwrap
 from ..utils.run_lock import RunLock
 from . import preflight
 
-__all__ = ["build_datamanager", "build_model", "build_engine", "set_seed", "resolve_resume", "run"]
+__all__ = ["build_datamanager", "build_model", "build_engine", "set_seed", "set_up", "Setup", "family",
+           "resolve_resume", "run"]
 
 _logger = logging.getLogger(__name__)
 _TR = _torchreid.root()
@@ -49,12 +51,10 @@ class TorchreidFamily:
     """torchreid's own models: torchreid's transforms (flip), model factory, optimiser and engines - the latter
     with the plugin's evaluation and checkpoints, so a comparison scores and saves every model the same way."""
 
-    train_transforms = ["random_flip"]  # torchreid's own, with the configured normalisation
+    def datamanager_kwargs(self, cfg: CfgNode) -> Dict[str, Any]:
+        return C.imagedata_kwargs(cfg, ["random_flip"])  # torchreid's own, with the configured normalisation
 
-    def adapt_datamanager(self, cfg: CfgNode, dm) -> None:
-        pass
-
-    def sie_cameras(self, cfg: CfgNode, dm) -> list:
+    def sie_cameras(self, cfg: CfgNode, cameras: List[int]) -> List[int]:
         return []
 
     def build_model(self, cfg: CfgNode, num_classes: int, num_cameras: int, camera_ids=None) -> torch.nn.Module:
@@ -72,18 +72,12 @@ class PluginFamily:
     """The plugin's models: multi-view train transform, camera SIE sized to the training cameras, the
     TransReID optimiser groups, the seven-branch criterion, AMP / compile / DDP, and :class:`LFEMEngine`."""
 
-    train_transforms = None  # torchreid builds none; adapt_datamanager puts the multi-view transform in
+    def datamanager_kwargs(self, cfg: CfgNode) -> Dict[str, Any]:
+        return dict(C.imagedata_kwargs(cfg, None), train_transform=build_train_transform(**C.transform_kwargs(cfg)),
+                    test_transform=build_test_transform(**C.test_transform_kwargs(cfg)))
 
-    def adapt_datamanager(self, cfg: CfgNode, dm) -> None:
-        dm.transform_tr = build_train_transform(**C.transform_kwargs(cfg))
-        dm.transform_te = build_test_transform(**C.test_transform_kwargs(cfg))
-        dm.train_loader.dataset.transform = dm.transform_tr
-        for loaders in dm.test_loader.values():
-            for loader in loaders.values():
-                loader.dataset.transform = dm.transform_te
-
-    def sie_cameras(self, cfg: CfgNode, dm) -> list:
-        cameras = train_cameras(dm) if cfg.lfem.use_sie else []
+    def sie_cameras(self, cfg: CfgNode, cameras: List[int]) -> List[int]:
+        cameras = cameras if cfg.lfem.use_sie else []
         return cameras if len(cameras) > 1 else []
 
     def build_model(self, cfg: CfgNode, num_classes: int, num_cameras: int, camera_ids=None) -> torch.nn.Module:
@@ -110,70 +104,70 @@ class PluginFamily:
         return engine, model
 
 
-def family(cfg: CfgNode):
-    """The one place the two model families part: the plugin's registered models or torchreid's."""
+Family = Union[PluginFamily, TorchreidFamily]
+
+
+def family(cfg: CfgNode) -> Family:
+    """The one place the two model families part: the plugin's registered models or torchreid's. A run asks once
+    (:func:`set_up`) and passes the answer on."""
     return PluginFamily() if is_plugin_model(cfg.model.name) else TorchreidFamily()
 
 
-def build_datamanager(cfg: CfgNode):
+@dataclass
+class Setup:
+    """What one run builds from a config, each part once: the model family, the data manager, the raw camera ids
+    of the training set (one SIE row each), the engine and the model on its device."""
+
+    family: Family
+    datamanager: Any
+    cameras: List[int]
+    engine: Any
+    model: torch.nn.Module
+
+
+def set_up(cfg: CfgNode, models: Optional[Family] = None) -> Setup:
+    """Seed, data manager, data checks, model and engine for ``cfg``: what training, testing and ``doctor`` run.
+    ``models``: the run's :func:`family` (asked here when not given)."""
+    set_seed(cfg.train.seed)
+    os.makedirs(cfg.data.save_dir, exist_ok=True)
+    models = models or family(cfg)
+    dm = build_datamanager(cfg, models)
+    cameras = train_cameras(dm)
+    preflight.check_data(cfg, dm, models.sie_cameras(cfg, cameras))
+    engine, model = build_engine(cfg, dm, models, cameras)
+    return Setup(models, dm, cameras, engine, model)
+
+
+def build_datamanager(cfg: CfgNode, models: Optional[Family] = None) -> ReIDDataManager:
     """torchreid's ``ImageDataManager`` for ``cfg``: plugin models get the multi-view train transform (and the
-    matching test transform), torchreid's models its own flip; under ``torchrun`` each rank loads its share."""
-    set_skip_bad_images(cfg.data.skip_bad_images)
-    models = family(cfg)
-    kwargs = C.imagedata_kwargs(cfg, models.train_transforms)
+    matching test transform), torchreid's models its own flip; under ``torchrun`` each rank loads its share.
+    ``models``: the run's :func:`family` (asked here when not given)."""
+    kwargs = (models or family(cfg)).datamanager_kwargs(cfg)
+    parts = dict(skip_bad_images=cfg.data.skip_bad_images, loader=C.loader_kwargs(cfg),
+                 distributed=C.distributed_loader_kwargs(cfg) if D.is_distributed() else None)
     missing = preflight.check_torchreid_datasets(kwargs["root"], kwargs["sources"] + kwargs["targets"])
     try:
-        dm = _TR.data.ImageDataManager(**kwargs)
+        return ReIDDataManager(**kwargs, **parts)
     except (OSError, RuntimeError) as err:  # torchreid's download of a missing dataset (or its refusal to try)
         failed = preflight.download_failed(kwargs["root"], missing, err)
         if failed is None:
             raise
         raise failed from None
     except AssertionError:  # torchreid's sampler asserts there are enough identities for one P x K batch
-        num_pids = _TR.data.ImageDataManager(**dict(kwargs, train_sampler="RandomSampler")).num_train_pids
+        num_pids = ReIDDataManager(**dict(kwargs, train_sampler="RandomSampler"), **parts).num_train_pids
         preflight.check_sampler(num_pids, cfg.train.batch_size, cfg.sampler.num_instances, cfg.data.sources)
         raise
-    models.adapt_datamanager(cfg, dm)
-    if D.is_distributed():
-        dm.train_loader = _distributed_loader(dm.train_loader, **C.distributed_loader_kwargs(cfg))
-    dm.train_loader = tune_loader(dm.train_loader, **C.loader_kwargs(cfg))
-    return dm
 
 
-def tune_loader(loader, prefetch_factor: int = 2, persistent_workers: bool = False):
-    """``loader`` (same dataset, sampler, batch, workers, pinning) with ``prefetch_factor`` batches prepared ahead
-    per worker and ``persistent_workers``; unchanged at torch's defaults or without workers."""
-    if loader.num_workers == 0 or (prefetch_factor == 2 and not persistent_workers):
-        return loader
-    return torch.utils.data.DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=loader.sampler,
-                                       num_workers=loader.num_workers, pin_memory=loader.pin_memory,
-                                       drop_last=loader.drop_last, prefetch_factor=prefetch_factor,
-                                       persistent_workers=persistent_workers)
-
-
-def _distributed_loader(loader, batch_size: int, num_instances: int, seed: int, workers: int, pin_memory: bool,
-                        sampler: str):
-    """Each rank loads its share (whole identities) of every global P x K batch."""
-    if sampler != "RandomIdentitySampler":
-        raise ValueError("multi-process training needs sampler.train_sampler RandomIdentitySampler")
-    share = DistributedIdentitySampler(loader.dataset.train, batch_size, num_instances, D.rank(), D.world_size(), seed)
-    return torch.utils.data.DataLoader(loader.dataset, batch_size=batch_size // D.world_size(), sampler=share,
-                                       num_workers=workers, pin_memory=pin_memory, drop_last=True)
-
-
-def train_cameras(dm) -> list:
+def train_cameras(dm) -> List[int]:
     """The raw camera ids of the training set (one SIE row each, in sorted order)."""
     return sorted({int(item[2]) for item in dm.train_loader.dataset.train})
 
 
-def sie_cameras(cfg: CfgNode, dm) -> list:
-    """The training cameras that get SIE rows (none for torchreid models, with SIE off, or one camera)."""
-    return family(cfg).sie_cameras(cfg, dm)
-
-
-def build_model(cfg: CfgNode, num_classes: int, num_cameras: int, camera_ids=None) -> torch.nn.Module:
+def build_model(cfg: CfgNode, num_classes: int, num_cameras: int, camera_ids=None,
+                models: Optional[Family] = None) -> torch.nn.Module:
     """The configured model; ``model.load_weights`` (trained weights, torchreid's meaning) is loaded into it."""
-    model = family(cfg).build_model(cfg, num_classes, num_cameras, camera_ids)
+    model = (models or family(cfg)).build_model(cfg, num_classes, num_cameras, camera_ids)
     if cfg.model.load_weights:
         load_trained_weights(model, cfg.model.load_weights)
     return model
@@ -192,12 +186,16 @@ def _check_normalisation(cfg: CfgNode, builder) -> None:
                         list(mean), list(std))
 
 
-def build_engine(cfg: CfgNode, dm) -> Tuple[object, torch.nn.Module]:
+def build_engine(cfg: CfgNode, dm, models: Optional[Family] = None,
+                 cameras: Optional[List[int]] = None) -> Tuple[object, torch.nn.Module]:
     """The engine for ``cfg.model.name`` (:class:`LFEMEngine` for plugin models, torchreid's otherwise) and the
-    model on this process's device."""
+    model on this process's device. ``models``, ``cameras``: the run's :func:`family` and :func:`train_cameras`
+    (found here when not given)."""
+    models = models or family(cfg)
+    cameras = train_cameras(dm) if cameras is None else cameras
     use_gpu = cfg.use_gpu and torch.cuda.is_available()
-    model = build_model(cfg, dm.num_train_pids, dm.num_train_cams, train_cameras(dm))
-    return family(cfg).build_engine(cfg, dm, model.to(D.local_device(use_gpu)), use_gpu)
+    model = build_model(cfg, dm.num_train_pids, dm.num_train_cams, cameras, models)
+    return models.build_engine(cfg, dm, model.to(D.local_device(use_gpu)), use_gpu)
 
 
 def resolve_resume(model_dir: str, resume: str, max_epoch: int) -> Tuple[str, int]:
@@ -256,11 +254,8 @@ def run(cfg: CfgNode, resume: str = "", weights: str = "") -> Optional[LFEMEngin
 
 
 def _train(cfg: CfgNode, resume: str, weights: str = "") -> LFEMEngine:
-    set_seed(cfg.train.seed)
-    os.makedirs(cfg.data.save_dir, exist_ok=True)
-    dm = build_datamanager(cfg)
-    preflight.check_data(cfg, dm, sie_cameras(cfg, dm))
-    engine, model = build_engine(cfg, dm)
+    built = set_up(cfg)
+    engine, model = built.engine, built.model
     if weights:
         state = load_checkpoint(weights)
         load_state_strict(_unwrap(model), state.get("state_dict", state), weights, f"model {cfg.model.name}")

@@ -54,23 +54,19 @@ def draw_lfem_groups(model: torch.nn.Module, image: torch.Tensor, shown: np.ndar
     """
     model.eval()
     cam = None if camera is None else torch.tensor([camera])
-    model(image.unsqueeze(0), camera=cam)
-    if model.last_gates is None:
+    gates = model.gates(image.unsqueeze(0), camera=cam)
+    if gates is None:
         raise ValueError("the model has no LFEM (use_lfem=False): there are no gates to draw")
-    gates = model.last_gates[0].float().numpy()
-    backbone = model.backbone
-    rows, cols = backbone.patch_embed.grid_size
-    stride, patch = backbone.patch_embed.stride, backbone.patch_embed.patch_size[0]
+    gates = gates[0].float().numpy()
     plt = _plt()
-    groups = backbone.group_token_indices()
+    groups = model.group_windows()
     fig, axes = plt.subplots(1, len(groups) + 1, figsize=(1.6 * (len(groups) + 1), 3.4))
     axes[0].imshow(shown)
     axes[0].set_title(title or "input", fontsize=8)
     for k, (ax, group) in enumerate(zip(axes[1:], groups)):
         mask = np.zeros(shown.shape[:2], dtype=np.float32)
-        for index in group:
-            r, c = divmod(index, cols)
-            mask[r * stride:r * stride + patch, c * stride:c * stride + patch] = 1.0
+        for top, left, height, width in group:
+            mask[top:top + height, left:left + width] = 1.0
         colour = np.array(_hex_rgb(_COLOURS[k % len(_COLOURS)]), dtype=np.float32)
         blend = shown.astype(np.float32) * (1 - 0.55 * mask[..., None]) + colour * 0.55 * mask[..., None]
         ax.imshow(blend.astype(np.uint8))

@@ -111,7 +111,7 @@ def test_gradients_reach_every_parameter(tiny):
     loss.backward()
     missing = [n for n, p in tiny.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert missing == []
-    assert tiny.last_gates.shape == (4, 4)
+    assert tiny(_views(), torch.tensor([0, 1, 0, 1]), branch_features=True).gates.shape == (4, 4)
 
 
 def test_bnneck_bias_stays_frozen_after_open_all_layers(tiny):
@@ -228,3 +228,31 @@ def test_branches_are_named_by_the_views_the_data_gives():
     assert out.names[:2] == ("original", "cropped")  # the cropped view is not logged as 'erased'
     with pytest.raises(ValueError, match="distinct names"):
         MODELS.get("lfem_vit_tiny")(num_classes=4, views=("original", "occluded"))
+
+
+def test_gates_come_back_from_a_call_and_no_state_is_left_on_the_model(tiny):
+    from lfem_plugin.models import ReIDModel
+    tiny.eval()
+    image, camera = torch.randn(2, 3, 64, 32), torch.tensor([0, 1])
+    gates = tiny.gates(image, camera)
+    with torch.no_grad():
+        feature = tiny(image, camera)
+        branches = tiny(image, camera, branch_features=True)
+    assert gates.shape == (2, 4) and ((gates > 0) & (gates < 1)).all()
+    assert torch.allclose(gates, branches.gates)  # the same gates as the training forward of that view
+    assert feature.shape == (2, tiny.num_features) and not hasattr(tiny, "last_gates")
+    assert isinstance(tiny, ReIDModel) and tiny.uses_sie
+    windows = tiny.group_windows()  # 64x32 input, 16-pixel patches at stride 8: a 7 x 3 grid, 4 JPM groups of 5
+    grid = {(8 * r, 8 * c, 16, 16) for r in range(7) for c in range(3)}
+    flat = [w for group in windows for w in group]
+    assert [len(g) for g in windows] == [5] * 4 and len(set(flat)) == 20 and set(flat) <= grid
+    baseline = TR.models.build_model("vit_transreid_tiny", num_classes=4, pretrained=False).eval()
+    assert baseline.gates(image, camera) is None and not baseline.use_lfem
+
+
+def test_build_args_are_the_data_given_sizes():
+    from lfem_plugin.models.lfem_vit import build_args_of
+    model = MODELS.get("lfem_vit_tiny")(num_classes=5, camera_ids=[2, 7, 9])
+    assert model.build_args() == (5, 3, [2, 7, 9]) == build_args_of(model.state_dict())
+    single = MODELS.get("lfem_vit_tiny")(num_classes=3, num_cameras=1)
+    assert single.build_args() == (3, 0, None) == build_args_of(single.state_dict())

@@ -12,7 +12,7 @@ from lfem_plugin import _torchreid
 from lfem_plugin.data.occluded_benchmarks import (GALLERY_CAMERA, QUERY_CAMERA, TEST_ONLY, OccludedREID, PartialILIDS,
                                                   PartialREID, PDukeMTMCReID)
 
-from .helpers import _write, occluded_reid_tree, p_duke_tree, partial_ilids_tree, partial_reid_tree
+from ..helpers import _write, occluded_reid_tree, p_duke_tree, partial_ilids_tree, partial_reid_tree
 
 TR = _torchreid.root()
 
@@ -141,14 +141,10 @@ def test_test_only_benchmark_as_torchreid_target(tmp_path, capsys):
 
 
 def test_unreadable_test_image_is_dropped_when_skipping(tmp_path, caplog):
-    from lfem_plugin.data.datasets import set_skip_bad_images
+    from lfem_plugin.data.datasets import skipping_bad_images
     partial_reid_tree(tmp_path, ids=3, per_id=2)
     (tmp_path / "Partial_REID" / "whole_body_images" / "002_09.jpg").write_bytes(b"not an image")
-    set_skip_bad_images(True)
-    try:
-        with caplog.at_level(logging.WARNING):
-            gallery = _split(PartialREID, tmp_path, "gallery")
-    finally:
-        set_skip_bad_images(False)
+    with skipping_bad_images(), caplog.at_level(logging.WARNING):
+        gallery = _split(PartialREID, tmp_path, "gallery")
     assert len(gallery) == 6 and not any(g[0].endswith("002_09.jpg") for g in gallery)
     assert "skipped 1 unreadable image(s) of 7" in caplog.text

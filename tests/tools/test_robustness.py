@@ -14,14 +14,15 @@ import torch
 from lfem_plugin import config as C
 from lfem_plugin.tools import train as T
 from lfem_plugin.utils.checkpoint import latest_checkpoint, load_checkpoint
-from lfem_plugin.data.datasets import set_skip_bad_images
+from lfem_plugin.data.datasets import skipping_bad_images
 from lfem_plugin.engine import NonFiniteLossError
 from lfem_plugin.tools.inference import BadImageError, export_onnx, extract_features, list_images, load_trained
 from lfem_plugin.losses import MultiBranchLoss
 
-from .helpers import CPU_CONFIG, SMALL, TR, SyntheticReID
+from ..helpers import CPU_CONFIG, SMALL, TR, SyntheticReID
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
+TESTS = REPO / "tests"
 
 
 @pytest.fixture()
@@ -39,12 +40,8 @@ def test_truncated_image_error_names_the_file_and_skip_option(synthetic_root, ca
     index = [i for i, item in enumerate(ds.train) if item[0] == str(bad)][0]
     with pytest.raises(BadImageError, match=re.escape(bad.name)):
         ds[index]
-    set_skip_bad_images(True)
-    try:
-        with caplog.at_level(logging.WARNING):
-            clean = SyntheticReID(root=str(synthetic_root), verbose=False)
-    finally:
-        set_skip_bad_images(False)
+    with skipping_bad_images(), caplog.at_level(logging.WARNING):
+        clean = SyntheticReID(root=str(synthetic_root), verbose=False)
     assert len(clean.train) == len(ds.train) - 1
     assert "skipped 1 unreadable image(s)" in caplog.text
 
@@ -163,7 +160,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(synthetic_root, tm
 @pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
 def test_kill_during_training_then_resume(sig, synthetic_root, tmp_path):
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parent))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), str(REPO)]))  # helpers, this checkout
     pre = "import helpers, sys; helpers.register_synthetic(); from lfem_plugin.cli import main; sys.exit(main())"
     cmd = [sys.executable, "-c", pre, "train", "--config-file", str(CPU_CONFIG), "--root", str(synthetic_root),
            "--resume", "auto", "data.save_dir", str(tmp_path), "train.max_epoch", "12", *SMALL]

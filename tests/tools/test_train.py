@@ -19,7 +19,7 @@ from lfem_plugin.engine import MAX_SKIPPED_FP16_STEPS, LFEMEngine, NonFiniteLoss
 from lfem_plugin.tools.inference import load_trained
 from lfem_plugin.utils.run_lock import LOCK_NAME, RunLockedError
 
-from .helpers import CPU_CONFIG, SMALL, register_synthetic, tiny_engine, write_synthetic_reid
+from ..helpers import CPU_CONFIG, SMALL, SyntheticReID, register_synthetic, tiny_engine, write_synthetic_reid
 
 
 def _cfg(synthetic_root, save_dir, *opts):
@@ -279,3 +279,29 @@ def test_training_cameras_c1_and_c6_get_two_sie_rows_and_unseen_test_cameras_fai
     with pytest.raises(preflight.PreflightError, match=r"test camera ids \[1\] never occur in training.*"
                                                        r"test.use_cameras False"):
         T.run(_cfg(data, tmp_path / "run2", "train.max_epoch", "1"))
+
+
+# ---- one build path ----------------------------------------------------------------------------------------------
+def test_a_run_asks_the_model_family_and_the_training_cameras_once(synthetic_root, tmp_path, monkeypatch):
+    calls = {"family": 0, "train_cameras": 0}
+    for name in calls:
+        original = getattr(T, name)
+
+        def counted(*args, _name=name, _original=original, **kwargs):
+            calls[_name] += 1
+            return _original(*args, **kwargs)
+        monkeypatch.setattr(T, name, counted)
+    engine = T.run(_cfg(synthetic_root, tmp_path / "run", "train.max_epoch", "1"))
+    assert calls == {"family": 1, "train_cameras": 1}
+    assert engine.model.build_args().camera_ids == [0, 1]  # the cameras computed once reached the model
+    stored = load_checkpoint(tmp_path / "run" / "model" / "model.pth.tar-1")["model_args"]
+    assert stored == {"num_classes": 6, "num_cameras": 2, "camera_ids": [0, 1]}
+
+
+def test_skip_bad_images_holds_for_its_run_only(synthetic_root, tmp_path):
+    bad = next((synthetic_root / "synthetic_reid" / "train").glob("*.jpg"))
+    bad.write_bytes(b"not an image")
+    dm = T.build_datamanager(_cfg(synthetic_root, tmp_path / "run", "data.skip_bad_images", "True"))
+    assert str(bad) not in {item[0] for item in dm.train_loader.dataset.train}
+    later = SyntheticReID(root=str(synthetic_root), verbose=False)  # built outside any run: nothing is skipped
+    assert str(bad) in {item[0] for item in later.train}

@@ -10,9 +10,9 @@ from lfem_plugin import config as C
 from lfem_plugin.tools import train as T
 from lfem_plugin.cli import main
 
-from .helpers import register_synthetic, write_synthetic_reid
+from ..helpers import register_synthetic, write_synthetic_reid
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CPU_CONFIG = REPO / "configs" / "orl" / "lfem_vit_tiny_64x32_cpu.yaml"
 SMALL = ["data.sources", "['synthetic_reid']", "data.targets", "['synthetic_reid']", "train.batch_size", "8",
          "sampler.num_instances", "2", "test.batch_size", "8", "use_gpu", "False", "test.eval_freq", "-1"]

@@ -8,9 +8,10 @@ import pytest
 from lfem_plugin import config as C
 from lfem_plugin.cli import main
 from lfem_plugin.data.datasets import OccludedDuke
-from lfem_plugin.tools.doctor import _num_evaluations, write_synthetic
+from lfem_plugin.tools.doctor import _num_evaluations
+from lfem_plugin.tools.synthetic import write_synthetic
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CPU_CONFIG = REPO / "configs" / "orl" / "lfem_vit_tiny_64x32_cpu.yaml"
 FIELDS = {"device", "amp", "batch_images", "iter_s", "data_s", "images_per_s", "peak_mem_mb", "iters_per_epoch",
           "projected_epoch_s", "projected_total_h", "eval_images_per_s", "eval_first_batch_s", "loss_first",

@@ -9,7 +9,7 @@ from lfem_plugin import config as C
 from lfem_plugin.tools import train as T
 from lfem_plugin.losses import branch_weights
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DUKE = REPO / "configs" / "occluded_duke"
 FULL = DUKE / "lfem_vit_base_s11_256x128.yaml"
 
@@ -105,3 +105,13 @@ def test_transreid_recipes_are_transreids_stride_configs(dataset, stride):
             cfg.lfem.bias_lr_factor, cfg.lfem.warmup_epochs) == ("sgd", 0.008, 1e-4, 1e-4, 2.0, 5)
     assert (cfg.test.normalize_feature, cfg.test.rerank, cfg.lfem.loss_weights) == (True, False, "transreid")
     assert list(cfg.data.sources) == [dataset]
+
+
+def test_typed_changes_are_a_layer_between_the_file_and_the_overrides():
+    cfg = C.load_config(FULL, ["lfem.use_lfem", "True"], changes={"lfem.views": ["original"], "lfem.use_lfem": False,
+                                                                 "train.max_epoch": 7})
+    assert (list(cfg.lfem.views), cfg.lfem.use_lfem, cfg.train.max_epoch) == (["original"], True, 7)
+    with pytest.raises(KeyError, match="unknown config key in the row 'x'"):
+        C.load_config(FULL, changes={"lfem.no_such_key": 1}, changes_source="the row 'x'")
+    with pytest.raises(ValueError, match="bad value in the row 'x'"):
+        C.load_config(FULL, changes={"train.max_epoch": "ten"}, changes_source="the row 'x'")

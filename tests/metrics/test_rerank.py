@@ -8,7 +8,7 @@ import torch
 from lfem_plugin import metrics
 from lfem_plugin.metrics import compute_distance_matrix, re_ranking
 
-from .helpers import TR
+from ..helpers import TR
 
 
 def _distances(q, g, d, seed, levels=None):
@@ -62,7 +62,7 @@ def test_bad_inputs_are_named():
 
 
 def test_the_engine_re_ranks_with_it(monkeypatch):
-    from .helpers import tiny_engine
+    from ..helpers import tiny_engine
     calls = []
     monkeypatch.setattr("lfem_plugin.engine.evaluation.re_ranking",
                         lambda *a: calls.append(a) or metrics.re_ranking(*a))

@@ -17,9 +17,9 @@ from lfem_plugin.tools.compare import ModelSpec, Profile
 from lfem_plugin.models.sie import UNKNOWN_CAMERA, CameraEmbedding
 from lfem_plugin.tools.preflight import PreflightError
 
-from .helpers import occluded_reid_tree, partial_ilids_tree, partial_reid_tree
+from ..helpers import occluded_reid_tree, partial_ilids_tree, partial_reid_tree
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 MARKET = REPO / "configs" / "market1501" / "lfem_vit_base_s11_256x128.yaml"
 TARGETS = ["market1501", "occluded_reid", "partial_reid", "partial_ilids"]
 TINY = ["model.name", "lfem_vit_tiny", "model.pretrained", "False", "data.height", "64", "data.width", "32",
@@ -104,11 +104,10 @@ def test_market_trained_run_evaluates_every_target(data_root, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_compare_report_has_one_table_per_target(data_root, tmp_path, monkeypatch):
-    spec = ModelSpec("full", "Full (LFEM)", "lfem_vit_tiny", tuple(TINY))
-    profile = Profile("market", "tiny cross-domain", (), (spec,),
-                      config_file="market1501/lfem_vit_base_s11_256x128.yaml")
+    spec = ModelSpec("full", "Full (LFEM)", "market1501/lfem_vit_base_s11_256x128.yaml")
+    profile = Profile("market", "tiny cross-domain", {}, (spec,))
     monkeypatch.setitem(compare.PROFILES, "market", profile)
-    result = compare.run_compare("market", seeds=[0], out_dir=tmp_path, root=str(data_root))[0]
+    result = compare.run_compare("market", seeds=[0], out_dir=tmp_path, root=str(data_root), extra=TINY)[0]
     assert result["status"] == "ok", result.get("traceback")
     stored = json.loads((tmp_path / "full_seed0.json").read_text())
     assert list(stored["targets"]) == TARGETS and stored["R1"] == stored["targets"]["market1501"]["R1"]

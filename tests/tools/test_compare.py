@@ -8,7 +8,7 @@ import pytest
 from lfem_plugin.tools import compare
 from lfem_plugin.tools.compare import ModelSpec, Profile, report, run_compare
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY = ("train.max_epoch", "1", "data.height", "64", "data.width", "32", "lfem.stride", "8",
         "train.batch_size", "16", "sampler.num_instances", "4")
 
@@ -16,8 +16,8 @@ TINY = ("train.max_epoch", "1", "data.height", "64", "data.width", "32", "lfem.s
 @pytest.mark.slow
 def test_compare_two_models_writes_json_table_and_plots_and_survives_a_failure(tmp_path, monkeypatch):
     quick = compare.QUICK
-    broken = ModelSpec("broken", "Broken", "no_such_model", quick.models[0].opts + ("model.name", "no_such_model"),
-                       config_file=quick.models[0].config_file)
+    broken = ModelSpec("broken", "Broken", quick.models[0].config_file,
+                       {**quick.models[0].changes, "model.name": "no_such_model"})
     profile = Profile("quick", quick.description, quick.common, quick.models + (broken,))
     monkeypatch.setitem(compare.PROFILES, "quick", profile)
     results = run_compare("quick", ["full", "broken", "baseline_vit"], seeds=[0], out_dir=tmp_path,
@@ -119,3 +119,31 @@ def test_unknown_benchmark_and_mixed_out_folder(tmp_path, monkeypatch):
     assert run_compare("paper", ["resnet50"], out_dir=tmp_path)[0]["benchmark"] == "occluded_duke"
     with pytest.raises(FileExistsError, match="holds a result on occluded_duke, not market1501"):
         run_compare("paper", ["resnet50"], out_dir=tmp_path, benchmark="market1501")
+
+
+def test_every_row_is_a_shipped_config_plus_known_keys(tmp_path):
+    from lfem_plugin.config import get_default_config
+    from lfem_plugin.tools.protocols import PROFILES, configs_dir
+    defaults = get_default_config()
+    for profile in PROFILES.values():
+        for spec in profile.models:
+            assert (configs_dir() / spec.config_file).is_file(), spec.key
+            for key in spec.changes:  # dotted keys of the config, typed values: no string mini-language
+                node = defaults
+                for part in key.split("."):
+                    node = node[part]
+                assert not isinstance(spec.changes[key], str) or isinstance(node, str), (spec.key, key)
+    with pytest.raises(TypeError):
+        PROFILES["quick"].models[0].changes["lfem.use_lfem"] = True  # rows are read-only
+
+
+def test_plugin_models_are_recognised_through_the_registry(tmp_path, monkeypatch):
+    from lfem_plugin.tools.compare import PAPER, ModelSpec, _config, run_compare
+    deit = ModelSpec("deit", "DeiT-S LFEM", "occluded_duke/lfem_vit_base_s11_256x128.yaml",
+                     {"model.name": "lfem_deit_small_patch16_s16_256x128", "lfem.stride": 16})  # not lfem_vit*
+    assert _config(deit, PAPER, 0, tmp_path, "", (), "vit.pth").model.pretrained_path == "vit.pth"
+    monkeypatch.setitem(compare.PROFILES, "paper", Profile("paper", PAPER.description, {}, (deit,),
+                                                           benchmarks=PAPER.benchmarks))
+    result = run_compare("paper", ["deit"], seeds=[0], out_dir=tmp_path)[0]
+    assert result["status"] == "skipped" and "--vit-weights" in result["reason"]
+    assert result["registered_name"] == "lfem_deit_small_patch16_s16_256x128"

@@ -16,9 +16,10 @@ from lfem_plugin.engine import LFEMEngine
 from lfem_plugin.optim import WarmupCosineLR, build_optimizer
 from lfem_plugin.registry import MODELS
 
-from .helpers import register_synthetic, tiny_engine, write_synthetic_reid
+from ..helpers import register_synthetic, tiny_engine, write_synthetic_reid
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
+TESTS = REPO / "tests"
 
 
 def _transreid_lr(t, base, max_epoch=120, warmup=5, lr=8e-3):
@@ -260,7 +261,7 @@ def _free_port() -> int:
 @pytest.mark.slow
 def test_two_process_gloo_step_matches_single_process(tmp_path):
     script = tmp_path / "ddp_step.py"
-    script.write_text(DDP_SCRIPT.format(tests=str(Path(__file__).parent), out=str(tmp_path / "state")))
+    script.write_text(DDP_SCRIPT.format(tests=str(TESTS), out=str(tmp_path / "state")))
     env = dict(os.environ, OMP_NUM_THREADS="1")
     for n in (1, 2):
         out = subprocess.run([sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={n}", "--master_port",
@@ -272,7 +273,7 @@ def test_two_process_gloo_step_matches_single_process(tmp_path):
 
 
 def test_cli_train_then_test_end_to_end(synthetic_root, tmp_path):
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parent))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), str(REPO)]))  # helpers, this checkout
     pre = "import helpers, sys; helpers.register_synthetic(); from lfem_plugin.cli import main; sys.exit(main())"
     common = ["-s", "synthetic_reid", "-t", "synthetic_reid", "--config-file",
               str(REPO / "configs" / "orl" / "lfem_vit_tiny_64x32_cpu.yaml"), "--root", str(synthetic_root)]
