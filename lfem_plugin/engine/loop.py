@@ -16,7 +16,7 @@ import torch
 from .. import _torchreid
 from ..utils import distributed as D
 
-__all__ = ["TrainLoopMixin", "read_summaries"]
+__all__ = ["TrainLoopMixin", "StepRecord", "read_summaries"]
 
 _TR_METER = _torchreid.root().utils.avgmeter
 
@@ -74,11 +74,11 @@ class TrainLoopMixin:
         self.train_images_per_s.append(images / max(time.perf_counter() - start, 1e-9))
         self._end_of_epoch(self._save_dir)
 
-    def _check_steps(self, steps: List["_Step"]) -> None:
+    def _check_steps(self, steps: List["StepRecord"]) -> None:
         """Called with the steps just read to the host, before they are logged; the engines may raise here."""
 
 
-class _Step(NamedTuple):
+class StepRecord(NamedTuple):
     """One training step as the loop saw it: where it was and what ``forward_backward`` returned."""
 
     epoch: int
@@ -95,13 +95,13 @@ class _StepLog:
 
     def __init__(self, engine, print_freq: int, bar: Optional["_Progress"]) -> None:
         self.engine, self.print_freq, self.bar = engine, print_freq, bar
-        self.pending: List[_Step] = []
+        self.pending: List[StepRecord] = []
         self.losses, self.batch_time, self.data_time = _TR_METER.MetricMeter(), _TR_METER.AverageMeter(), \
             _TR_METER.AverageMeter()
 
     def add(self, summary: Dict[str, Any], data_time: float, batch_time: float) -> None:
         engine = self.engine
-        self.pending.append(_Step(engine.epoch, engine.batch_idx, getattr(engine, "global_step", 0), summary,
+        self.pending.append(StepRecord(engine.epoch, engine.batch_idx, getattr(engine, "global_step", 0), summary,
                                   data_time, batch_time))
 
     def flush(self) -> None:
@@ -111,7 +111,7 @@ class _StepLog:
         for step in steps:
             self._replay(step)
 
-    def _replay(self, step: _Step) -> None:
+    def _replay(self, step: StepRecord) -> None:
         engine = self.engine
         self.data_time.update(step.data_time)
         self.batch_time.update(step.batch_time)
@@ -126,7 +126,7 @@ class _StepLog:
                 engine.writer.add_scalar("Train/" + name, meter.avg, n_iter)
             engine.writer.add_scalar("Train/lr", engine.get_current_lr(), n_iter)
 
-    def _report(self, step: _Step) -> None:
+    def _report(self, step: StepRecord) -> None:
         """Every ``print_freq`` steps: the bar and the full terms in the log on a terminal, torchreid's line off it."""
         engine, summary = self.engine, step.summary
         if self.bar is None:
