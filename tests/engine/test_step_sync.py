@@ -149,3 +149,15 @@ def test_fused_optimiser_on_cuda_foreach_elsewhere(optim):
     cpu = build_optimizer(model, optim=optim, device="cpu")
     assert cpu.defaults["foreach"] is True and not cpu.defaults["fused"]
     assert build_optimizer(model, optim=optim).defaults["foreach"] is True  # parameters on CPU: foreach
+
+
+def test_evaluation_precision_is_checked_and_off_on_the_cpu():
+    from lfem_plugin.engine import LFEMEngine
+    engine = tiny_engine()
+    assert engine.eval_amp == "off"
+    with pytest.raises(ValueError, match="test.amp='fp16'; choices: 'bf16', 'off'"):
+        LFEMEngine(engine.datamanager, engine.model, engine.optimizer, engine.scheduler, engine.criterion,
+                   use_gpu=False, eval_amp="fp16")
+    cpu = LFEMEngine(engine.datamanager, engine.model, engine.optimizer, engine.scheduler, engine.criterion,
+                     use_gpu=False, eval_amp="bf16")
+    assert cpu.eval_amp == "off"
