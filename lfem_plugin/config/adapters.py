@@ -12,7 +12,7 @@ __all__ = ["MODEL_ARG_KEYS", "config_value", "imagedata_kwargs", "model_kwargs",
            "scheduler_kwargs", "criterion_kwargs", "engine_run_kwargs", "lfem_engine_kwargs",
            "torchreid_optimizer_kwargs", "torchreid_engine_kwargs", "test_transform_kwargs", "transform_kwargs",
            "sie_mode", "market_layout_kwargs", "target_sie", "build_model_kwargs", "acceleration_kwargs",
-           "distributed_loader_kwargs"]
+           "distributed_loader_kwargs", "loader_kwargs"]
 
 
 def imagedata_kwargs(cfg: CN, transforms: Optional[List[str]] = None) -> Dict[str, Any]:
@@ -44,6 +44,11 @@ def build_model_kwargs(cfg: CN) -> Dict[str, Any]:
 def acceleration_kwargs(cfg: CN) -> Dict[str, Any]:
     """``tf32`` (TF32 matmuls on CUDA) and ``compile`` (torch.compile) for plugin models."""
     return dict(tf32=cfg.lfem.tf32, compile=cfg.lfem.compile)
+
+
+def loader_kwargs(cfg: CN) -> Dict[str, Any]:
+    """The training loader's ``prefetch_factor`` and ``persistent_workers``."""
+    return dict(prefetch_factor=cfg.data.prefetch_factor, persistent_workers=cfg.data.persistent_workers)
 
 
 def distributed_loader_kwargs(cfg: CN) -> Dict[str, Any]:
@@ -125,7 +130,8 @@ def target_sie(cfg: CN) -> Dict[str, str]:
 
 
 def lfem_engine_kwargs(cfg: CN) -> Dict[str, Any]:
-    return dict(amp=cfg.lfem.amp, grad_clip=cfg.lfem.grad_clip, use_cameras=cfg.test.use_cameras,
+    return dict(amp=cfg.lfem.amp, eval_amp=cfg.test.amp, grad_clip=cfg.lfem.grad_clip,
+                use_cameras=cfg.test.use_cameras,
                 target_sie=target_sie(cfg),
                 checkpoint_period=cfg.train.checkpoint_period, save_checkpoints=cfg.train.save_checkpoints,
                 config_text=cfg.dump())
