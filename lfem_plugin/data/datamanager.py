@@ -22,17 +22,24 @@ Transform = Callable[[Any], Any]
 
 
 class _GivenOr:
-    """A transform attribute that torchreid's constructor sets: the transform given to :class:`ReIDDataManager` takes
-    the place of the one torchreid built (None given: torchreid's stays)."""
+    """A transform attribute that torchreid's constructor sets: while that constructor runs, the transform given to
+    :class:`ReIDDataManager` takes the place of the one torchreid built (None given: torchreid's stays); afterwards an
+    assignment is stored as is, as on torchreid's ``ImageDataManager``. Reading it before it is set raises
+    AttributeError."""
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
 
     def __get__(self, manager: Any, owner: Optional[type] = None) -> Any:
-        return self if manager is None else manager.__dict__[self.name]
+        if manager is None:
+            return self
+        try:
+            return manager.__dict__[self.name]
+        except KeyError:
+            raise AttributeError(f"{type(manager).__name__!r} object has no attribute {self.name!r}") from None
 
     def __set__(self, manager: Any, built: Transform) -> None:
-        given = manager._given[self.name]
+        given = manager._given.get(self.name) if manager.__dict__.get("_building") else None
         manager.__dict__[self.name] = built if given is None else given
 
 
@@ -63,8 +70,12 @@ class ReIDDataManager(_torchreid.root().data.ImageDataManager):
                  distributed: Optional[Dict[str, Any]] = None, loader: Optional[Dict[str, Any]] = None,
                  **kwargs: Any) -> None:
         self._given = {"transform_tr": train_transform, "transform_te": test_transform}
-        with skipping_bad_images(skip_bad_images), market_layout_options(**(market_layout or {})):
-            super().__init__(**kwargs)
+        self._building = True
+        try:
+            with skipping_bad_images(skip_bad_images), market_layout_options(**(market_layout or {})):
+                super().__init__(**kwargs)
+        finally:
+            self._building = False
         if distributed is not None:
             self.train_loader = distributed_train_loader(self.train_loader.dataset, **distributed)
         if loader is not None:

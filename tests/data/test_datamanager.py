@@ -16,6 +16,24 @@ def test_the_datasets_are_built_with_the_given_transforms(synthetic_root):
     assert len(views) == 2 and views[0].shape == (8, 3, 64, 32)
 
 
+def test_a_transform_assigned_after_construction_sticks(synthetic_root):
+    """Old code: the given transform overwrote every later assignment too."""
+    given = build_test_transform(64, 32, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    dm = ReIDDataManager(train_transform=given, test_transform=given, root=str(synthetic_root),
+                         sources=["synthetic_reid"], height=64, width=32, transforms=None, batch_size_train=8,
+                         batch_size_test=8, workers=0, use_gpu=False)
+    later = build_test_transform(32, 16, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    dm.transform_tr = later
+    dm.transform_te = later
+    assert dm.transform_tr is later and dm.transform_te is later
+
+
+def test_an_unset_transform_is_a_missing_attribute_not_a_key_error():
+    """Old code: ``__get__`` raised KeyError, which ``hasattr`` does not catch."""
+    bare = ReIDDataManager.__new__(ReIDDataManager)
+    assert not hasattr(bare, "transform_tr") and not hasattr(bare, "transform_te")
+
+
 def test_without_given_transforms_torchreid_builds_its_own(synthetic_root):
     dm = ReIDDataManager(root=str(synthetic_root), sources=["synthetic_reid"], height=64, width=32,
                          transforms=["random_flip"], batch_size_train=8, batch_size_test=8, workers=0, use_gpu=False)
