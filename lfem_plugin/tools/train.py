@@ -157,7 +157,8 @@ def build_datamanager(cfg: CfgNode, models: Optional[Family] = None) -> ReIDData
             raise
         raise failed from None
     except AssertionError:  # torchreid's sampler asserts there are enough identities for one P x K batch
-        num_pids = ReIDDataManager(**dict(kwargs, train_sampler="RandomSampler"), **parts).num_train_pids
+        plain = dict(parts, distributed=None)  # a RandomSampler, not this rank's P x K share (it would refuse first)
+        num_pids = ReIDDataManager(**dict(kwargs, train_sampler="RandomSampler"), **plain).num_train_pids
         preflight.check_sampler(num_pids, cfg.train.batch_size, cfg.sampler.num_instances, cfg.data.sources)
         raise
 

@@ -231,6 +231,17 @@ def test_bad_settings_fail_before_training(synthetic_root, tmp_path, opts, match
     assert not (tmp_path / "run" / "model").exists()
 
 
+def test_too_few_identities_under_torchrun_is_the_actionable_preflight_error(synthetic_root, tmp_path, monkeypatch):
+    """Old code: the diagnostic rebuild took this rank's share, whose sampler raised a bare ValueError first."""
+    from lfem_plugin.utils import distributed as D
+    monkeypatch.setattr(D, "is_distributed", lambda: True)
+    monkeypatch.setattr(D, "world_size", lambda: 2)
+    monkeypatch.setattr(D, "rank", lambda: 0)
+    cfg = _cfg(synthetic_root, tmp_path / "run", "train.batch_size", "40")
+    with pytest.raises(preflight.PreflightError, match=r"20 identities per batch, but the training set .* has 6"):
+        T.build_datamanager(cfg)
+
+
 def test_one_identity_per_batch_warns(caplog):
     cfg = C.load_config(CPU_CONFIG, ["train.batch_size", "4", "sampler.num_instances", "4"])
     with caplog.at_level(logging.WARNING):
