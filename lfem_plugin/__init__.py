@@ -14,7 +14,13 @@ Re-identification".
 """
 from __future__ import annotations
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
+
+import importlib
+import importlib.abc
+import importlib.util
+import sys
+import warnings
 
 from . import _torchreid
 from .registry import DATASETS, MODELS
@@ -35,10 +41,42 @@ _torchreid.alias_pypi_layout()  # torchreid's own scripts (`from torchreid.utils
 _torchreid.allow_numpy_scalars_in_checkpoints()  # torchreid's own checkpoints (numpy rank1) under weights_only loads
 
 
+# Module paths before 0.2.0 (one flat package) -> where the module lives now (docs/DEVELOPMENT.md, "Moved paths").
+# ``lfem_plugin.engine``, ``.metrics`` and ``.config`` kept their names (now packages exporting the same names).
+MOVED = {
+    "train": "tools.train", "inference": "tools.inference", "doctor": "tools.doctor", "compare": "tools.compare",
+    "visualize": "tools.visualize", "preflight": "tools.preflight", "report": "tools.report",
+    "search": "tools.search", "export": "tools.export", "gate_analysis": "tools.gate_analysis",
+    "checkpoint": "utils.checkpoint", "distributed": "utils.distributed", "run_lock": "utils.run_lock",
+    "evaluation": "engine.evaluation", "progress": "engine.loop", "rerank": "metrics.rerank",
+}
+
+
+class _MovedModules(importlib.abc.MetaPathFinder, importlib.abc.Loader):
+    """``import lfem_plugin.<old>`` imports the module's new path, with a DeprecationWarning naming it: the import
+    system takes the module this loader leaves in ``sys.modules`` (the new one, the same object)."""
+
+    def find_spec(self, fullname: str, path=None, target=None):
+        package, _, old = fullname.partition(".")
+        return importlib.util.spec_from_loader(fullname, self) if package == __name__ and old in MOVED else None
+
+    def exec_module(self, module) -> None:
+        new = f"{__name__}.{MOVED[module.__name__.partition('.')[2]]}"
+        warnings.warn(f"{module.__name__} has moved to {new}; the old path will be removed", DeprecationWarning,
+                      stacklevel=2)
+        sys.modules[module.__name__] = importlib.import_module(new)
+
+
+if not any(isinstance(finder, _MovedModules) for finder in sys.meta_path):
+    sys.meta_path.append(_MovedModules())
+
+
 def __getattr__(name: str):
     if name == "build_datamanager":  # lazy: it pulls in the training stack
         from .tools.train import build_datamanager
         return build_datamanager
+    if name in MOVED:  # ``lfem_plugin.train`` without importing it first, as before 0.2.0
+        return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module 'lfem_plugin' has no attribute {name!r}")
 
 
