@@ -22,6 +22,7 @@ from torch import nn
 
 from .. import _torchreid
 from ..losses import MultiBranchLoss
+from ..models.interface import ReIDModel
 from ..optim import guarded_step
 from ..utils import distributed as D
 from .checkpointing import CheckpointMixin, NonFiniteLossError, non_finite_advice
@@ -60,13 +61,14 @@ class _PluginParts(TrainLoopMixin, EvaluationMixin, CheckpointMixin):
 
 
 class LFEMEngine(_PluginParts, _TR.engine.Engine):
-    """Trains :class:`~lfem_plugin.models.LFEMViT` (or any model returning ``forward_branches``) in torchreid.
+    """Trains a plugin model in torchreid: :class:`~lfem_plugin.models.LFEMViT`, or any model that implements
+    :class:`~lfem_plugin.models.interface.ReIDModel` (the one protocol engines and tools use).
 
     Reference: torchreid ``Engine``; LFEM paper Sec. 3.4 (seven-branch CE + triplet).
 
     Args:
         datamanager: a torchreid ``ImageDataManager`` whose train transform returns a list of views.
-        model: the model (already on its device).
+        model: a :class:`~lfem_plugin.models.interface.ReIDModel` (already on its device; DDP-wrapped or not).
         optimizer: e.g. :func:`lfem_plugin.optim.build_optimizer`.
         scheduler: e.g. :class:`lfem_plugin.optim.WarmupCosineLR` (``step()`` once per epoch).
         criterion: :class:`MultiBranchLoss` over the model's branches.
@@ -80,12 +82,21 @@ class LFEMEngine(_PluginParts, _TR.engine.Engine):
         checkpoint_period: also checkpoint every N epochs (0: only at evaluations and the end).
         save_checkpoints: write checkpoints at all (comparisons turn it off).
         config_text: the run's config (YAML), stored in every checkpoint.
+
+    Raises:
+        TypeError: ``model`` (unwrapped) is not a ``ReIDModel`` (torchreid's own models: its engines,
+            :class:`TorchreidSoftmaxEngine` / :class:`TorchreidTripletEngine`).
+        ValueError: an unknown ``amp``.
     """
 
     def __init__(self, datamanager, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
                  criterion: MultiBranchLoss, use_gpu: bool = True, amp: str = "bf16", grad_clip: float = 0.0,
                  use_cameras: bool = True, checkpoint_period: int = 0, save_checkpoints: bool = True,
                  config_text: str = "", target_sie: Optional[Dict[str, str]] = None, eval_amp: str = "off") -> None:
+        if not isinstance(D.unwrap(model), ReIDModel):
+            raise TypeError(f"LFEMEngine trains a model implementing lfem_plugin.models.interface.ReIDModel "
+                            f"(branch_names, num_views, classify, gates, ...); got {type(D.unwrap(model)).__name__}. "
+                            f"torchreid's own models train with TorchreidSoftmaxEngine or TorchreidTripletEngine")
         super().__init__(datamanager, use_gpu)
         self.model, self.optimizer, self.scheduler, self.criterion = model, optimizer, scheduler, criterion
         self.register_model("model", model, optimizer, scheduler)

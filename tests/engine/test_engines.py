@@ -200,6 +200,19 @@ def test_atomic_checkpoint_leaves_no_partial_file(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["ckpt.pth"]
 
 
+def test_lfem_engine_refuses_a_model_outside_the_reid_model_protocol():
+    """Old code: any module was taken, and failed later inside the step (no ``branch_names``, ``classify``...)."""
+    from lfem_plugin.losses import MultiBranchLoss
+    model = torch.nn.Linear(4, 4)
+    optimizer = build_optimizer(model, lr=0.01)
+    scheduler = WarmupCosineLR(optimizer, max_epoch=2, warmup_epochs=1)
+    with pytest.raises(TypeError, match=r"implementing lfem_plugin\.models\.interface\.ReIDModel.*got Linear.*"
+                                        r"TorchreidSoftmaxEngine"):
+        LFEMEngine(None, model, optimizer, scheduler, MultiBranchLoss(["original"]), use_gpu=False)
+    wrapped = torch.nn.DataParallel(MODELS.get("lfem_vit_tiny")(num_classes=4, loss="triplet"))
+    assert tiny_engine(model=wrapped).model is wrapped  # a wrapped ReIDModel is one
+
+
 def test_non_finite_loss_stops_with_a_message(synthetic_root, tmp_path):
     engine = tiny_engine()
     batch = {"img": [torch.randn(4, 3, 64, 32) for _ in range(3)], "pid": torch.tensor([0, 0, 1, 1]),
