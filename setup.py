@@ -26,7 +26,7 @@ INSTALL_REQUIRES = [
     "six>=1.16",
     "tqdm>=4.60",
     "PyYAML>=6.0",
-    "numba>=0.59",  # the fast rank/mAP kernel (lfem_plugin/_rank_numba.py); a torch fallback exists without it
+    "numba>=0.59",  # the fast rank/mAP kernel (lfem_plugin/metrics/_rank_numba.py); a torch fallback exists without it
 ]
 
 EXTRAS = {
@@ -44,7 +44,7 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.9",
-    # configs/ ships inside the wheel as lfem_plugin/configs (lfem_plugin.compare.configs_dir finds either)
+    # configs/ ships inside the wheel as lfem_plugin/configs (lfem_plugin.tools.protocols.configs_dir finds either)
     packages=find_packages(include=["lfem_plugin", "lfem_plugin.*"]) + ["lfem_plugin.configs"],
     package_dir={"lfem_plugin.configs": "configs"},
     package_data={"lfem_plugin.configs": ["*.yaml", "*/*.yaml"]},
