@@ -41,15 +41,33 @@ def test_without_given_transforms_torchreid_builds_its_own(synthetic_root):
     assert "RandomHorizontalFlip" in names and dm.train_loader.dataset.transform is dm.transform_tr
 
 
-def test_under_torchrun_the_train_loader_takes_this_ranks_share(synthetic_root):
-    from lfem_plugin.data.sampler import DistributedIdentitySampler
+def _rank_manager(root, monkeypatch, rank, world_size):
+    """The data manager that rank ``rank`` of ``world_size`` builds under ``torchrun`` (global batch 8, K = 2)."""
+    from lfem_plugin.utils import distributed as D
+    monkeypatch.setattr(D, "rank", lambda: rank)
+    monkeypatch.setattr(D, "world_size", lambda: world_size)
     share = dict(batch_size=8, num_instances=2, seed=0, workers=0, pin_memory=False, sampler="RandomIdentitySampler")
-    dm = ReIDDataManager(distributed=share, root=str(synthetic_root), sources=["synthetic_reid"], height=64, width=32,
-                         transforms=["random_flip"], batch_size_train=8, batch_size_test=8, workers=0, use_gpu=False,
-                         train_sampler="RandomIdentitySampler", num_instances=2)
+    return ReIDDataManager(distributed=share, root=str(root), sources=["synthetic_reid"], height=64, width=32,
+                           transforms=["random_flip"], batch_size_train=8, batch_size_test=8, workers=0,
+                           use_gpu=False, train_sampler="RandomIdentitySampler", num_instances=2)
+
+
+def test_under_torchrun_the_train_loader_takes_this_ranks_share(synthetic_root, monkeypatch):
+    from lfem_plugin.data.sampler import DistributedIdentitySampler
+    dm = _rank_manager(synthetic_root, monkeypatch, 0, 1)
     assert isinstance(dm.train_loader.sampler, DistributedIdentitySampler) and dm.train_loader.batch_size == 8
     batch = next(iter(dm.train_loader))
     assert len(batch["pid"]) == 8 and all((batch["pid"] == p).sum() == 2 for p in batch["pid"].unique())
+    shares = []
+    for rank in (0, 1):  # two ranks: each loads half of every global batch, whole identities, none shared
+        dm = _rank_manager(synthetic_root, monkeypatch, rank, 2)
+        sampler = dm.train_loader.sampler
+        assert (sampler.rank, sampler.world_size, dm.train_loader.batch_size) == (rank, 2, 4)
+        pids = next(iter(dm.train_loader))["pid"]
+        assert len(pids) == 4 and len(pids.unique()) == 2 and all((pids == p).sum() == 2 for p in pids.unique())
+        shares.append(set(pids.tolist()))
+    assert not shares[0] & shares[1]
+    assert shares[0] | shares[1] == set(batch["pid"].tolist())  # together: the one-process global batch
 
 
 def test_tune_loader_sets_prefetch_and_persistent_workers_and_keeps_the_rest():
