@@ -121,7 +121,7 @@ def test_compare_report_has_one_table_per_target(data_root, tmp_path, monkeypatc
     assert [row.split(",")[2] for row in rows[1:]] == TARGETS
 
 
-def test_the_readme_command_trains_on_market_and_reports_every_target(data_root, tmp_path, capsys):
+def test_the_getting_started_command_trains_on_market_and_reports_every_target(data_root, tmp_path, capsys):
     """docs/GETTING_STARTED.md's `lfem-reid train --config-file configs/market1501/lfem_vit_base_s11_256x128.yaml`."""
     from lfem_plugin.cli import main
     assert main(["train", "--config-file", str(MARKET), "--root", str(data_root), "data.save_dir",
