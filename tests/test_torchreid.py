@@ -287,3 +287,34 @@ def test_test_visualize_writes_the_cmc_curve_and_gate_pictures(tmp_path, synthet
     gates = sorted(p.name for p in (out / "lfem_gates_synthetic_reid").iterdir())
     assert len(gates) == 4 and gates[0].startswith("000_") and gates[0].endswith("_lfem.png")
     assert list((out / "visrank_synthetic_reid").iterdir())
+
+
+# ---- a broken environment names the package that is really missing ------------------------------------------
+_BLOCK_TENSORBOARD = """
+import importlib.abc, runpy, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] == "tensorboard":
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, Block())
+sys.argv = ["lfem-reid", "--version"]
+runpy.run_module("lfem_plugin", run_name="__main__")
+"""
+
+
+def test_a_missing_torchreid_dependency_is_named(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1]))
+    proc = subprocess.run([sys.executable, "-c", _BLOCK_TENSORBOARD], capture_output=True, text=True, env=env,
+                          check=False, timeout=120)
+    assert proc.returncode != 0
+    assert "pip install tensorboard" in proc.stderr and "cannot find torchreid" not in proc.stderr
+
+
+def test_a_missing_torchreid_is_still_named_torchreid():
+    from lfem_plugin._torchreid import resolve_root
+    with pytest.raises(ImportError, match="cannot find torchreid"):
+        resolve_root(("no_such_torchreid_layout",))

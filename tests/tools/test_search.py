@@ -105,3 +105,64 @@ def test_search_skips_or_names_bad_images(tmp_path, capsys):
     assert "0003_c1_bad.jpg" in capsys.readouterr().err
     assert main(base + ["--skip-bad-images"]) == 0
     assert len(list(csv.DictReader(open(tmp_path / "out" / "results.csv")))) == 4  # 2 queries x 2 gallery
+
+
+# ---- search: the cache knows what determines a feature; ranked/ shows one run -----------------------------------
+def _search_args(tmp_path, *extra):
+    return ["search", "--weights", str(tmp_path / "a.pth"), "--query", str(tmp_path / "query"), "--gallery",
+            str(tmp_path / "gallery"), "--top-k", "2", "--device", "cpu", "--out", str(tmp_path / "out"), *extra]
+
+
+def test_search_sees_a_gallery_file_replaced_in_place(tmp_path, capsys):
+    _checkpoint(tmp_path / "a.pth", 0)
+    _images(tmp_path / "query", ["q.png"], 1)
+    _images(tmp_path / "gallery", ["g0.png", "g1.png", "g2.png"], 2)
+    assert main(_search_args(tmp_path)) == 0
+    assert "extracted and cached" in capsys.readouterr().out
+    (tmp_path / "gallery" / "g1.png").write_bytes((tmp_path / "query" / "q.png").read_bytes())  # same name, new person
+    assert main(_search_args(tmp_path)) == 0
+    assert "extracted and cached" in capsys.readouterr().out
+    top = json.loads((tmp_path / "out" / "results.json").read_text())[str(tmp_path / "query" / "q.png")][0]
+    assert top["gallery"].endswith("g1.png") and top["distance"] < 1e-5
+
+
+def test_search_cache_follows_the_model_config_not_only_the_weights(tmp_path, capsys):
+    _checkpoint(tmp_path / "a.pth", 0)
+    _images(tmp_path / "query", ["q.png"], 1)
+    _images(tmp_path / "gallery", ["g0.png", "g1.png"], 2)
+    assert main(_search_args(tmp_path)) == 0
+    capsys.readouterr()
+    assert main(_search_args(tmp_path, "--set", "lfem.eval_feature", "concat")) == 0  # same file, other feature
+    assert "extracted and cached" in capsys.readouterr().out
+
+
+def test_a_second_search_leaves_only_its_own_pictures(tmp_path, capsys):
+    _checkpoint(tmp_path / "a.pth", 0)
+    _images(tmp_path / "query", ["q0.png", "q1.png", "q2.png"], 1)
+    _images(tmp_path / "gallery", ["g0.png", "g1.png"], 2)
+    assert main(_search_args(tmp_path)) == 0
+    (tmp_path / "out" / "ranked" / "mine.txt").write_text("a user's file")
+    for name in ("q1.png", "q2.png"):
+        (tmp_path / "query" / name).unlink()
+    assert main(_search_args(tmp_path)) == 0
+    assert sorted(p.name for p in (tmp_path / "out" / "ranked").iterdir()) == ["000_q0.png", "mine.txt"]
+
+
+@pytest.mark.parametrize("command", ["search", "extract"])
+def test_cameras_from_name_advice_names_options_the_command_accepts(tmp_path, capsys, command):
+    import re
+
+    from lfem_plugin.cli import build_parser
+    _checkpoint(tmp_path / "a.pth", 0)
+    _images(tmp_path / "query", ["holiday.png"], 1)
+    _images(tmp_path / "gallery", ["g0.png"], 2)
+    args = (_search_args(tmp_path) if command == "search" else
+            ["extract", "--weights", str(tmp_path / "a.pth"), "--images", str(tmp_path / "query"), "--device", "cpu",
+             "--out", str(tmp_path / "f.npy")]) + ["--cameras", "from-name"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "holiday.png" in err and "NNNN_cC" in err
+    advised = re.findall(r"--cameras ([\w-]+)", err.split("from-name:", 1)[1])
+    assert advised  # some advice, and each value works with this command
+    for value in advised:
+        build_parser().parse_args(args[:-2] + ["--cameras", value])

@@ -318,3 +318,28 @@ def test_skip_bad_images_holds_for_its_run_only(synthetic_root, tmp_path):
     assert str(bad) not in {item[0] for item in dm.train_loader.dataset.train}
     later = SyntheticReID(root=str(synthetic_root), verbose=False)  # built outside any run: nothing is skipped
     assert str(bad) in {item[0] for item in later.train}
+
+
+# ---- preflight: a BatchNorm that would see one sample -----------------------------------------------------------
+def test_check_batch_norm_on_hand_built_models():
+    from torch import nn
+
+    from lfem_plugin.tools.preflight import PreflightError, check_batch_norm
+    head = nn.Sequential(nn.Linear(4, 4), nn.BatchNorm1d(4))
+    check_batch_norm(head, 2)
+    check_batch_norm(nn.Sequential(nn.Conv2d(3, 3, 3), nn.BatchNorm2d(3)), 1)  # one image still has H x W values
+    with pytest.raises(PreflightError, match=r"train.batch_size 1 gives 1 sample.*1 BatchNorm layers \(e.g. 1\)"):
+        check_batch_norm(head, 1)
+    with pytest.raises(PreflightError, match="train.batch_size 3 shared by 2 processes gives 1 sample"):
+        check_batch_norm(head, 3, world_size=2)
+
+
+def test_train_batch_size_1_is_refused_before_training(synthetic_root, tmp_path, capsys):
+    from lfem_plugin.cli import main
+    argv = ["train", "--config-file", str(CPU_CONFIG), "data.root", str(synthetic_root), "data.save_dir",
+            str(tmp_path / "run"), "train.max_epoch", "1", *SMALL, "train.batch_size", "1", "sampler.num_instances",
+            "1"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "train.batch_size 1 gives 1 sample(s) per step" in err and "BatchNorm" in err
+    assert not (tmp_path / "run" / "model").exists()  # nothing trained
