@@ -15,7 +15,7 @@ __all__ = ["get_default_config", "load_config", "load_yaml_with_base", "apply_va
            "model_kwargs", "optimizer_kwargs", "scheduler_kwargs", "criterion_kwargs", "engine_run_kwargs",
            "lfem_engine_kwargs", "torchreid_optimizer_kwargs", "torchreid_engine_kwargs", "test_transform_kwargs",
            "transform_kwargs", "sie_mode", "target_sie", "build_model_kwargs", "acceleration_kwargs",
-           "distributed_loader_kwargs"]
+           "distributed_loader_kwargs", "visibility_targets"]
 
 BASE_KEY = "_BASE_"
 
@@ -130,6 +130,10 @@ def add_lfem_config(cfg: CN) -> None:
     cfg.lfem.grad_clip = 0.0  # max gradient norm (0: off)
     cfg.lfem.compile = False  # torch.compile the model (nn.Module.compile: checkpoints keep their keys)
     cfg.lfem.tf32 = True  # TF32 matmuls/convolutions on Ampere+ GPUs for what runs in fp32 (CUDA only)
+    # Visibility-aware LFEM (beyond the paper; the model lfem_vit_vis sets all three, docs: README "visibility"):
+    cfg.lfem.gate_supervision = 0.0  # weight of BCE(gate logit, group visible fraction of its own view); 0 = paper
+    cfg.lfem.occluder = "noise"  # erased rectangles: 'noise' (paper, timm pixel mode) or 'paste' (another identity)
+    cfg.lfem.gate_scope = "refined"  # the gate scales 'refined' (paper: f' only) or 'local' (f_l + f')
 
 
 def load_yaml_with_base(path: str | os.PathLike, _chain: Tuple[Path, ...] = ()) -> Dict[str, Any]:
@@ -227,7 +231,8 @@ def _flat_keys(data: Dict[str, Any], prefix: str = "") -> List[str]:
 # Builder argument of a registered variant -> the config key that carries it (img_size and num_views: see below).
 _VARIANT_KEYS = {"stride": "lfem.stride", "sie_coef": "lfem.sie_coef", "drop_path_rate": "lfem.drop_path_rate",
                  "use_lfem": "lfem.use_lfem", "eval_feature": "lfem.eval_feature",
-                 "local_feature": "lfem.local_feature"}
+                 "local_feature": "lfem.local_feature", "rearrange": "lfem.rearrange", "gate_scope": "lfem.gate_scope",
+                 "gate_supervision": "lfem.gate_supervision", "occluder": "lfem.occluder"}
 
 
 def _variant_values(arg: str, value: Any) -> Dict[str, Any]:
@@ -329,7 +334,7 @@ def model_kwargs(cfg: CN, num_cameras: int, camera_ids: Optional[List[int]] = No
                 views=tuple(cfg.lfem.views),
                 lfem_proj_dim=cfg.lfem.proj_dim or None, lfem_scale_gate=cfg.lfem.scale_gate,
                 lfem_share=cfg.lfem.share, local_feature=cfg.lfem.local_feature, neck_feat=cfg.lfem.neck_feat,
-                eval_feature=cfg.lfem.eval_feature,
+                eval_feature=cfg.lfem.eval_feature, gate_scope=cfg.lfem.gate_scope,
                 pretrained_path=cfg.model.pretrained_path or None)
 
 
@@ -366,8 +371,14 @@ def target_sie(cfg: CN) -> Dict[str, str]:
     return {name: sie_mode(cfg, name) for name in cfg.data.targets}
 
 
+def visibility_targets(cfg: CN) -> bool:
+    """Does training need each view's hidden rectangle and group visibility (gate supervision or pasting)?"""
+    return cfg.lfem.gate_supervision > 0 or cfg.lfem.occluder == "paste"
+
+
 def lfem_engine_kwargs(cfg: CN) -> Dict[str, Any]:
     return dict(amp=cfg.lfem.amp, grad_clip=cfg.lfem.grad_clip, use_cameras=cfg.test.use_cameras,
+                gate_supervision=cfg.lfem.gate_supervision, occluder=cfg.lfem.occluder,
                 target_sie=target_sie(cfg),
                 checkpoint_period=cfg.train.checkpoint_period, save_checkpoints=cfg.train.save_checkpoints,
                 config_text=cfg.dump())

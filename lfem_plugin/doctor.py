@@ -28,6 +28,7 @@ from yacs.config import CfgNode
 from . import train as T
 from .data.datasets import DUKE_SPLITS, OccludedDuke
 from .data.occluded_benchmarks import OccludedREID, PartialILIDS, PartialREID, PDukeMTMCReID
+from .data.occluders import split_views
 from .distributed import unwrap as _unwrap
 from .preflight import TORCHREID_LAYOUTS
 
@@ -234,8 +235,7 @@ def _time_eval(engine, dm, max_images: int) -> Dict[str, Any]:
 def _amp_agreement(engine, data) -> Dict[str, Any]:
     """One training step's loss and gradients with bf16 autocast vs fp32, from the same weights and RNG."""
     model = _unwrap(engine.model)
-    images = data["img"] if isinstance(data["img"], (list, tuple)) else [data["img"]]
-    images = torch.stack([v.to(engine.device) for v in images])
+    images = torch.stack([v.to(engine.device) for v in split_views(data["img"])[0]])
     pids, cameras = data["pid"].to(engine.device), data["camid"].to(engine.device)
     results = {}
     for mode in ("fp32", "bf16"):

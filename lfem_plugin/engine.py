@@ -22,7 +22,8 @@ from . import _torchreid
 from . import distributed as D
 from .checkpoint import CheckpointMixin, NonFiniteLossError, non_finite_advice
 from .evaluation import EvaluationMixin, print_results
-from .losses import MultiBranchLoss
+from .data.occluders import OCCLUDERS, paste_occluders, split_views
+from .losses import GateVisibilityLoss, MultiBranchLoss
 from .progress import TrainLoopMixin
 
 __all__ = ["LFEMEngine", "NonFiniteLossError", "TorchreidSoftmaxEngine", "TorchreidTripletEngine", "print_results",
@@ -66,12 +67,17 @@ class LFEMEngine(_PluginParts, _TR.engine.Engine):
         checkpoint_period: also checkpoint every N epochs (0: only at evaluations and the end).
         save_checkpoints: write checkpoints at all (comparisons turn it off).
         config_text: the run's config (YAML), stored in every checkpoint.
+        gate_supervision: weight of :class:`~lfem_plugin.losses.GateVisibilityLoss` (0: off, the paper); needs a
+            train transform that gives visibility targets (:class:`~lfem_plugin.data.occluders.VisibilityMultiView`).
+        occluder: ``'noise'`` (paper) or ``'paste'``: erased rectangles are filled from another identity's first
+            view (:func:`~lfem_plugin.data.occluders.paste_occluders`; needs the same transform).
     """
 
     def __init__(self, datamanager, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
                  criterion: MultiBranchLoss, use_gpu: bool = True, amp: str = "bf16", grad_clip: float = 0.0,
                  use_cameras: bool = True, checkpoint_period: int = 0, save_checkpoints: bool = True,
-                 config_text: str = "", target_sie: Optional[Dict[str, str]] = None) -> None:
+                 config_text: str = "", target_sie: Optional[Dict[str, str]] = None, gate_supervision: float = 0.0,
+                 occluder: str = "noise") -> None:
         super().__init__(datamanager, use_gpu)
         self.model, self.optimizer, self.scheduler, self.criterion = model, optimizer, scheduler, criterion
         self.register_model("model", model, optimizer, scheduler)
@@ -80,6 +86,10 @@ class LFEMEngine(_PluginParts, _TR.engine.Engine):
         self.amp = amp if self.use_gpu else "off"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == "fp16")
         self.grad_clip = grad_clip
+        if occluder not in OCCLUDERS:
+            raise ValueError(f"occluder={occluder!r}; choices: {OCCLUDERS}")
+        self.occluder = occluder
+        self.gate_loss = GateVisibilityLoss(gate_supervision) if gate_supervision else None
         self.num_views = getattr(D.unwrap(model), "num_views", 1)
         self.skipped_steps = 0
         self._init_parts(use_cameras, checkpoint_period, save_checkpoints, config_text, target_sie)
@@ -90,11 +100,23 @@ class LFEMEngine(_PluginParts, _TR.engine.Engine):
             return nullcontext()
         return torch.autocast("cuda", dtype=torch.bfloat16 if self.amp == "bf16" else torch.float16)
 
+    def _views(self, data: Dict[str, Any], pids: torch.Tensor):
+        """The stacked views ``(V, B, C, H, W)`` (occluders pasted in ``'paste'`` mode) and their visibility
+        targets ``(B, V, K)`` (None from a plain multi-view transform)."""
+        views, visibility, boxes = split_views(data["img"])
+        images = torch.stack([v.to(self.device, non_blocking=True) for v in views])
+        if (self.gate_loss is not None or self.occluder == "paste") and visibility is None:
+            raise ValueError("lfem.gate_supervision > 0 or lfem.occluder paste needs visibility targets from the "
+                             "train transform; build the data manager with lfem_plugin.build_datamanager(cfg), which "
+                             "gives them for these keys (data.occluders.VisibilityMultiView)")
+        if self.occluder == "paste":
+            images = paste_occluders(images, boxes.to(self.device, non_blocking=True), pids)
+        return images, visibility
+
     def forward_backward(self, data: Dict[str, Any]) -> Dict[str, float]:
-        images = data["img"] if isinstance(data["img"], (list, tuple)) else [data["img"]]
-        images = torch.stack([v.to(self.device, non_blocking=True) for v in images])
         pids = data["pid"].to(self.device)
         cameras = data["camid"].to(self.device)
+        images, visibility = self._views(data, pids)
         with self._autocast():
             out = self.model(images, camera=cameras, branch_features=True)
             # Under DDP, heads and losses see the global batch (BNNeck statistics, batch-hard mining), as a
@@ -103,6 +125,9 @@ class LFEMEngine(_PluginParts, _TR.engine.Engine):
             pids = D.all_gather_cat(pids)
             logits = D.unwrap(self.model).classify(out.names, features)
             loss, terms = self.criterion(logits, features, pids, out.names)
+            if self.gate_loss is not None:
+                terms["vis/gate_bce"] = self.gate_loss(out.gate_logits, visibility)
+                loss = loss + terms["vis/gate_bce"]
         self._check_finite(loss, terms)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()

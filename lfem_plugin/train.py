@@ -24,6 +24,7 @@ from .data.transforms import build_test_transform, build_train_transform
 from .distributed import unwrap as _unwrap
 from .engine import LFEMEngine, TorchreidSoftmaxEngine, TorchreidTripletEngine
 from .losses import MultiBranchLoss, branch_weights
+from .models.visibility import TokenGeometry
 from .optim import WarmupCosineLR, build_optimizer
 from .registry import MODELS
 from .run_lock import RunLock
@@ -74,8 +75,10 @@ class PluginFamily:
 
     train_transforms = None  # torchreid builds none; adapt_datamanager puts the multi-view transform in
 
-    def adapt_datamanager(self, cfg: CfgNode, dm) -> None:
-        dm.transform_tr = build_train_transform(**C.transform_kwargs(cfg))
+    def adapt_datamanager(self, cfg: CfgNode, dm, geometry: Optional[TokenGeometry] = None) -> None:
+        """The multi-view train transform and the test transform; with ``geometry`` (the model's patch grid and
+        JPM groups) the train views also give their hidden rectangles and group visibility targets."""
+        dm.transform_tr = build_train_transform(**C.transform_kwargs(cfg), geometry=geometry)
         dm.transform_te = build_test_transform(**C.test_transform_kwargs(cfg))
         dm.train_loader.dataset.transform = dm.transform_tr
         for loaders in dm.test_loader.values():
@@ -93,6 +96,8 @@ class PluginFamily:
                                                                                              camera_ids))
 
     def build_engine(self, cfg: CfgNode, dm, model: torch.nn.Module, use_gpu: bool):
+        if C.visibility_targets(cfg):  # the targets follow the built model's patch grid and JPM grouping
+            self.adapt_datamanager(cfg, dm, TokenGeometry.of(model.backbone))
         optimizer = build_optimizer(model, **C.optimizer_kwargs(cfg))
         acceleration = C.acceleration_kwargs(cfg)
         if use_gpu and acceleration["tf32"]:

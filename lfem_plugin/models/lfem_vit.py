@@ -31,6 +31,9 @@ class BranchFeatures(NamedTuple):
     names: Tuple[str, ...]
     features: List[torch.Tensor]  # pre-BN, the triplet inputs
     gates: Optional[torch.Tensor]  # (B, K) LFEM relation gates of the original view, None without LFEM
+    # (V*B, K) every view's gates before the sigmoid, rows in the order of the stacked views (view-major, as
+    # stack_views lays them out): row v*B + b is view v of image b. None without LFEM.
+    gate_logits: Optional[torch.Tensor] = None
 
 
 class BranchOutputs(NamedTuple):
@@ -86,6 +89,8 @@ class LFEMViT(nn.Module):
         local_feature: ``'refined' | 'jpm' | 'fused'``.
         neck_feat: ``'before' | 'after'``.
         eval_feature: ``'final' | 'concat'``.
+        gate_scope: what the LFEM gate scales: ``'refined'`` (paper, ``f'`` only) or ``'local'`` (``f_l + f'``;
+            beyond the paper, see :class:`~lfem_plugin.models.lfem.LFEM`).
     """
 
     def __init__(self, num_classes: int, backbone: TransReIDViT, loss: Literal["softmax", "triplet"] = "softmax",
@@ -94,7 +99,8 @@ class LFEMViT(nn.Module):
                  lfem_scale_gate: bool = True, lfem_share: bool = False,
                  local_feature: Literal["refined", "jpm", "fused"] = "refined",
                  neck_feat: Literal["before", "after"] = "before",
-                 eval_feature: Literal["final", "concat"] = "final") -> None:
+                 eval_feature: Literal["final", "concat"] = "final",
+                 gate_scope: Literal["refined", "local"] = "refined") -> None:
         super().__init__()
         if backbone.jpm is None:
             raise ValueError("LFEMViT needs a backbone built with jpm=True")
@@ -118,7 +124,8 @@ class LFEMViT(nn.Module):
         self.eval_feature = eval_feature
         dim = self.num_features = backbone.num_features
         groups = backbone.num_groups
-        self.fusion = SequentialFusion(dim, groups, lfem_share, lfem_proj_dim, lfem_scale_gate) if use_lfem else None
+        self.fusion = SequentialFusion(dim, groups, lfem_share, lfem_proj_dim, lfem_scale_gate,
+                                       gate_scope) if use_lfem else None
         self.branch_names = views + tuple(f"local{k + 1}" for k in range(groups))  # named as the data's views
         self.heads = nn.ModuleList(BNNeckHead(dim, num_classes) for _ in self.branch_names)
         self.last_gates: Optional[torch.Tensor] = None
@@ -130,7 +137,7 @@ class LFEMViT(nn.Module):
     def _global_and_locals(self, x: torch.Tensor, camera: Optional[torch.Tensor]):
         out = self.backbone(x, camera)
         if self.fusion is None:
-            return out.global_feat, list(out.local_feats), None
+            return out.global_feat, list(out.local_feats), None, None
         fused = self.fusion(out.global_feat, out.local_feats)
         if self.local_feature == "jpm":
             locals_ = list(out.local_feats)
@@ -138,7 +145,7 @@ class LFEMViT(nn.Module):
             locals_ = [f + r for f, r in zip(out.local_feats, fused.refined)]
         else:
             locals_ = list(fused.stages)
-        return fused.final, locals_, fused.gates
+        return fused.final, locals_, fused.gates, fused.logits
 
     def forward_branch_features(self, x: Views, camera: Optional[torch.Tensor] = None) -> BranchFeatures:
         """Training forward over all views in one batch, up to the pre-BN branch features (no heads)."""
@@ -151,12 +158,12 @@ class LFEMViT(nn.Module):
         batch = images.shape[0] // num_views
         if camera is not None:
             camera = torch.as_tensor(camera, device=images.device).reshape(-1).repeat(num_views)
-        final, locals_, gates = self._global_and_locals(images, camera)
+        final, locals_, gates, logits = self._global_and_locals(images, camera)
         features = list(final.split(batch)) + [local[:batch] for local in locals_]
         names = self.branch_names[:num_views] + self.branch_names[self.num_views:]
         gates = None if gates is None else gates[:batch]
         self.last_gates = None if gates is None else gates.detach()
-        return BranchFeatures(names, features, gates)
+        return BranchFeatures(names, features, gates, logits)
 
     def _warn_what_is_lost(self, num_views: int, camera: Optional[torch.Tensor]) -> None:
         """Once per model: training on fewer views than it has (torchreid's stock ``ImageDataManager`` gives one) or
@@ -186,7 +193,7 @@ class LFEMViT(nn.Module):
 
     def forward_eval(self, x: torch.Tensor, camera: Optional[torch.Tensor] = None) -> torch.Tensor:
         """One view in, the retrieval feature out (see ``eval_feature`` / ``neck_feat``)."""
-        final, locals_, gates = self._global_and_locals(x, camera)
+        final, locals_, gates, _ = self._global_and_locals(x, camera)
         self.last_gates = gates
         feats = [final] + (locals_ if self.eval_feature == "concat" else [])
         if self.neck_feat == "after":
@@ -236,16 +243,19 @@ def create_lfem_vit(arch: str, num_classes: int, loss: str = "softmax", pretrain
         raise TypeError(f"unknown model option for {arch}: {err}") from None
 
 
-def _variant(name: str, arch: str, fixed: Tuple[str, ...] = (), **model_args: Any) -> None:
+def _variant(name: str, arch: str, fixed: Tuple[str, ...] = (), training: Optional[dict] = None,
+             **model_args: Any) -> None:
     """Register ``name``: ``arch`` with ``model_args``. Through configs these settings replace the defaults of the
-    keys that carry them, and ``fixed`` are the ones the name itself states (contradicting them is an error)."""
+    keys that carry them, and ``fixed`` are the ones the name itself states (contradicting them is an error).
+    ``training``: settings of the training recipe, not of the model (e.g. ``gate_supervision``); they reach only
+    the config keys, never the builder."""
     def builder(num_classes: int, loss: str = "softmax", pretrained: bool = False, use_gpu: bool = True,
                 **kwargs: Any) -> LFEMViT:
         return create_lfem_vit(arch, num_classes, loss, pretrained, use_gpu, **dict(model_args, **kwargs))
     builder.__name__ = builder.__qualname__ = name
-    builder.__doc__ = f"{name}: {arch} with {model_args}."
+    builder.__doc__ = f"{name}: {arch} with {dict(model_args, **training or {})}."
     builder.arch = arch  # the backbone architecture (its weight source fixes the input normalisation)
-    builder.settings = dict(model_args)
+    builder.settings = dict(model_args, **training or {})
     builder.fixed = tuple(fixed)
     MODELS.register(builder, name=name)
 
@@ -264,3 +274,10 @@ _variant("lfem_vit_tiny", "vit_tiny_test", **_TINY)
 _BASELINE = dict(use_lfem=False, num_views=1, local_feature="jpm", eval_feature="concat")
 _variant("vit_transreid", "vit_base_patch16", ("use_lfem", "num_views"), **_BASE_S11, **_BASELINE)
 _variant("vit_transreid_tiny", "vit_tiny_test", ("use_lfem", "num_views"), **_TINY, **_BASELINE)
+# Beyond the paper: the visibility-aware LFEM (issue 25), every part on - gates supervised by each view's group
+# visibility (weight 1.0, not tuned: choose it on a validation split), occluders pasted from other identities, JPM
+# stripes (rearrange off, so groups can be occluded apart) and the gate scaling the whole local (models/lfem.py).
+_VIS = dict(rearrange=False, gate_scope="local")
+_VIS_TRAINING = dict(gate_supervision=1.0, occluder="paste")
+_variant("lfem_vit_vis", "vit_base_patch16", training=_VIS_TRAINING, **_BASE_S11, **_VIS)
+_variant("lfem_vit_vis_tiny", "vit_tiny_test", training=_VIS_TRAINING, **_TINY, **_VIS)
