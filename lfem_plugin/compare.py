@@ -25,7 +25,7 @@ import torch
 
 from .report import write_report
 
-__all__ = ["ModelSpec", "Profile", "PROFILES", "run_compare", "report", "run_one"]
+__all__ = ["ModelSpec", "Profile", "PROFILES", "VISIBILITY", "run_compare", "report", "run_one"]
 
 _logger = logging.getLogger(__name__)
 
@@ -145,7 +145,24 @@ PAPER = Profile(
                                                  train__max_epoch=150), needs_cuda=True, config_file=_PAPER_CNN),
     ),
 )
-PROFILES = {"quick": QUICK, "paper": PAPER}
+# ---- visibility profile (issue 25, prepared, not yet run): the visibility-aware LFEM's parts, one row each, on the
+# quick profile's ORL occluded proxy and ViT recipe; run with --seeds 0 1 2. Settings are to be chosen on a
+# validation split of the training identities, never on the test queries.
+_VIS_ROWS = (("paper_full", "Full (paper)", ()),
+             ("plus_supervision", "+gate supervision", _opts(lfem__gate_supervision=1.0)),
+             ("plus_paste", "+pasted occluders", _opts(lfem__occluder="paste")),
+             ("plus_stripes", "+stripes", _opts(lfem__rearrange=False)),
+             ("plus_local_gate", "+whole-local gating", _opts(lfem__gate_scope="local")),
+             ("vis_all", "All (lfem_vit_vis)", _opts(model__name="lfem_vit_vis_tiny")))
+VISIBILITY = Profile(
+    name="visibility",
+    description=QUICK.description.split("; CNN")[0] + "; the paper's Full model and each visibility part on top of "
+                "it (gate supervision 1.0, pasted occluders, stripes, whole-local gating), then all of them",
+    common=(),
+    models=tuple(ModelSpec(key, label, "lfem_vit_vis_tiny" if key == "vis_all" else "lfem_vit_tiny", opts,
+                           config_file=_QUICK_VIT) for key, label, opts in _VIS_ROWS),
+)
+PROFILES = {"quick": QUICK, "paper": PAPER, "visibility": VISIBILITY}
 
 
 def _versions() -> Dict[str, str]:

@@ -105,3 +105,18 @@ def test_transreid_recipes_are_transreids_stride_configs(dataset, stride):
             cfg.lfem.bias_lr_factor, cfg.lfem.warmup_epochs) == ("sgd", 0.008, 1e-4, 1e-4, 2.0, 5)
     assert (cfg.test.normalize_feature, cfg.test.rerank, cfg.lfem.loss_weights) == (True, False, "transreid")
     assert list(cfg.data.sources) == [dataset]
+
+
+VIS_KEYS = {"model.name", "lfem.gate_supervision", "lfem.occluder", "lfem.rearrange", "lfem.gate_scope",
+            "data.save_dir"}
+
+
+@pytest.mark.parametrize("dataset", sorted(BENCHMARKS) + ["occluded_duke"])
+def test_visibility_configs_are_the_recipe_plus_the_visibility_keys(dataset):
+    folder = REPO / "configs" / dataset
+    paper = _flat(C.load_config(folder / "lfem_vit_base_s11_256x128.yaml"))
+    vis = _flat(C.load_config(folder / "lfem_vit_vis_base_s11_256x128.yaml"))
+    assert {k for k in paper if paper[k] != vis[k]} == VIS_KEYS
+    assert (vis["model.name"], vis["lfem.gate_supervision"], vis["lfem.occluder"], vis["lfem.rearrange"],
+            vis["lfem.gate_scope"]) == ("lfem_vit_vis", 1.0, "paste", False, "local")
+    assert vis["data.save_dir"].endswith(f"{dataset}/lfem_vit_vis_base_s11_256x128")
