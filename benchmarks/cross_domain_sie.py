@@ -33,7 +33,7 @@ READINGS = ("cameras", "cameras_swapped", "mean", "off")
 
 
 def _scores(engine, name: str) -> Dict[str, Dict[str, float]]:
-    from lfem_plugin.evaluation import query_gallery_distances
+    from lfem_plugin.engine.evaluation import query_gallery_distances
     from lfem_plugin.metrics import evaluate_rank
     loaders = engine.test_loader[name]
     out = {}
@@ -64,7 +64,8 @@ def main() -> None:
     parser.add_argument("--root", default="")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "cross_domain_sie.json")
     args = parser.parse_args()
-    from lfem_plugin import config as C, train as T
+    from lfem_plugin import config as C
+    from lfem_plugin.tools import train as T
     runs: List[Dict] = []
     for seed in args.seeds:
         with tempfile.TemporaryDirectory() as tmp:

@@ -30,8 +30,8 @@ def _train_gates(run: Path) -> List[float]:
 
 
 def _one(run: Path, root: str) -> Dict[str, Any]:
-    from lfem_plugin.gate_analysis import analyze_gates
-    from lfem_plugin.inference import load_trained
+    from lfem_plugin.tools.gate_analysis import analyze_gates
+    from lfem_plugin.tools.inference import load_trained
     weights = run / "model" / "model.pth.tar-100"
     model, cfg = load_trained(str(weights))
     result = analyze_gates(model, cfg, root or cfg.data.root)

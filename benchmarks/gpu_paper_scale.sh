@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Paper-scale GPU measurements (see README "Before a long run" and "Throughput"). Usage:
+# Paper-scale GPU measurements (docs/PERFORMANCE.md). Usage:
 #   bash benchmarks/gpu_paper_scale.sh OUT_DIR doctor     # lfem-reid doctor on the paper config: bf16, +compile, fp32
 #   bash benchmarks/gpu_paper_scale.sh OUT_DIR rest       # bench_throughput (GPU mode), ORL quick profile, torchrun
 # Synthetic Occluded-Duke-shaped data and random init (no data or ImageNet weights needed); each step's log and JSON

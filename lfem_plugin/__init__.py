@@ -37,7 +37,7 @@ _torchreid.allow_numpy_scalars_in_checkpoints()  # torchreid's own checkpoints (
 
 def __getattr__(name: str):
     if name == "build_datamanager":  # lazy: it pulls in the training stack
-        from .train import build_datamanager
+        from .tools.train import build_datamanager
         return build_datamanager
     raise AttributeError(f"module 'lfem_plugin' has no attribute {name!r}")
 

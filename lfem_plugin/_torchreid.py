@@ -86,7 +86,7 @@ def allow_numpy_scalars_in_checkpoints() -> None:
     ``torch.load`` with the weights-only default of torch >= 2.6 and otherwise cannot read its own checkpoints."""
     import torch
 
-    from .checkpoint import numpy_scalar_globals
+    from .utils.checkpoint import numpy_scalar_globals
     torch.serialization.add_safe_globals(numpy_scalar_globals())
 
 

@@ -1,4 +1,5 @@
-"""The package's shape: no import runs back up (lazily or not), no function over 50 lines."""
+"""The package's shape: folders by stage, who may read a config, no import runs back up (lazily or not), no module
+over 300 lines, no function over 50."""
 from __future__ import annotations
 
 import ast
@@ -53,10 +54,12 @@ def test_no_import_runs_back_up():
 
 def test_the_import_graph_is_read():  # the check above sees real edges, parent packages included
     modules = _modules()
-    assert "lfem_plugin.data" in _imports("lfem_plugin.inference", modules["lfem_plugin.inference"], modules)
+    assert "lfem_plugin.data" in _imports("lfem_plugin.tools.inference", modules["lfem_plugin.tools.inference"],
+                                          modules)
     assert "lfem_plugin.data.io" in _imports("lfem_plugin.data.datasets", modules["lfem_plugin.data.datasets"],
                                              modules)
-    assert "lfem_plugin.checkpoint" in _imports("lfem_plugin._torchreid", modules["lfem_plugin._torchreid"], modules)
+    assert "lfem_plugin.utils.checkpoint" in _imports("lfem_plugin._torchreid", modules["lfem_plugin._torchreid"],
+                                                      modules)
 
 
 def test_no_function_is_over_50_lines():
@@ -66,10 +69,29 @@ def test_no_function_is_over_50_lines():
     assert long == []
 
 
-# The pipelines and tools that turn a config into arguments; every other module takes arguments only.
-CONFIG_READERS = {"lfem_plugin.config", "lfem_plugin.preflight", "lfem_plugin.train", "lfem_plugin.cli",
-                  "lfem_plugin.compare", "lfem_plugin.doctor", "lfem_plugin.inference", "lfem_plugin.search",
-                  "lfem_plugin.gate_analysis"}
+# Folders by stage (torchreid's and fast-reid's names); the top level holds only the public API and what every stage
+# shares.
+FOLDERS = {"config", "data", "models", "engine", "metrics", "utils", "tools", "commands"}
+TOP_LEVEL = {"__init__", "__main__", "_torchreid", "cli", "registry", "losses", "optim"}
+# The folders that turn a config into arguments (and the CLI); every other module takes arguments only.
+CONFIG_FOLDERS = ("lfem_plugin.config", "lfem_plugin.tools", "lfem_plugin.commands")
+MAX_MODULE_LINES = 300
+
+
+def test_the_package_is_laid_out_in_folders_by_stage():
+    folders = {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").is_file()}
+    top = {p.stem for p in PACKAGE.glob("*.py")}
+    assert (folders, top) == (FOLDERS, TOP_LEVEL)
+
+
+def test_no_module_is_over_300_lines():
+    long = {str(p.relative_to(PACKAGE)): n for p in PACKAGE.rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES}
+    assert long == {}
+
+
+def _may_read_config(name: str) -> bool:
+    return name == "lfem_plugin.cli" or any(name == f or name.startswith(f + ".") for f in CONFIG_FOLDERS)
 
 
 def _reads_config(path: Path) -> bool:
@@ -83,17 +105,22 @@ def _reads_config(path: Path) -> bool:
     return False
 
 
-def test_only_the_pipelines_read_the_config():
-    """Models, data, losses, engines, evaluation, checkpoints take arguments: ``config.py``'s adapters make them."""
-    readers = {name for name, path in _modules().items() if _reads_config(path)}
-    commands = {name for name in readers if name.startswith("lfem_plugin.commands")}
-    assert readers - commands <= CONFIG_READERS, sorted(readers - commands - CONFIG_READERS)
-    assert {"lfem_plugin.train", "lfem_plugin.config"} <= readers  # the check sees real reads
+def test_only_config_tools_commands_and_the_cli_read_a_config():
+    """Models, data, losses, engines, metrics, utils take arguments: ``config/adapters.py`` makes them."""
+    modules = _modules()
+    readers = {name for name, path in modules.items() if _reads_config(path)}
+    assert sorted(name for name in readers if not _may_read_config(name)) == []
+    assert {"lfem_plugin.tools.train", "lfem_plugin.config.adapters"} <= readers  # the check sees real reads
+    importers = {name for name, path in modules.items()
+                 if any(m == "lfem_plugin.config" or m.startswith("lfem_plugin.config.")
+                        for m in _imports(name, path, modules))}
+    assert sorted(name for name in importers if not _may_read_config(name)) == []
+    assert "lfem_plugin.tools.train" in importers
 
 
 def test_the_training_pipeline_parts_the_model_families_in_one_place():
     """train.py asks "plugin model or torchreid's?" only in ``family()``; the rest calls the family's methods."""
-    tree = ast.parse((PACKAGE / "train.py").read_text())
+    tree = ast.parse((PACKAGE / "tools" / "train.py").read_text())
     asking = set()
     for func in (n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)):
         for node in ast.walk(func):
@@ -102,3 +129,16 @@ def test_the_training_pipeline_parts_the_model_families_in_one_place():
                     and any(getattr(c, "id", "") == "MODELS" for c in node.comparators):
                 asking.add(func.name)
     assert asking == {"family", "is_plugin_model"}
+
+
+# A model's insides; everything outside models/ goes through models/interface.py's ReIDModel instead.
+MODEL_INSIDES = {"backbone", "heads", "fusion", "last_gates", "sie", "patch_embed"}
+
+
+def test_engines_and_tools_use_models_through_the_protocol():
+    reached = sorted(f"{name}: .{node.attr}" for name, path in _modules().items()
+                     if not name.startswith("lfem_plugin.models")
+                     for node in ast.walk(ast.parse(path.read_text()))
+                     if isinstance(node, ast.Attribute) and node.attr in MODEL_INSIDES)
+    assert reached == []
+    assert "forward_branches" not in (PACKAGE / "engine" / "evaluation.py").read_text()  # no duck-typed probing

@@ -31,7 +31,7 @@ def add_demo_args(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..compare import report, run_compare, summary_text
+    from ..tools.compare import report, run_compare, summary_text
     if not args.report:
         results = run_compare(args.profile, args.models, args.seeds, args.out, args.root, args.opts,
                               args.vit_weights, args.force, args.benchmark)
@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from ..compare import QUICK, report, run_compare, summary_text
+    from ..tools.compare import QUICK, report, run_compare, summary_text
     print("lfem-reid demo: LFEM variants vs torchreid baselines on ORL faces with occluded queries (CPU, offline).")
     print(f"protocol: {QUICK.description}\n")
     start = time.perf_counter()

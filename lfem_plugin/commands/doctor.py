@@ -22,7 +22,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..doctor import format_report, run_doctor, synthetic_config
+    from ..tools.doctor import format_report, run_doctor
+    from ..tools.synthetic import synthetic_config
     if args.iters < 1 or args.eval_images < 1 or args.warmup < 0:
         raise ValueError(f"--iters {args.iters}, --eval-images {args.eval_images}, --warmup {args.warmup}: iters and "
                          f"eval-images must be at least 1, warmup at least 0")

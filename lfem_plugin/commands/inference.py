@@ -17,7 +17,7 @@ def _add_model_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _load(args: argparse.Namespace, device: str = "cpu"):
-    from ..inference import load_trained
+    from ..tools.inference import load_trained
     opts = [item for pair in args.set for item in pair] + (["model.name", args.model] if args.model else [])
     return load_trained(args.weights, args.config_file, opts, device=device)
 
@@ -86,7 +86,7 @@ def run_extract(args: argparse.Namespace) -> int:
     import numpy as np
 
     from ..data.io import list_images
-    from ..inference import extract_features
+    from ..tools.inference import extract_features
     _positive(args.batch_size, "--batch-size")
     if args.out.suffix != ".npy":  # np.save would append .npy silently
         args.out = args.out.with_name(args.out.name + ".npy")
@@ -104,7 +104,7 @@ def run_extract(args: argparse.Namespace) -> int:
 
 
 def run_export(args: argparse.Namespace) -> int:
-    from ..export import export_onnx
+    from ..tools.export import export_onnx
     _writable_file(args.out, "--out")
     model, cfg = _load(args)
     report = export_onnx(model, str(args.out), cfg.data.height, cfg.data.width, args.with_camera)
@@ -125,7 +125,7 @@ def add_visualize_args(parser: argparse.ArgumentParser) -> None:
 def run_visualize(args: argparse.Namespace) -> int:
     from ..data.io import list_images
     from ..data.transforms import build_test_transform
-    from ..visualize import draw_gate_pictures
+    from ..tools.visualize import draw_gate_pictures
     _positive(args.limit, "--limit")
     model, cfg = _load(args)
     paths = list_images(args.images)[:args.limit]
@@ -155,7 +155,7 @@ def add_search_args(parser: argparse.ArgumentParser) -> None:
 
 def run_search(args: argparse.Namespace) -> int:
     from ..data.io import list_images
-    from ..search import file_sha256, run_search as search
+    from ..tools.search import file_sha256, run_search as search
     _positive(args.top_k, "--top-k")
     _positive(args.batch_size, "--batch-size")
     _writable_file(args.out / "results.csv", "--out")
@@ -179,7 +179,7 @@ def add_analyze_gates_args(parser: argparse.ArgumentParser) -> None:
 
 
 def run_analyze_gates(args: argparse.Namespace) -> int:
-    from ..gate_analysis import analyze_gates, plot_gates, write
+    from ..tools.gate_analysis import analyze_gates, plot_gates, write
     _writable_file(args.out / "gates.json", "--out")
     model, cfg = _load(args)
     result = analyze_gates(model, cfg, cfg.data.root if args.root is None else args.root)

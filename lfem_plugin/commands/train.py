@@ -68,7 +68,7 @@ def _summary(results) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from .. import train
+    from ..tools import train
     cfg = _config(args)
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun: torchreid's progress lines and results from rank 0 only
         sys.stdout = open(os.devnull, "w")
@@ -84,8 +84,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_test(args: argparse.Namespace) -> int:
-    from .. import train
-    from ..distributed import unwrap
+    from ..tools import train
+    from ..utils.distributed import unwrap
     cfg = _config(args, test=True)
     _log_to_file(cfg.data.save_dir, "test")
     engine = train.run(cfg, weights=args.weights)  # the training pipeline with test.evaluate: one path
@@ -99,16 +99,17 @@ def _pictures(cfg, dm, model, engine, num_queries: int = 8) -> None:
     """CMC curve of every target, and LFEM gate pictures of the first queries (ranked lists: torchreid)."""
     from pathlib import Path
 
+    from ..models.interface import ReIDModel
     from ..models.sie import camera_argument
-    from ..visualize import draw_gate_pictures, plot_cmc
+    from ..tools.visualize import draw_gate_pictures, plot_cmc
     out = Path(cfg.data.save_dir)
     plot_cmc({name: r["cmc"] for name, r in engine.last_results.items()}, out / "cmc.png")
     print(f"CMC curve: {out / 'cmc.png'}; ranked lists: {out}/visrank_<dataset>/")
-    if getattr(model, "fusion", None) is None:
+    if not isinstance(model, ReIDModel) or not model.use_lfem:
         return
     for name in engine.last_results:  # the cameras as the evaluation passed them (test.cross_domain_sie)
         items = dm.test_dataset[name]["query"][:num_queries]
-        mode = engine.sie_mode(name) if model.backbone.sie.enabled else "off"
+        mode = engine.sie_mode(name) if model.uses_sie else "off"
         cameras = camera_argument([int(item[2]) for item in items], mode) or [None] * len(items)
         queries = [(item[0], cam, f"pid {item[1]} cam {item[2]}") for item, cam in zip(items, cameras)]
         draw_gate_pictures(model, queries, dm.transform_te, (cfg.data.height, cfg.data.width),

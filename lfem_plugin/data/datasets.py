@@ -12,8 +12,10 @@ import logging
 import os
 import shutil
 import tempfile
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
-from typing import List, Tuple
+from typing import Iterator, List, Tuple
 
 import numpy as np
 from PIL import Image
@@ -23,23 +25,30 @@ from ..registry import DATASETS
 from .io import BadImageError, parse_reid_name, read_image
 
 __all__ = ["OccludedDuke", "OrlFaces", "OrlFacesOccluded", "parse_duke_name", "find_orl_root", "SafeImageDataset",
-           "set_skip_bad_images"]
+           "skipping_bad_images"]
 
 _logger = logging.getLogger(__name__)
 ImageDataset = _torchreid.root().data.ImageDataset
 
 Item = Tuple[str, int, int]
-_SKIP_BAD_IMAGES = False
+# torchreid builds the datasets (init_image_dataset takes no extra arguments), so the switch reaches them through a
+# context variable that only a ``with skipping_bad_images()`` block sets.
+_SKIP_BAD_IMAGES: ContextVar[bool] = ContextVar("skip_bad_images", default=False)
 
 
-def set_skip_bad_images(skip: bool) -> None:
-    """Drop unreadable images (with a warning and a count) when the plugin's datasets are built.
+@contextmanager
+def skipping_bad_images(skip: bool = True) -> Iterator[None]:
+    """Inside the block, the plugin's datasets drop unreadable images (with a warning and a count) when built; the
+    previous setting comes back on exit, also after an error.
 
     Off by default because it decodes every image once; when off, an unreadable image raises an error naming the
     file at load time (torchreid's own reader would retry it forever).
     """
-    global _SKIP_BAD_IMAGES
-    _SKIP_BAD_IMAGES = skip
+    token = _SKIP_BAD_IMAGES.set(skip)
+    try:
+        yield
+    finally:
+        _SKIP_BAD_IMAGES.reset(token)
 
 
 def _drop_bad(items: List[Item], split: str) -> List[Item]:
@@ -58,13 +67,13 @@ def _drop_bad(items: List[Item], split: str) -> List[Item]:
 
 class SafeImageDataset(ImageDataset):
     """torchreid ``ImageDataset`` whose loader names an unreadable file instead of retrying it forever, and which
-    can drop unreadable files up front (:func:`set_skip_bad_images`).
+    can drop unreadable files up front (:func:`skipping_bad_images`).
 
     Reference: torchreid ``ImageDataset``.
     """
 
     def __init__(self, train: List[Item], query: List[Item], gallery: List[Item], **kwargs) -> None:
-        if _SKIP_BAD_IMAGES:
+        if _SKIP_BAD_IMAGES.get():
             train, query, gallery = (_drop_bad(items, split) for items, split in
                                      ((train, "train"), (query, "query"), (gallery, "gallery")))
         super().__init__(train, query, gallery, **kwargs)

@@ -6,7 +6,7 @@ Re-identification" (Sec. 3), on top of TransReID (ICCV 2021).
 from __future__ import annotations
 
 import logging
-from typing import Any, List, Literal, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -14,48 +14,21 @@ from torch import nn
 from ..registry import MODELS
 from .backbones import ARCHS, build_backbone
 from .head import BNNeckHead
+from .interface import BranchFeatures, BranchOutputs, BuildArgs, Views, Window, stack_views
 from .lfem import SequentialFusion
+from .visibility import TokenGeometry
 from .vit import TransReIDViT
 
-__all__ = ["LFEMViT", "BranchOutputs", "BranchFeatures", "VIEW_NAMES", "create_lfem_vit"]
+__all__ = ["LFEMViT", "BranchOutputs", "BranchFeatures", "VIEW_NAMES", "create_lfem_vit", "build_args_of"]
 
 _logger = logging.getLogger(__name__)
 
 VIEW_NAMES = ("original", "erased", "cropped")  # the views of data.transforms.MultiView, in its order
-Views = Union[torch.Tensor, Sequence[torch.Tensor]]
-
-
-class BranchFeatures(NamedTuple):
-    """The supervised features of one training forward, in branch order (views' globals, then locals)."""
-
-    names: Tuple[str, ...]
-    features: List[torch.Tensor]  # pre-BN, the triplet inputs
-    gates: Optional[torch.Tensor]  # (B, K) LFEM relation gates of the original view, None without LFEM
-    # (V*B, K) every view's gates before the sigmoid, rows in the order of the stacked views (view-major, as
-    # stack_views lays them out): row v*B + b is view v of image b. None without LFEM.
-    gate_logits: Optional[torch.Tensor] = None
-
-
-class BranchOutputs(NamedTuple):
-    """:class:`BranchFeatures` plus each branch's logits (post-BNNeck classifier)."""
-
-    names: Tuple[str, ...]
-    logits: List[torch.Tensor]
-    features: List[torch.Tensor]
-    gates: Optional[torch.Tensor]
-
-
-def stack_views(x: Views) -> Tuple[torch.Tensor, int]:
-    """``list of V (B,C,H,W)`` or ``(V,B,C,H,W)`` or ``(B,C,H,W)`` -> ``(V*B, C, H, W)`` and ``V``."""
-    if isinstance(x, (list, tuple)):
-        return torch.cat(list(x), dim=0), len(x)
-    if x.dim() == 5:
-        return x.flatten(0, 1), x.shape[0]
-    return x, 1
 
 
 class LFEMViT(nn.Module):
-    """TransReID ViT + Local Feature Enhancement Module, supervised on seven branches.
+    """TransReID ViT + Local Feature Enhancement Module, supervised on seven branches; a
+    :class:`~lfem_plugin.models.interface.ReIDModel`.
 
     Train mode: the views (original, random-erased, random-cropped) go through the shared network in **one**
     batched forward; each view's global feature is fused with its four JPM locals by :class:`SequentialFusion`
@@ -128,11 +101,41 @@ class LFEMViT(nn.Module):
                                        gate_scope) if use_lfem else None
         self.branch_names = views + tuple(f"local{k + 1}" for k in range(groups))  # named as the data's views
         self.heads = nn.ModuleList(BNNeckHead(dim, num_classes) for _ in self.branch_names)
-        self.last_gates: Optional[torch.Tensor] = None
 
     @property
     def use_lfem(self) -> bool:
         return self.fusion is not None
+
+    @property
+    def uses_sie(self) -> bool:
+        """Camera ids change the features (camera SIE with more than one training camera)."""
+        return self.backbone.sie.enabled
+
+    def build_args(self) -> BuildArgs:
+        """The data-given sizes this model was built with: identities, SIE rows and their raw camera ids."""
+        sie = self.backbone.sie
+        return BuildArgs(self.heads[0].classifier.out_features, sie.num_cameras,
+                         sie.camera_ids.tolist() if sie.enabled else None)
+
+    @property
+    def img_size(self) -> Tuple[int, int]:
+        """The input ``(height, width)``."""
+        return tuple(self.backbone.patch_embed.img_size)
+
+    def group_windows(self) -> List[List[Window]]:
+        """Each JPM group's patches as pixel windows ``(top, left, height, width)`` of the input image."""
+        embed = self.backbone.patch_embed
+        cols, stride, patch = embed.grid_size[1], embed.stride, embed.patch_size[0]
+        return [[(r * stride, c * stride, patch, patch) for r, c in (divmod(i, cols) for i in group)]
+                for group in self.backbone.group_token_indices()]
+
+    def token_geometry(self) -> TokenGeometry:
+        """The patch grid and JPM grouping of the backbone (the order the gates' tokens come in)."""
+        return TokenGeometry.of(self.backbone)
+
+    def gates(self, x: torch.Tensor, camera: Optional[torch.Tensor] = None) -> Optional[torch.Tensor]:
+        """The LFEM relation gates ``(B, K)`` of one view ``(B, 3, H, W)``; None without LFEM."""
+        return self._global_and_locals(x, camera)[2]
 
     def _global_and_locals(self, x: torch.Tensor, camera: Optional[torch.Tensor]):
         out = self.backbone(x, camera)
@@ -162,7 +165,6 @@ class LFEMViT(nn.Module):
         features = list(final.split(batch)) + [local[:batch] for local in locals_]
         names = self.branch_names[:num_views] + self.branch_names[self.num_views:]
         gates = None if gates is None else gates[:batch]
-        self.last_gates = None if gates is None else gates.detach()
         return BranchFeatures(names, features, gates, logits)
 
     def _warn_what_is_lost(self, num_views: int, camera: Optional[torch.Tensor]) -> None:
@@ -193,8 +195,7 @@ class LFEMViT(nn.Module):
 
     def forward_eval(self, x: torch.Tensor, camera: Optional[torch.Tensor] = None) -> torch.Tensor:
         """One view in, the retrieval feature out (see ``eval_feature`` / ``neck_feat``)."""
-        final, locals_, gates, _ = self._global_and_locals(x, camera)
-        self.last_gates = gates
+        final, locals_, _, _ = self._global_and_locals(x, camera)
         feats = [final] + (locals_ if self.eval_feature == "concat" else [])
         if self.neck_feat == "after":
             heads = [self.heads[0]] + list(self.heads[self.num_views:])
@@ -212,6 +213,16 @@ class LFEMViT(nn.Module):
             return self.forward_eval(x, camera)
         out = self.forward_branches(x, camera)
         return out.logits if self.loss == "softmax" else (out.logits, out.features)
+
+
+def build_args_of(state_dict: Dict[str, torch.Tensor]) -> BuildArgs:
+    """The :class:`BuildArgs` of an :class:`LFEMViT` state dict saved without them (torchreid's engines store only
+    the state dict): the rows of the first classifier and of the SIE table, and the SIE camera ids."""
+    classifier = state_dict.get("heads.0.classifier.weight")
+    table = state_dict.get("backbone.sie.table")
+    camera_ids = state_dict.get("backbone.sie.camera_ids")
+    return BuildArgs(classifier.shape[0] if classifier is not None else 1, table.shape[0] if table is not None else 0,
+                     camera_ids.tolist() if camera_ids is not None else None)
 
 
 def _check_choice(key: str, value: str, choices: Tuple[str, ...]) -> None:

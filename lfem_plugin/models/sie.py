@@ -35,7 +35,7 @@ class CameraEmbedding(nn.Module):
     Rows belong to the cameras seen in training, in sorted order of their ids (``camera_ids``; default
     ``0..num_cameras-1``), the way torchreid relabels person ids: a training set whose cameras are ``c1`` and
     ``c6`` gets a two-row table. A camera id without a row (never seen in training) is an error naming the known
-    ids; :func:`lfem_plugin.preflight` checks the test cameras before training starts. :data:`UNKNOWN_CAMERA`
+    ids; :mod:`lfem_plugin.tools.preflight` checks the test cameras before training starts. :data:`UNKNOWN_CAMERA`
     (``-1``) selects the mean of all rows: the expected embedding over the training cameras, used for a test set whose
     cameras have nothing to do with them (``test.cross_domain_sie mean``).
 

@@ -1,0 +1,172 @@
+"""Loading a config: defaults, then a YAML file (with ``_BASE_``) or a stored config text, then ``KEY VALUE``
+overrides, then a registered variant's own settings; frozen.
+
+Library code never reads the config: the adapters in :mod:`lfem_plugin.config.adapters` turn it into arguments.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import yaml
+from yacs.config import CfgNode as CN
+
+from .adapters import MODEL_ARG_KEYS, TRAINING_KEYS, config_value
+from .defaults import get_default_config
+
+__all__ = ["load_config", "load_yaml_with_base", "apply_variant"]
+
+BASE_KEY = "_BASE_"
+
+
+def load_yaml_with_base(path: str | os.PathLike, _chain: Tuple[Path, ...] = ()) -> Dict[str, Any]:
+    """Read a YAML mapping; a ``_BASE_`` key (relative to the file) is loaded first and deep-merged under it.
+
+    Errors name the file: missing, not valid YAML (with the line), not a mapping, or a ``_BASE_`` loop.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} not found" + (f" (the _BASE_ of {_chain[-1]})" if _chain else ""))
+    if path.resolve() in _chain:
+        loop = " -> ".join(str(p) for p in (*_chain, path.resolve()))
+        raise ValueError(f"_BASE_ loop in config files: {loop}; remove one of the _BASE_ keys")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ValueError(f"config file {path} is not valid YAML: {' '.join(str(err).split())}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ValueError(f"config file {path} must hold a mapping of keys (e.g. 'train: {{max_epoch: 10}}'), not a "
+                         f"{type(data).__name__}")
+    base = data.pop(BASE_KEY, None)
+    if base is None:
+        return data
+    merged = load_yaml_with_base(path.parent / base, (*_chain, path.resolve()))
+    _deep_merge(merged, data)
+    return merged
+
+
+def _deep_merge(into: Dict[str, Any], new: Dict[str, Any]) -> None:
+    for key, value in new.items():
+        if isinstance(value, dict) and isinstance(into.get(key), dict):
+            _deep_merge(into[key], value)
+        else:
+            into[key] = value
+
+
+def _merge(cfg: CN, source: str, merge) -> None:
+    """Run one yacs merge; its KeyError / AssertionError / ValueError, and keys left without a value (null), become
+    an error naming ``source``."""
+    try:
+        merge()
+    except (KeyError, AssertionError) as err:  # yacs: KeyError from files, AssertionError from KEY VALUE lists
+        raise KeyError(f"unknown config key in {source}: {err}; see lfem_plugin/config/defaults.py for "
+                       f"the valid keys") from None
+    except ValueError as err:  # yacs: type mismatch, odd number of KEY VALUE items
+        raise ValueError(f"bad value in {source}: {' '.join(str(err).split())}") from None
+    nulls = _null_keys(cfg, get_default_config())
+    if nulls:
+        raise ValueError(f"config keys without a value (null/None) in {source}: {', '.join(nulls)}; give each a "
+                         f"value, or delete it to keep the default")
+
+
+def _null_keys(cfg: CN, defaults: CN, prefix: str = "") -> List[str]:
+    found = []
+    for key, value in cfg.items():
+        default = defaults.get(key)
+        if isinstance(value, CN):
+            found += _null_keys(value, default, f"{prefix}{key}.")
+        elif value is None and default is not None:
+            found.append(f"{prefix}{key}")
+    return found
+
+
+def load_config(path: str | os.PathLike | None = None, opts: Sequence[str] = (), text: Optional[str] = None,
+                changes: Optional[Mapping[str, Any]] = None, changes_source: str = "the given changes") -> CN:
+    """Defaults, then the YAML file (with ``_BASE_``) or YAML ``text`` (a config stored in a checkpoint), then
+    ``changes`` (``{'lfem.use_lfem': False, ...}``: typed values, as in a YAML file; ``changes_source`` names them in
+    errors), then ``KEY VALUE`` overrides; frozen. Unknown keys, wrong types and empty (null) values fail with the key's
+    name and the place it came from."""
+    cfg = get_default_config()
+    explicit: Dict[str, str] = {}  # key -> where it was set
+    data = load_yaml_with_base(path) if path else (yaml.safe_load(text) or {}) if text else {}
+    layers = [(f"config file {path}" if path else "the checkpoint's stored config", data),
+              (changes_source, _nested(changes or {}))]
+    for source, layer in layers:
+        if layer:
+            _merge(cfg, source, lambda: cfg.merge_from_other_cfg(CN(layer)))
+            explicit.update(dict.fromkeys(_flat_keys(layer), source))
+    if opts:
+        if len(opts) % 2:
+            raise ValueError(f"the KEY VALUE overrides have an odd number of items ({' '.join(map(str, opts))}): "
+                             f"every key needs a value")
+        _merge(cfg, "the KEY VALUE overrides", lambda: cfg.merge_from_list(list(opts)))
+        explicit.update(dict.fromkeys(map(str, opts[0::2]), "the KEY VALUE overrides"))
+    apply_variant(cfg, explicit)
+    cfg.freeze()
+    return cfg
+
+
+def _nested(changes: Mapping[str, Any]) -> Dict[str, Any]:
+    """``{'a.b': 1}`` -> ``{'a': {'b': 1}}``."""
+    out: Dict[str, Any] = {}
+    for key, value in changes.items():
+        *parents, last = key.split(".")
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    return out
+
+
+def _flat_keys(data: Dict[str, Any], prefix: str = "") -> List[str]:
+    keys = []
+    for key, value in data.items():
+        keys += _flat_keys(value, f"{prefix}{key}.") if isinstance(value, dict) else [f"{prefix}{key}"]
+    return keys
+
+
+def _variant_values(arg: str, value: Any) -> Dict[str, Any]:
+    """The config values of one variant setting ({} for settings no key carries, e.g. num_cameras)."""
+    if arg == "img_size":
+        return {"data.height": int(value[0]), "data.width": int(value[1])}
+    if arg == "num_views":
+        from ..models.lfem_vit import VIEW_NAMES
+        return {"lfem.views": list(VIEW_NAMES[:value])}
+    keys = {**MODEL_ARG_KEYS, **TRAINING_KEYS}
+    return {keys[arg]: value} if arg in keys else {}
+
+
+def _set(cfg: CN, key: str, value: Any) -> None:
+    *parents, last = key.split(".")
+    node = cfg
+    for part in parents:
+        node = node[part]
+    node[last] = value
+
+
+def apply_variant(cfg: CN, explicit: Dict[str, str]) -> None:
+    """A registered variant's own settings (e.g. ``vit_transreid``: no LFEM, one view) replace the defaults of the
+    keys that carry them; keys the user set (``explicit``: key -> where) win, except that one contradicting a setting
+    the name fixes (``builder.fixed``, e.g. ``lfem.use_lfem true`` with ``vit_transreid``) is an error naming both.
+    torchreid's own models have no variant settings."""
+    from ..registry import MODELS
+    if cfg.model.name not in MODELS:
+        return
+    builder = MODELS.get(cfg.model.name)
+    for arg, value in getattr(builder, "settings", {}).items():
+        for key, wanted in _variant_values(arg, value).items():
+            if key not in explicit:
+                _set(cfg, key, wanted)
+            elif arg in getattr(builder, "fixed", ()) and not _agrees(arg, config_value(cfg, key), wanted):
+                raise ValueError(f"{key} {config_value(cfg, key)} (in {explicit[key]}) contradicts the model "
+                                 f"{cfg.model.name}, which fixes {key} {wanted}; remove the key, or choose a model "
+                                 f"whose name allows it (e.g. lfem_vit, whose switches are all keys)")
+
+
+def _agrees(arg: str, value: Any, wanted: Any) -> bool:
+    if arg == "num_views":
+        return len(value) == len(wanted)
+    return value == wanted

@@ -1,0 +1,91 @@
+"""Engine checkpoints: the part of every plugin engine that saves a resumable checkpoint and resumes from one, on top
+of the file format of :mod:`lfem_plugin.utils.checkpoint`.
+
+Reference: torchreid ``Engine.save_model`` / ``utils.resume_from_checkpoint``.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+
+from ..models.interface import ReIDModel
+from ..utils import distributed as D
+from ..utils.checkpoint import (NonFiniteStateError, load_checkpoint, newest_finite_checkpoint, rng_state,
+                                save_checkpoint, set_rng_state)
+
+__all__ = ["CheckpointMixin", "NonFiniteLossError", "non_finite_advice"]
+
+_logger = logging.getLogger(__name__)
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a NaN/inf loss or weights; no non-finite checkpoint is ever written."""
+
+
+def non_finite_advice(save_dir: str) -> str:
+    """What to do after a divergence: the newest finite checkpoint to resume from, and what to change."""
+    newest = newest_finite_checkpoint(os.path.join(save_dir, "model"))
+    where = (f"the newest finite checkpoint is {newest}" if newest else f"no finite checkpoint exists in {save_dir}")
+    return f"{where}. Lower train.lr or set lfem.grad_clip, then resume from it (--resume PATH) or start again"
+
+
+class CheckpointMixin:
+    """Engine checkpoints: atomic ``weights_only`` files that resume exactly (model, optimiser, scheduler, AMP
+    scaler, RNG streams, step), every ``checkpoint_period`` epochs too, written by rank 0, never non-finite and
+    never over a resumed run's later epochs; each carries the run's config text.
+
+    Reference: torchreid ``Engine.save_model`` / ``utils.resume_from_checkpoint``.
+    """
+
+    scaler = None
+
+    def _init_checkpointing(self, checkpoint_period: int, save_checkpoints: bool, config_text: str) -> None:
+        self.checkpoint_period = checkpoint_period
+        self.save_checkpoints = save_checkpoints
+        self.config_text = config_text
+        self.resumed_epoch = 0
+        self.global_step = 0
+
+    def _end_of_epoch(self, save_dir: str) -> None:
+        if self.checkpoint_period and (self.epoch + 1) % self.checkpoint_period == 0:
+            self.save_model(self.epoch, float("nan"), save_dir)
+
+    def save_model(self, epoch: int, rank1: float, save_dir: str, is_best: bool = False) -> None:
+        """Atomic checkpoint ``save_dir/model/model.pth.tar-<epoch+1>`` that resumes exactly (rank 0 writes)."""
+        if not D.is_main() or not self.save_checkpoints:
+            return
+        if epoch + 1 < self.resumed_epoch:  # never overwrite the run's future with its past
+            raise RuntimeError(f"refusing to write the epoch-{epoch + 1} checkpoint of a run resumed at epoch "
+                               f"{self.resumed_epoch}")
+        state = {"state_dict": D.unwrap(self.model).state_dict(), "epoch": epoch + 1,
+                 "rank1": float(rank1) if rank1 is not None and not math.isnan(float(rank1)) else -1.0,
+                 "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                 "scaler": self.scaler.state_dict() if self.scaler is not None else {},
+                 "rng": rng_state(), "global_step": self.global_step,
+                 "results": {k: {"mAP": v["mAP"], "cmc": v["cmc"][:50]} for k, v in self.last_results.items()}}
+        if self.config_text:
+            state["config"] = self.config_text
+        model = D.unwrap(self.model)
+        if isinstance(model, ReIDModel):  # the data-given sizes: the config plus these rebuild the model
+            state["model_args"] = model.build_args()._asdict()
+        try:
+            path = save_checkpoint(state, os.path.join(save_dir, "model", f"model.pth.tar-{epoch + 1}"))
+        except NonFiniteStateError as err:
+            raise NonFiniteLossError(f"epoch {epoch + 1}: training diverged: {err}; "
+                                     f"{non_finite_advice(save_dir)}") from None
+        _logger.info("checkpoint saved to %s", path)
+
+    def resume(self, path: str) -> int:
+        """Restore model, optimiser, scheduler, scaler and RNG states; returns the epoch to start from."""
+        state = load_checkpoint(path)
+        D.unwrap(self.model).load_state_dict(state["state_dict"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if state.get("scaler") and self.scaler is not None:
+            self.scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"])
+        self.global_step = int(state.get("global_step", 0))
+        self.resumed_epoch = int(state["epoch"])
+        _logger.info("resumed from %s (epoch %d)", path, state["epoch"])
+        return int(state["epoch"])

@@ -1,0 +1,201 @@
+"""The plugin's engines: :class:`LFEMEngine` for the LFEM models, and torchreid's own engines with the plugin's
+evaluation and checkpoints, so that every model of a comparison is scored and saved by the same code.
+
+Each engine is torchreid's, plus three parts with one job each: :class:`~lfem_plugin.engine.loop.TrainLoopMixin`
+(the loop around ``train``/``run``), :class:`~lfem_plugin.engine.evaluation.EvaluationMixin` (``test``/``_evaluate``)
+and :class:`~lfem_plugin.engine.checkpointing.CheckpointMixin` (``save_model``/``resume``). :class:`LFEMEngine` adds
+the hook that differs, ``forward_backward``: multi-view batches with camera ids, AMP, gradient clipping, non-finite
+checks.
+
+Reference: torchreid ``Engine``/``ImageSoftmaxEngine``/``ImageTripletEngine`` (Zhou & Xiang, "Torchreid: A Library
+for Deep Learning Person Re-Identification in Pytorch", 2019); LFEM paper Sec. 3.4 and 4.2.
+"""
+from __future__ import annotations
+
+import logging
+from contextlib import nullcontext
+from typing import Any, Dict, List, NamedTuple, Optional
+
+import torch
+from torch import nn
+
+from .. import _torchreid
+from ..data.occluders import OCCLUDERS, paste_occluders, split_views
+from ..losses import GateVisibilityLoss, MultiBranchLoss
+from ..utils import distributed as D
+from .checkpointing import CheckpointMixin, NonFiniteLossError, non_finite_advice
+from .evaluation import EvaluationMixin, print_results
+from .loop import TrainLoopMixin
+
+__all__ = ["LFEMEngine", "Step", "NonFiniteLossError", "TorchreidSoftmaxEngine", "TorchreidTripletEngine",
+           "print_results", "MAX_SKIPPED_FP16_STEPS"]
+
+_logger = logging.getLogger(__name__)
+_TR = _torchreid.root()
+
+# fp16 AMP: GradScaler skips a step whose gradients overflow and lowers its scale; that is not a failure. A loss
+# that stays non-finite for this many consecutive steps is (the forward itself overflows).
+MAX_SKIPPED_FP16_STEPS = 20
+
+
+class Step(NamedTuple):
+    """One training step's forward (:meth:`LFEMEngine.compute_loss`)."""
+
+    loss: torch.Tensor
+    terms: Dict[str, torch.Tensor]  # each branch's CE / triplet term
+    logits: List[torch.Tensor]  # per branch, in the model's branch order
+    pids: torch.Tensor  # the identities the logits are scored against (the global batch under DDP)
+    gates: Optional[torch.Tensor]  # (B, K) LFEM gates of the original view, None without LFEM
+
+
+class _PluginParts(TrainLoopMixin, EvaluationMixin, CheckpointMixin):
+    """The three parts every engine of the plugin adds to torchreid's."""
+
+    def _init_parts(self, use_cameras: bool, checkpoint_period: int, save_checkpoints: bool,
+                    config_text: str, target_sie: Optional[Dict[str, str]] = None) -> None:
+        self._init_loop()
+        self._init_evaluation(use_cameras, target_sie)
+        self._init_checkpointing(checkpoint_period, save_checkpoints, config_text)
+
+
+class LFEMEngine(_PluginParts, _TR.engine.Engine):
+    """Trains :class:`~lfem_plugin.models.LFEMViT` (or any model returning ``forward_branches``) in torchreid.
+
+    Reference: torchreid ``Engine``; LFEM paper Sec. 3.4 (seven-branch CE + triplet).
+
+    Args:
+        datamanager: a torchreid ``ImageDataManager`` whose train transform returns a list of views.
+        model: the model (already on its device).
+        optimizer: e.g. :func:`lfem_plugin.optim.build_optimizer`.
+        scheduler: e.g. :class:`lfem_plugin.optim.WarmupCosineLR` (``step()`` once per epoch).
+        criterion: :class:`MultiBranchLoss` over the model's branches.
+        use_gpu: run on CUDA when available.
+        amp: ``'bf16'``, ``'fp16'`` (with a GradScaler) or ``'off'``; always off on CPU.
+        grad_clip: max gradient norm (0: off).
+        use_cameras: pass query/gallery camera ids to the model at evaluation (SIE).
+        target_sie: per target, how its cameras reach SIE (``'cameras'``, ``'mean'``, ``'off'``; default
+            ``'cameras'``); see :func:`lfem_plugin.config.target_sie`.
+        checkpoint_period: also checkpoint every N epochs (0: only at evaluations and the end).
+        save_checkpoints: write checkpoints at all (comparisons turn it off).
+        config_text: the run's config (YAML), stored in every checkpoint.
+        gate_supervision: weight of :class:`~lfem_plugin.losses.GateVisibilityLoss` (0: off, the paper); needs a
+            train transform that gives visibility targets (:class:`~lfem_plugin.data.occluders.VisibilityMultiView`).
+        occluder: ``'noise'`` (paper) or ``'paste'``: erased rectangles are filled from another identity's first
+            view (:func:`~lfem_plugin.data.occluders.paste_occluders`; needs the same transform).
+    """
+
+    def __init__(self, datamanager, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
+                 criterion: MultiBranchLoss, use_gpu: bool = True, amp: str = "bf16", grad_clip: float = 0.0,
+                 use_cameras: bool = True, checkpoint_period: int = 0, save_checkpoints: bool = True,
+                 config_text: str = "", target_sie: Optional[Dict[str, str]] = None, gate_supervision: float = 0.0,
+                 occluder: str = "noise") -> None:
+        super().__init__(datamanager, use_gpu)
+        self.model, self.optimizer, self.scheduler, self.criterion = model, optimizer, scheduler, criterion
+        self.register_model("model", model, optimizer, scheduler)
+        if amp not in ("bf16", "fp16", "off"):
+            raise ValueError(f"amp={amp!r}; choices: 'bf16', 'fp16', 'off'")
+        self.amp = amp if self.use_gpu else "off"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == "fp16")
+        self.grad_clip = grad_clip
+        if occluder not in OCCLUDERS:
+            raise ValueError(f"occluder={occluder!r}; choices: {OCCLUDERS}")
+        self.occluder = occluder
+        self.gate_loss = GateVisibilityLoss(gate_supervision) if gate_supervision else None
+        self.num_views = getattr(D.unwrap(model), "num_views", 1)
+        self.skipped_steps = 0
+        self._init_parts(use_cameras, checkpoint_period, save_checkpoints, config_text, target_sie)
+
+    # ---- training ----------------------------------------------------------------------------------------------
+    def _autocast(self):
+        if self.amp == "off":
+            return nullcontext()
+        return torch.autocast("cuda", dtype=torch.bfloat16 if self.amp == "bf16" else torch.float16)
+
+    def _views(self, data: Dict[str, Any], pids: torch.Tensor):
+        """The stacked views ``(V, B, C, H, W)`` (occluders pasted in ``'paste'`` mode) and their visibility
+        targets ``(B, V, K)`` (None from a plain multi-view transform)."""
+        views, visibility, boxes = split_views(data["img"])
+        images = torch.stack([v.to(self.device, non_blocking=True) for v in views])
+        if (self.gate_loss is not None or self.occluder == "paste") and visibility is None:
+            raise ValueError("lfem.gate_supervision > 0 or lfem.occluder paste needs visibility targets from the "
+                             "train transform; build the data manager with lfem_plugin.build_datamanager(cfg), which "
+                             "gives them for these keys (data.occluders.VisibilityMultiView)")
+        if self.occluder == "paste":
+            images = paste_occluders(images, boxes.to(self.device, non_blocking=True), pids)
+        return images, visibility
+
+    def compute_loss(self, data: Dict[str, Any]) -> Step:
+        """The training step's forward: the views of a batch (with camera ids) through the model, the heads on the
+        (under DDP: gathered) branch features, and the multi-branch loss (plus the gate visibility loss when on).
+        Runs under the caller's autocast."""
+        pids = data["pid"].to(self.device)
+        cameras = data["camid"].to(self.device)
+        images, visibility = self._views(data, pids)
+        out = self.model(images, camera=cameras, branch_features=True)
+        # Under DDP, heads and losses see the global batch (BNNeck statistics, batch-hard mining), as a single
+        # process would; gradients flow back to each rank through the differentiable gather.
+        features = [D.all_gather_cat(f) for f in out.features]
+        pids = D.all_gather_cat(pids)
+        logits = D.unwrap(self.model).classify(out.names, features)
+        loss, terms = self.criterion(logits, features, pids, out.names)
+        if self.gate_loss is not None:  # this rank's own views: gates and targets never leave their images
+            terms["vis/gate_bce"] = self.gate_loss(out.gate_logits, visibility)
+            loss = loss + terms["vis/gate_bce"]
+        return Step(loss, terms, logits, pids, out.gates)
+
+    def forward_backward(self, data: Dict[str, Any]) -> Dict[str, float]:
+        with self._autocast():
+            step = self.compute_loss(data)
+        self._check_finite(step.loss, step.terms)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(step.loss).backward()
+        if self.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.global_step += 1
+        summary = {"loss": step.loss.item(),
+                   "acc": (step.logits[0].argmax(1) == step.pids).float().mean().item() * 100}
+        summary.update({k: v.item() for k, v in step.terms.items()})
+        if step.gates is not None:
+            summary.update({f"gate/{k + 1}": g.item() for k, g in enumerate(step.gates.float().mean(0))})
+        return summary
+
+    def _check_finite(self, loss: torch.Tensor, terms: Dict[str, torch.Tensor]) -> None:
+        """Stop on a non-finite loss, naming the newest finite checkpoint; under fp16 AMP, GradScaler skips such a
+        step (its gradients overflow) and only a run of them is a failure."""
+        if torch.isfinite(loss):
+            self.skipped_steps = 0
+            return
+        self.skipped_steps += 1
+        if self.amp == "fp16" and self.skipped_steps < MAX_SKIPPED_FP16_STEPS:
+            _logger.warning("non-finite loss at step %d under fp16: GradScaler skips the step", self.global_step + 1)
+            return
+        bad = {k: float(v.detach()) for k, v in terms.items()}
+        raise NonFiniteLossError(f"non-finite loss at epoch {self.epoch + 1}, iteration {self.batch_idx + 1} "
+                                 f"(step {self.global_step + 1}): total={float(loss.detach())}, terms={bad}. "
+                                 f"Training stopped; {non_finite_advice(self._save_dir)}.")
+
+class TorchreidSoftmaxEngine(_PluginParts, _TR.engine.ImageSoftmaxEngine):
+    """torchreid's ``ImageSoftmaxEngine`` with the plugin's evaluation and checkpoints (for fair comparisons).
+
+    Reference: torchreid ``ImageSoftmaxEngine``.
+    """
+
+    def __init__(self, *args: Any, checkpoint_period: int = 0, save_checkpoints: bool = True, config_text: str = "",
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._init_parts(False, checkpoint_period, save_checkpoints, config_text)
+
+
+class TorchreidTripletEngine(_PluginParts, _TR.engine.ImageTripletEngine):
+    """torchreid's ``ImageTripletEngine`` with the plugin's evaluation and checkpoints (for fair comparisons).
+
+    Reference: torchreid ``ImageTripletEngine``.
+    """
+
+    def __init__(self, *args: Any, checkpoint_period: int = 0, save_checkpoints: bool = True, config_text: str = "",
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._init_parts(False, checkpoint_period, save_checkpoints, config_text)

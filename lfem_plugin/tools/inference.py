@@ -1,0 +1,95 @@
+"""Use a trained model elsewhere: rebuild it from a checkpoint and extract features (ONNX:
+:mod:`lfem_plugin.tools.export`).
+
+Without camera ids the model leaves the SIE term out (what torchreid's ``FeatureExtractor`` does); pass the cameras
+to get exactly the features of the engine's evaluation path.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from typing import List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..config import load_config, model_kwargs
+from ..data.io import BadImageError, cameras_from_names, list_images, read_image  # noqa: F401  (re-exported)
+from ..data.transforms import build_test_transform
+from ..models.interface import BuildArgs
+from ..models.lfem_vit import build_args_of
+from ..registry import MODELS
+from ..utils.checkpoint import load_checkpoint, load_state_strict, strip_module_prefix
+from .export import export_onnx  # noqa: F401  (re-exported)
+
+__all__ = ["load_trained", "extract_features", "export_onnx", "list_images", "read_image", "cameras_from_names",
+           "BadImageError"]  # the last five live in export and data.io; re-exported for callers of this module
+
+_logger = logging.getLogger(__name__)
+
+
+def load_trained(weights: str, config_file: Optional[str] = None, opts: Sequence[str] = (),
+                 device: str = "cpu") -> Tuple[nn.Module, object]:
+    """Rebuild a plugin model from its checkpoint (config from ``config_file`` or stored in the checkpoint) and
+    load it strictly; the error names missing and unexpected keys."""
+    state = load_checkpoint(weights)
+    if config_file:
+        cfg = load_config(config_file, opts)
+    elif "config" in state:
+        cfg = load_config(None, opts, text=state["config"])
+    elif "model.name" in list(opts)[0::2]:  # e.g. a checkpoint of torchreid's engine: the variant's own settings
+        cfg = load_config(None, opts)
+    else:
+        raise ValueError(f"{weights} holds no config (written by torchreid's engine?); name the model with --model "
+                         f"NAME (plus --set KEY VALUE for settings it was trained with that differ from the "
+                         f"variant's, e.g. --set data.height 384), or pass the training config with --config-file")
+    sd = strip_module_prefix(state.get("state_dict", state))
+    name = cfg.model.name
+    if name not in MODELS:
+        raise KeyError(f"{name!r} is not a plugin model; choices: {sorted(MODELS)} (torchreid models: use "
+                       f"torchreid.utils.FeatureExtractor)")
+    # the sizes the training data gave: stored by the plugin's engines; a torchreid engine's checkpoint has only the
+    # state dict, whose shapes the model class reads
+    args = BuildArgs(**state["model_args"]) if "model_args" in state else build_args_of(sd)
+    kwargs = dict(model_kwargs(cfg, args.num_cameras, args.camera_ids), pretrained_path=None)
+    model = MODELS.get(name)(num_classes=args.num_classes, loss=cfg.loss.name, pretrained=False, **kwargs)
+    load_state_strict(model, sd, weights, f"{name} built from its config")
+    return model.to(device).eval(), cfg
+
+
+@torch.no_grad()
+def extract_features(model: nn.Module, paths: Sequence[str], height: int, width: int, mean, std,
+                     cameras: Optional[Sequence[int]] = None, batch_size: int = 64, device: str = "cpu",
+                     skip_bad_images: bool = False) -> Tuple[np.ndarray, List[str]]:
+    """Features ``(N, D)`` of the readable images, and their paths (bad ones skipped with a warning if asked)."""
+    from tqdm import tqdm
+    transform = build_test_transform(height, width, mean, std)
+    if cameras is not None and len(cameras) != len(paths):
+        raise ValueError(f"{len(cameras)} camera ids for {len(paths)} images")
+    feats, kept, skipped = [], [], 0
+    batch, batch_cams = [], []
+    items = list(zip(paths, cameras if cameras is not None else [None] * len(paths)))
+    for i, (path, cam) in enumerate(tqdm(items, desc="extract", unit="img", disable=not sys.stderr.isatty())):
+        try:
+            batch.append(transform(read_image(path)))
+        except BadImageError:
+            if not skip_bad_images:
+                raise
+            _logger.warning("skipping unreadable image %s", path)
+            skipped += 1
+            continue
+        kept.append(path)
+        batch_cams.append(cam)
+        if len(batch) == batch_size or i == len(items) - 1:
+            camera = torch.tensor(batch_cams, device=device) if cameras is not None else None
+            feats.append(model(torch.stack(batch).to(device), camera=camera).float().cpu())
+            batch, batch_cams = [], []
+    if batch:
+        camera = torch.tensor(batch_cams, device=device) if cameras is not None else None
+        feats.append(model(torch.stack(batch).to(device), camera=camera).float().cpu())
+    if skipped:
+        _logger.warning("skipped %d unreadable image(s) of %d", skipped, len(paths))
+    if not feats:
+        raise BadImageError("no readable image")
+    return torch.cat(feats).numpy(), kept

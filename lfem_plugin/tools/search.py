@@ -1,0 +1,127 @@
+"""Search your own images: rank a gallery for every query image with a trained model.
+
+The gallery's features are cached in the output folder (features, paths, cameras, the checkpoint's SHA-256 and the
+test-time preprocessing); a later search against the same gallery with the same checkpoint reuses them, anything
+else re-extracts. Results: ``results.csv`` and ``results.json`` (each query's top-k gallery images with distances)
+and one picture per query (the query, then its top-k with the distance under each, as torchreid's ranked lists).
+"""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from ..data.io import read_image
+from ..engine.evaluation import query_gallery_distances
+from .inference import extract_features
+
+__all__ = ["file_sha256", "gallery_features", "rank_gallery", "write_results", "draw_ranked", "CACHE_NAME"]
+
+_logger = logging.getLogger(__name__)
+CACHE_NAME = "gallery_features.npz"
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def gallery_features(extract, paths: Sequence[str], cameras: Optional[Sequence[int]], key: Dict[str, Any],
+                     out_dir: Path) -> Tuple[np.ndarray, List[str], bool]:
+    """The gallery's features and kept paths: from ``out_dir``'s cache when it was made from the same ``paths``,
+    ``cameras`` and ``key`` (checkpoint hash, preprocessing), else from ``extract(paths, cameras)`` (then cached).
+    The third value says whether the cache was used."""
+    cache = out_dir / CACHE_NAME
+    wanted = {"paths": list(paths), "cameras": None if cameras is None else list(cameras), **key}
+    if cache.is_file():
+        with np.load(cache, allow_pickle=False) as stored:
+            if json.loads(str(stored["key"])) == wanted:
+                _logger.info("gallery features from the cache %s", cache)
+                return stored["features"], [str(p) for p in stored["kept"]], True
+        _logger.info("the cache %s was made from another gallery or checkpoint: extracting again", cache)
+    feats, kept = extract(paths, cameras)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_name(cache.name + ".tmp.npz")
+    np.savez(tmp, features=feats, kept=np.array(kept), key=np.array(json.dumps(wanted)))
+    tmp.replace(cache)
+    return feats, kept, False
+
+
+def rank_gallery(query: np.ndarray, gallery: np.ndarray, top_k: int, metric: str = "euclidean",
+                 normalize: bool = True, rerank: bool = False) -> Tuple[np.ndarray, np.ndarray]:
+    """Each query's ``top_k`` gallery indices (nearest first; ties by gallery order) and their distances."""
+    dist = torch.from_numpy(query_gallery_distances(torch.from_numpy(query), torch.from_numpy(gallery), metric,
+                                                    normalize, rerank))
+    order = torch.sort(dist, dim=1, stable=True).indices[:, :top_k]
+    return order.numpy(), dist.gather(1, order).numpy()
+
+
+def write_results(out_dir: Path, queries: Sequence[str], gallery: Sequence[str], order: np.ndarray,
+                  dist: np.ndarray) -> Tuple[Path, Path]:
+    """``results.csv`` (query, rank, gallery, distance) and ``results.json`` ({query: [{gallery, distance}]})."""
+    csv_path, json_path = out_dir / "results.csv", out_dir / "results.json"
+    with open(csv_path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["query", "rank", "gallery", "distance"])
+        for q, path in enumerate(queries):
+            for r, (g, d) in enumerate(zip(order[q], dist[q])):
+                writer.writerow([path, r + 1, gallery[g], f"{d:.6f}"])
+    payload = {path: [{"gallery": gallery[g], "distance": float(d)} for g, d in zip(order[q], dist[q])]
+               for q, path in enumerate(queries)}
+    json_path.write_text(json.dumps(payload, indent=1) + "\n")
+    return csv_path, json_path
+
+
+def draw_ranked(query: str, gallery: Sequence[str], distances: Sequence[float], out: Path,
+                size: Tuple[int, int] = (128, 64)) -> None:
+    """One row: the query (blue frame), then the ranked gallery images with their distance underneath."""
+    height, width = size
+    pad, text = 6, 16
+    canvas = Image.new("RGB", ((len(gallery) + 1) * (width + pad) + pad + pad, height + text + 2 * pad), "white")
+    draw = ImageDraw.Draw(canvas)
+    for i, (path, label) in enumerate([(query, "query")] + [(g, f"{d:.3g}") for g, d in zip(gallery, distances)]):
+        x = pad + i * (width + pad) + (pad if i else 0)
+        canvas.paste(read_image(path).resize((width, height)), (x, pad))
+        if i == 0:
+            draw.rectangle([x - 2, pad - 2, x + width + 1, pad + height + 1], outline=(40, 90, 220), width=2)
+        draw.text((x + 2, pad + height + 2), label, fill=(0, 0, 0))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    canvas.save(out)
+
+
+def picture_name(index: int, query: str) -> str:
+    return f"{index:03d}_{Path(query).stem}.png"
+
+
+def run_search(model, cfg, queries: Sequence[str], gallery: Sequence[str], query_cams, gallery_cams, out_dir: Path,
+               weights_hash: str, top_k: int = 10, rerank: bool = False, batch_size: int = 64,
+               device: str = "cpu", skip_bad_images: bool = False) -> Dict[str, Any]:
+    """Extract (gallery from the cache when valid), rank, write results and pictures; returns a summary."""
+    size = (cfg.data.height, cfg.data.width)
+    norm = dict(mean=list(cfg.data.norm_mean), std=list(cfg.data.norm_std))
+
+    def extract(paths, cameras):
+        return extract_features(model, paths, *size, norm["mean"], norm["std"], cameras, batch_size, device,
+                                skip_bad_images)
+
+    key = {"weights_sha256": weights_hash, "size": list(size), **norm}
+    g_feats, g_kept, cached = gallery_features(extract, gallery, gallery_cams, key, out_dir)
+    q_feats, q_kept = extract(queries, query_cams)
+    order, dist = rank_gallery(q_feats, g_feats, min(top_k, len(g_kept)), cfg.test.dist_metric,
+                               cfg.test.normalize_feature, rerank)
+    csv_path, json_path = write_results(out_dir, q_kept, g_kept, order, dist)
+    for q, path in enumerate(q_kept):
+        draw_ranked(path, [g_kept[g] for g in order[q]], dist[q], out_dir / "ranked" / picture_name(q, path),
+                    (max(size[0], 128), max(size[0], 128) * size[1] // size[0]))
+    return {"queries": len(q_kept), "gallery": len(g_kept), "gallery_from_cache": cached, "csv": str(csv_path),
+            "json": str(json_path), "pictures": str(out_dir / "ranked")}

@@ -1,0 +1,287 @@
+"""Build the data manager, model, optimiser, scheduler and engine from a config (:func:`set_up`: each part once per
+run), then train or test.
+
+Mirrors the shape of torchreid's ``scripts/main.py`` (which PyPI torchreid does not ship).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import random
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+import numpy as np
+import torch
+from yacs.config import CfgNode
+
+from .. import _torchreid, config as C
+from ..data.datamanager import ReIDDataManager
+from ..data.transforms import build_test_transform, build_train_transform
+from ..engine import LFEMEngine, TorchreidSoftmaxEngine, TorchreidTripletEngine
+from ..losses import MultiBranchLoss, branch_weights
+from ..models.backbones import ARCHS
+from ..models.visibility import TokenGeometry
+from ..optim import WarmupCosineLR, build_optimizer
+from ..registry import MODELS
+from ..utils import distributed as D
+from ..utils.checkpoint import (list_checkpoints, load_checkpoint, load_state_strict, load_trained_weights,
+                                remove_orphan_tmp)
+from ..utils.distributed import unwrap as _unwrap
+from ..utils.run_lock import RunLock
+from . import preflight
+
+__all__ = ["build_datamanager", "build_model", "build_engine", "set_seed", "set_up", "Setup", "family",
+           "resolve_resume", "run"]
+
+_logger = logging.getLogger(__name__)
+_TR = _torchreid.root()
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.cuda.manual_seed_all(seed)
+
+
+def is_plugin_model(name: str) -> bool:
+    return name in MODELS
+
+
+class TorchreidFamily:
+    """torchreid's own models: torchreid's transforms (flip), model factory, optimiser and engines - the latter
+    with the plugin's evaluation and checkpoints, so a comparison scores and saves every model the same way."""
+
+    def datamanager_kwargs(self, cfg: CfgNode) -> Dict[str, Any]:
+        return C.imagedata_kwargs(cfg, ["random_flip"])  # torchreid's own, with the configured normalisation
+
+    def sie_cameras(self, cfg: CfgNode, cameras: List[int]) -> List[int]:
+        return []
+
+    def build_model(self, cfg: CfgNode, num_classes: int, num_cameras: int, camera_ids=None) -> torch.nn.Module:
+        return _TR.models.build_model(cfg.model.name, num_classes=num_classes, **C.build_model_kwargs(cfg))
+
+    def build_engine(self, cfg: CfgNode, dm, model: torch.nn.Module, use_gpu: bool):
+        optimizer = _TR.optim.build_optimizer(model, **C.torchreid_optimizer_kwargs(cfg))
+        scheduler = WarmupCosineLR(optimizer, **C.scheduler_kwargs(cfg))
+        kwargs = dict(scheduler=scheduler, use_gpu=use_gpu, **C.torchreid_engine_kwargs(cfg))
+        engine = TorchreidSoftmaxEngine if cfg.loss.name == "softmax" else TorchreidTripletEngine
+        return engine(dm, model, optimizer, **kwargs), model
+
+
+class PluginFamily:
+    """The plugin's models: multi-view train transform, camera SIE sized to the training cameras, the
+    TransReID optimiser groups, the seven-branch criterion, AMP / compile / DDP, and :class:`LFEMEngine`."""
+
+    def datamanager_kwargs(self, cfg: CfgNode) -> Dict[str, Any]:
+        """With gate supervision or pasted occluders the train views also give their hidden rectangles and group
+        visibility targets, in the configured model's patch grid and JPM order."""
+        geometry = token_geometry(cfg) if C.visibility_targets(cfg) else None
+        return dict(C.imagedata_kwargs(cfg, None),
+                    train_transform=build_train_transform(**C.transform_kwargs(cfg), geometry=geometry),
+                    test_transform=build_test_transform(**C.test_transform_kwargs(cfg)))
+
+    def sie_cameras(self, cfg: CfgNode, cameras: List[int]) -> List[int]:
+        cameras = cameras if cfg.lfem.use_sie else []
+        return cameras if len(cameras) > 1 else []
+
+    def build_model(self, cfg: CfgNode, num_classes: int, num_cameras: int, camera_ids=None) -> torch.nn.Module:
+        builder = MODELS.get(cfg.model.name)
+        _check_normalisation(cfg, builder)
+        return builder(num_classes=num_classes, **C.build_model_kwargs(cfg), **C.model_kwargs(cfg, num_cameras,
+                                                                                             camera_ids))
+
+    def build_engine(self, cfg: CfgNode, dm, model: torch.nn.Module, use_gpu: bool):
+        if C.visibility_targets(cfg):
+            _check_geometry(dm.transform_tr.geometry, model.token_geometry())
+        optimizer = build_optimizer(model, **C.optimizer_kwargs(cfg))
+        acceleration = C.acceleration_kwargs(cfg)
+        if use_gpu and acceleration["tf32"]:
+            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        if acceleration["compile"]:
+            model.compile()  # in place: the state dict keeps its keys, so checkpoints stay interchangeable
+        if D.is_distributed():
+            # The trunk's last block is not built under JPM, so every parameter is used: no find_unused_parameters.
+            model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[torch.cuda.current_device()]
+                                                              if use_gpu else None)
+        scheduler = WarmupCosineLR(optimizer, **C.scheduler_kwargs(cfg))
+        names = _unwrap(model).branch_names
+        criterion = MultiBranchLoss(names, **C.criterion_kwargs(cfg, branch_weights(names, cfg.lfem.loss_weights)))
+        engine = LFEMEngine(dm, model, optimizer, scheduler, criterion, use_gpu=use_gpu, **C.lfem_engine_kwargs(cfg))
+        return engine, model
+
+
+Family = Union[PluginFamily, TorchreidFamily]
+
+
+def family(cfg: CfgNode) -> Family:
+    """The one place the two model families part: the plugin's registered models or torchreid's. A run asks once
+    (:func:`set_up`) and passes the answer on."""
+    return PluginFamily() if is_plugin_model(cfg.model.name) else TorchreidFamily()
+
+
+@dataclass
+class Setup:
+    """What one run builds from a config, each part once: the model family, the data manager, the raw camera ids
+    of the training set (one SIE row each), the engine and the model on its device."""
+
+    family: Family
+    datamanager: Any
+    cameras: List[int]
+    engine: Any
+    model: torch.nn.Module
+
+
+def set_up(cfg: CfgNode, models: Optional[Family] = None) -> Setup:
+    """Seed, data manager, data checks, model and engine for ``cfg``: what training, testing and ``doctor`` run.
+    ``models``: the run's :func:`family` (asked here when not given)."""
+    set_seed(cfg.train.seed)
+    os.makedirs(cfg.data.save_dir, exist_ok=True)
+    models = models or family(cfg)
+    dm = build_datamanager(cfg, models)
+    cameras = train_cameras(dm)
+    preflight.check_data(cfg, dm, models.sie_cameras(cfg, cameras))
+    engine, model = build_engine(cfg, dm, models, cameras)
+    return Setup(models, dm, cameras, engine, model)
+
+
+def build_datamanager(cfg: CfgNode, models: Optional[Family] = None) -> ReIDDataManager:
+    """torchreid's ``ImageDataManager`` for ``cfg``: plugin models get the multi-view train transform (and the
+    matching test transform), torchreid's models its own flip; under ``torchrun`` each rank loads its share.
+    ``models``: the run's :func:`family` (asked here when not given)."""
+    kwargs = (models or family(cfg)).datamanager_kwargs(cfg)
+    parts = dict(skip_bad_images=cfg.data.skip_bad_images,
+                 distributed=C.distributed_loader_kwargs(cfg) if D.is_distributed() else None)
+    missing = preflight.check_torchreid_datasets(kwargs["root"], kwargs["sources"] + kwargs["targets"])
+    try:
+        return ReIDDataManager(**kwargs, **parts)
+    except (OSError, RuntimeError) as err:  # torchreid's download of a missing dataset (or its refusal to try)
+        failed = preflight.download_failed(kwargs["root"], missing, err)
+        if failed is None:
+            raise
+        raise failed from None
+    except AssertionError:  # torchreid's sampler asserts there are enough identities for one P x K batch
+        num_pids = ReIDDataManager(**dict(kwargs, train_sampler="RandomSampler"), **parts).num_train_pids
+        preflight.check_sampler(num_pids, cfg.train.batch_size, cfg.sampler.num_instances, cfg.data.sources)
+        raise
+
+
+def token_geometry(cfg: CfgNode) -> TokenGeometry:
+    """The patch grid and JPM grouping of the configured plugin model (the patch size is its architecture's)."""
+    return TokenGeometry(patch_size=ARCHS[MODELS.get(cfg.model.name).arch]["patch_size"],
+                         **C.token_geometry_kwargs(cfg))
+
+
+def _check_geometry(targets: TokenGeometry, model: TokenGeometry) -> None:
+    """The visibility targets must be computed in the built model's own patch grid and token order."""
+    if targets != model:
+        raise ValueError(f"the train views' visibility targets use {targets} but the model has {model}; build the "
+                         f"data manager and the model from the same config")
+
+
+def train_cameras(dm) -> List[int]:
+    """The raw camera ids of the training set (one SIE row each, in sorted order)."""
+    return sorted({int(item[2]) for item in dm.train_loader.dataset.train})
+
+
+def build_model(cfg: CfgNode, num_classes: int, num_cameras: int, camera_ids=None,
+                models: Optional[Family] = None) -> torch.nn.Module:
+    """The configured model; ``model.load_weights`` (trained weights, torchreid's meaning) is loaded into it."""
+    model = (models or family(cfg)).build_model(cfg, num_classes, num_cameras, camera_ids)
+    if cfg.model.load_weights:
+        load_trained_weights(model, cfg.model.load_weights)
+    return model
+
+
+def _check_normalisation(cfg: CfgNode, builder) -> None:
+    """ImageNet weights expect the normalisation they were trained with; say so when the config differs."""
+    if not cfg.model.pretrained or not hasattr(builder, "arch"):
+        return
+    from ..models.backbones import backbone_norm
+    mean, std = backbone_norm(builder.arch)
+    configured = list(cfg.data.norm_mean) + list(cfg.data.norm_std)
+    if any(abs(a - b) > 1e-6 for a, b in zip(list(mean) + list(std), configured)):
+        _logger.warning("data.norm_mean/norm_std %s/%s differ from the normalisation of %s's ImageNet weights %s/%s; "
+                        "set them to match", list(cfg.data.norm_mean), list(cfg.data.norm_std), builder.arch,
+                        list(mean), list(std))
+
+
+def build_engine(cfg: CfgNode, dm, models: Optional[Family] = None,
+                 cameras: Optional[List[int]] = None) -> Tuple[object, torch.nn.Module]:
+    """The engine for ``cfg.model.name`` (:class:`LFEMEngine` for plugin models, torchreid's otherwise) and the
+    model on this process's device. ``models``, ``cameras``: the run's :func:`family` and :func:`train_cameras`
+    (found here when not given)."""
+    models = models or family(cfg)
+    cameras = train_cameras(dm) if cameras is None else cameras
+    use_gpu = cfg.use_gpu and torch.cuda.is_available()
+    model = build_model(cfg, dm.num_train_pids, dm.num_train_cams, cameras, models)
+    return models.build_engine(cfg, dm, model.to(D.local_device(use_gpu)), use_gpu)
+
+
+def resolve_resume(model_dir: str, resume: str, max_epoch: int) -> Tuple[str, int]:
+    """The checkpoint to resume from (``''``: from scratch) and its epoch.
+
+    ``'auto'`` takes the newest checkpoint in ``model_dir``. Resuming from an older checkpoint than the newest in
+    ``model_dir`` is refused: continuing would overwrite the newer ones.
+    """
+    found = list_checkpoints(model_dir)
+    if resume == "auto":
+        if not found:
+            _logger.info("--resume auto: no checkpoint in %s, starting from scratch", model_dir)
+            return "", 0
+        resume = str(found[-1][1])
+    if not resume:
+        return "", 0
+    epoch = int(load_checkpoint(resume)["epoch"])
+    newer = [path.name for e, path in found if e > epoch]
+    if newer and epoch < max_epoch:
+        raise FileExistsError(f"{resume} is from epoch {epoch}, but {model_dir} already holds later checkpoints "
+                              f"({', '.join(newer[-3:])}) that continuing would overwrite; resume from the newest "
+                              f"(--resume auto) or set another data.save_dir")
+    return resume, epoch
+
+
+def run(cfg: CfgNode, resume: str = "", weights: str = "") -> Optional[LFEMEngine]:
+    """Train (or test, with ``test.evaluate``) as configured; returns the engine (results in ``last_results``), or
+    None when the checkpoint to resume from already finished the run (nothing is written then). ``weights``: a
+    checkpoint loaded strictly into the model before the run (``lfem-reid test``; a mismatch names the keys).
+
+    Everything checkable is checked before the first step (:mod:`lfem_plugin.tools.preflight`); one training at a time
+    may use ``data.save_dir`` (:class:`~lfem_plugin.utils.run_lock.RunLock`). Under ``torchrun`` (``WORLD_SIZE > 1``) it
+    trains with DistributedDataParallel: one process per GPU (gloo on CPU), each loading whole identities of every
+    global batch; rank 0 logs, evaluates and checkpoints.
+    """
+    preflight.check_config(cfg)
+    model_dir = os.path.join(cfg.data.save_dir, "model")
+    D.init_from_env()
+    lock = RunLock(cfg.data.save_dir) if D.is_main() and not cfg.test.evaluate else None
+    try:
+        if lock is not None:
+            lock.acquire()
+            remove_orphan_tmp(model_dir)
+        resume, start_epoch = ("", 0) if cfg.test.evaluate else resolve_resume(model_dir, resume, cfg.train.max_epoch)
+        if resume and start_epoch >= cfg.train.max_epoch:
+            _logger.info("%s already finished the run (epoch %d of train.max_epoch %d): nothing to do", resume,
+                         start_epoch, cfg.train.max_epoch)
+            engine = None
+        else:
+            engine = _train(cfg, resume, weights)
+    finally:
+        if lock is not None:
+            lock.release()
+    D.shutdown()  # on success only: after an error on one rank a barrier would wait forever
+    return engine
+
+
+def _train(cfg: CfgNode, resume: str, weights: str = "") -> LFEMEngine:
+    built = set_up(cfg)
+    engine, model = built.engine, built.model
+    if weights:
+        state = load_checkpoint(weights)
+        load_state_strict(_unwrap(model), state.get("state_dict", state), weights, f"model {cfg.model.name}")
+    kwargs = C.engine_run_kwargs(cfg)
+    if resume:
+        kwargs["start_epoch"] = engine.resume(resume)
+    engine.run(**kwargs)
+    return engine

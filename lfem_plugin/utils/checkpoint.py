@@ -1,0 +1,235 @@
+"""Checkpoints that resume a run exactly and are never lost: atomic, ``weights_only``-safe, finite, readable.
+
+A checkpoint holds model, optimiser, scheduler, scaler, epoch, RNG states and the config, as tensors and plain
+values only. It is written to a temporary file, fsynced and renamed, so a visible checkpoint is always complete;
+one holding non-finite weights or optimiser state is refused, and a full disk leaves the previous one intact.
+"""
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional
+
+import numpy as np
+import torch
+
+__all__ = ["save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state", "latest_checkpoint",
+           "list_checkpoints", "load_state_strict", "non_finite_tensors", "newest_finite_checkpoint",
+           "remove_orphan_tmp", "NonFiniteStateError", "DiskFullError", "strip_module_prefix", "load_trained_weights",
+           "numpy_scalar_globals"]
+
+_logger = logging.getLogger(__name__)
+PREFIX = "model.pth.tar-"
+
+
+class NonFiniteStateError(RuntimeError):
+    """Weights or optimiser state hold NaN/inf: the checkpoint is not written."""
+
+
+class DiskFullError(OSError):
+    """Not enough space to write a checkpoint; the previous checkpoint is intact."""
+
+
+def rng_state() -> Dict[str, Any]:
+    """torch / CUDA / numpy / python RNG states, as tensors and plain Python values only."""
+    np_state = np.random.get_state()
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                       "has_gauss": int(np_state[3]), "gauss": float(np_state[4])}}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: Dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    np_state = state["numpy"]
+    np.random.set_state(("MT19937", np_state["keys"].numpy().astype(np.uint32), np_state["pos"],
+                         np_state["has_gauss"], np_state["gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _tensors(obj: Any, prefix: str = "") -> Iterator[tuple]:
+    if isinstance(obj, torch.Tensor):
+        yield prefix, obj
+    elif isinstance(obj, dict):
+        for key, value in obj.items():
+            yield from _tensors(value, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(obj, (list, tuple)):
+        for i, value in enumerate(obj):
+            yield from _tensors(value, f"{prefix}.{i}")
+
+
+def non_finite_tensors(obj: Any) -> List[str]:
+    """Names of the floating-point tensors in a (nested) state that hold NaN or inf."""
+    return [name for name, t in _tensors(obj) if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+
+
+def _file_mode() -> int:
+    """Mode of a new regular file under the process umask (0644 under umask 022), as ``open`` would give."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def save_checkpoint(state: Dict[str, Any], path: str | os.PathLike) -> Path:
+    """Write ``state`` atomically (temporary file in the same folder, fsync, rename): never half-written.
+
+    Raises :class:`NonFiniteStateError` (nothing written) when ``state_dict`` or ``optimizer`` hold NaN/inf, and
+    :class:`DiskFullError` naming the path and the bytes needed when the disk cannot hold it; in both cases the
+    previous checkpoint is untouched and no temporary file is left.
+    """
+    path = Path(path)
+    bad = non_finite_tensors({"state_dict": state.get("state_dict", {}), "optimizer": state.get("optimizer", {})})
+    if bad:
+        raise NonFiniteStateError(f"{len(bad)} weight/optimiser tensors hold NaN or inf (e.g. {', '.join(bad[:3])}); "
+                                  f"{path} was not written")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    needed = sum(t.numel() * t.element_size() for _, t in _tensors(state))
+    free = shutil.disk_usage(path.parent).free
+    if free < needed:
+        raise _disk_full(path, needed, free)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(state, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, _file_mode())  # mkstemp creates 0600; a checkpoint is an output like any other
+        os.replace(tmp, path)
+    except OSError as err:
+        if err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise _disk_full(path, needed, shutil.disk_usage(path.parent).free) from None
+        raise
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def _disk_full(path: Path, needed: int, free: int) -> DiskFullError:
+    return DiskFullError(errno.ENOSPC, f"no space to write checkpoint {path}: it needs about {needed / 2**20:.0f} MiB "
+                                       f"and {free / 2**20:.0f} MiB are free; free some space (older checkpoints "
+                                       f"stay intact) and resume with --resume auto")
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: Optional[str] = "cpu") -> Dict[str, Any]:
+    """``torch.load(weights_only=True)`` with errors that say what is wrong with the file.
+
+    A checkpoint with pickled objects is refused, except the numpy scalars torchreid's engines store
+    (``rank1``), which are allow-listed.
+    """
+    path = Path(path)
+    if path.is_dir():
+        newest = latest_checkpoint(path) or latest_checkpoint(path / "model")
+        hint = f" (the newest checkpoint in it is {newest})" if newest else ""
+        raise IsADirectoryError(f"checkpoint {path} is a folder; pass a {PREFIX}<epoch> file{hint}")
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} not found")
+    if path.stat().st_size == 0:
+        raise ValueError(f"checkpoint {path} is empty (0 bytes): it was not written completely; use an earlier "
+                         f"checkpoint")
+    torch.serialization.add_safe_globals(numpy_scalar_globals())  # a context manager would remove them on exit
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # noqa: BLE001 - re-raised with what to do
+        raise RuntimeError(f"refusing to load {path}: it is not a plain tensor checkpoint readable with "
+                         f"torch.load(weights_only=True) ({type(err).__name__}: {str(err)[:200]}). Checkpoints "
+                         f"with pickled Python objects could execute code; re-save it as a state dict in a "
+                         f"trusted environment.") from err
+
+
+def numpy_scalar_globals() -> list:
+    """What ``torch.save`` pickles for a numpy scalar (torchreid stores ``rank1`` as ``numpy.float32``)."""
+    dtypes = [type(np.dtype(t)) for t in ("float16", "float32", "float64", "int32", "int64")]
+    core = getattr(np, "_core", None) or np.core  # numpy 2 renamed the module
+    return [core.multiarray.scalar, np.dtype, *dtypes]
+
+
+def strip_module_prefix(state_dict: Dict[str, Any]) -> Dict[str, Any]:
+    """Keys without the ``module.`` prefix that DataParallel/DDP add (only when every key has it)."""
+    if state_dict and all(k.startswith("module.") for k in state_dict):
+        return {k[len("module."):]: v for k, v in state_dict.items()}
+    return state_dict
+
+
+def load_state_strict(model: torch.nn.Module, state_dict: Dict[str, Any], source: str | os.PathLike,
+                      target: str) -> None:
+    """``load_state_dict`` that accepts a ``module.`` prefix and raises a ``KeyError`` naming the missing and
+    unexpected keys."""
+    result = model.load_state_dict(strip_module_prefix(state_dict), strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise KeyError(f"{source} does not match {target}: missing keys {result.missing_keys[:10]}, unexpected "
+                       f"keys {result.unexpected_keys[:10]}. Is it a checkpoint of another model, or the wrong "
+                       f"--config-file?")
+
+
+def load_trained_weights(model: torch.nn.Module, path: str | os.PathLike) -> None:
+    """``model.load_weights``: torchreid's ``load_pretrained_weights`` (tensors whose name and shape match are
+    loaded, the rest, e.g. a classifier of another identity count, is listed and left), read ``weights_only``.
+
+    A file none of whose tensors fit but which looks like an ImageNet ViT is refused with the key to use instead.
+    Reference: torchreid ``utils.torchtools.load_pretrained_weights``.
+    """
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"model.load_weights {path} not found; give the path of a trained checkpoint")
+    state = load_checkpoint(path)
+    weights = strip_module_prefix(state.get("state_dict", state))
+    own = model.state_dict()
+    matched = {k: v for k, v in weights.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
+    if not matched:
+        hint = (f"it holds ImageNet backbone weights (e.g. {next(iter(weights))}), and model.load_weights means "
+                f"trained weights of the whole model, as in torchreid: write model.pretrained_path {path} instead"
+                if "patch_embed.proj.weight" in weights else "is it a checkpoint of another model?")
+        raise ValueError(f"model.load_weights {path}: no tensor matches the model; {hint}")
+    model.load_state_dict(matched, strict=False)
+    skipped = sorted(set(weights) - set(matched))
+    _logger.info("loaded %d of %d tensors of %s%s", len(matched), len(own), path,
+                 f"; not loaded (name or shape differ): {skipped[:10]}" if skipped else "")
+
+
+def list_checkpoints(folder: str | os.PathLike) -> List[tuple]:
+    """``(epoch, path)`` of the ``model.pth.tar-<epoch>`` files in ``folder``, oldest first."""
+    found = []
+    for path in Path(folder).glob(PREFIX + "*"):
+        suffix = path.name[len(PREFIX):]
+        if suffix.isdigit():
+            found.append((int(suffix), path))
+    return sorted(found)
+
+
+def latest_checkpoint(folder: str | os.PathLike) -> Optional[Path]:
+    """The newest ``model.pth.tar-<epoch>`` in ``folder`` (by epoch), or None."""
+    found = list_checkpoints(folder)
+    return found[-1][1] if found else None
+
+
+def newest_finite_checkpoint(folder: str | os.PathLike) -> Optional[Path]:
+    """The newest checkpoint in ``folder`` that loads and whose weights and optimiser state are finite."""
+    for _, path in reversed(list_checkpoints(folder)):
+        try:
+            state = load_checkpoint(path)
+        except (OSError, ValueError, RuntimeError):
+            continue
+        if not non_finite_tensors({"s": state.get("state_dict", {}), "o": state.get("optimizer", {})}):
+            return path
+    return None
+
+
+def remove_orphan_tmp(folder: str | os.PathLike) -> int:
+    """Delete the temporary files a killed save left in ``folder``; returns how many."""
+    orphans = list(Path(folder).glob(f".{PREFIX}*.tmp"))
+    for path in orphans:
+        path.unlink(missing_ok=True)
+    if orphans:
+        _logger.warning("removed %d unfinished checkpoint file(s) left by an interrupted save in %s", len(orphans),
+                        folder)
+    return len(orphans)

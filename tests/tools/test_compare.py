@@ -1,0 +1,172 @@
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from lfem_plugin.tools import compare
+from lfem_plugin.tools.compare import ModelSpec, Profile, report, run_compare
+
+REPO = Path(__file__).resolve().parents[2]
+TINY = ("train.max_epoch", "1", "data.height", "64", "data.width", "32", "lfem.stride", "8",
+        "train.batch_size", "16", "sampler.num_instances", "4")
+
+
+@pytest.mark.slow
+def test_compare_two_models_writes_json_table_and_plots_and_survives_a_failure(tmp_path, monkeypatch):
+    quick = compare.QUICK
+    broken = ModelSpec("broken", "Broken", quick.models[0].config_file,
+                       {**quick.models[0].changes, "model.name": "no_such_model"})
+    profile = Profile("quick", quick.description, quick.common, quick.models + (broken,))
+    monkeypatch.setitem(compare.PROFILES, "quick", profile)
+    results = run_compare("quick", ["full", "broken", "baseline_vit"], seeds=[0], out_dir=tmp_path,
+                          root=str(tmp_path / "data"), extra=TINY)
+    assert [r["status"] for r in results] == ["ok", "failed", "ok"]
+    assert "no_such_model" in results[1]["reason"]
+    full = json.loads((tmp_path / "full_seed0.json").read_text())
+    for key in ("R1", "R5", "R10", "mAP", "params", "train_images_per_s", "eval_s", "epochs", "device", "versions",
+                "seed", "config"):
+        assert key in full
+    assert full["epochs"] == 1 and 0 <= full["mAP"] <= 100
+    report(tmp_path)
+    table = (tmp_path / "results.md").read_text()
+    assert "Full (LFEM)" in table and "Baseline (ViT)" in table and "failed" in table
+    assert (tmp_path / "results.csv").read_text().startswith("model,label")
+    for png in ("cmc.png", "bars.png"):
+        assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
+    # resumable: finished models are not trained again
+    again = run_compare("quick", ["full"], seeds=[0], out_dir=tmp_path, root=str(tmp_path / "data"), extra=TINY)
+    assert again[0]["date"] == full["date"] and again[0]["R1"] == full["R1"]
+
+
+def test_unknown_model_lists_choices():
+    with pytest.raises(KeyError, match="choices"):
+        run_compare("quick", ["nope"], out_dir="unused")
+
+
+def test_hacnn_is_skipped_with_a_reason_on_cpu(tmp_path):
+    import torch
+    if torch.cuda.is_available():
+        pytest.skip("has a GPU")
+    result = run_compare("quick", ["hacnn"], seeds=[0], out_dir=tmp_path)[0]
+    assert result["status"] == "skipped" and "GPU" in result["reason"]
+
+
+def test_paper_profile_skips_baselines_without_weights(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    result = run_compare("paper", ["resnet50"], seeds=[0], out_dir=tmp_path)[0]
+    assert result["status"] == "skipped" and "no download" in result["reason"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("script", ["bench_eval.py", "bench_throughput.py", "bench_rerank.py"])
+def test_bench_scripts_smoke(script, tmp_path):
+    out = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), "--smoke", "--out", str(tmp_path)],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert list(tmp_path.glob("*.json"))
+
+
+def test_quick_profile_recipes_come_from_the_shipped_configs(tmp_path):
+    from lfem_plugin.tools.compare import QUICK, _config, configs_dir
+    cfgs = {s.key: _config(s, QUICK, 0, tmp_path, "", (), None) for s in QUICK.models}
+    assert all((configs_dir() / s.config_file).is_file() for s in QUICK.models)
+    for key in ("baseline_vit", "lfem_only", "rerc_only", "full"):
+        cfg = cfgs[key]
+        assert (cfg.data.height, cfg.data.width, cfg.lfem.stride, cfg.train.max_epoch) == (96, 80, 16, 100)
+    assert [cfgs[k].lfem.loss_weights for k in ("baseline_vit", "full")] == ["transreid", "paper"]
+    assert (cfgs["baseline_vit"].model.name, cfgs["baseline_vit"].lfem.use_lfem) == ("vit_transreid_tiny", False)
+    assert list(cfgs["lfem_only"].lfem.views) == ["original"] and cfgs["rerc_only"].lfem.use_lfem is False
+    for key in ("resnet50", "pcb_p6", "osnet_x1_0", "hacnn"):
+        cfg = cfgs[key]
+        assert (cfg.model.name, cfg.loss.name, cfg.train.max_epoch) == (key, "softmax", 15)
+    assert (cfgs["osnet_x1_0"].train.optim, cfgs["hacnn"].data.height) == ("amsgrad", 160)
+
+
+def test_paper_profile_cnn_recipes_come_from_the_shipped_config(tmp_path):
+    from lfem_plugin.tools.compare import PAPER, _config, configs_dir
+    cfgs = {s.key: _config(s, PAPER, 0, tmp_path, "", (), None) for s in PAPER.models}
+    for key in ("resnet50", "pcb_p6", "osnet_x1_0", "hacnn"):
+        spec = next(s for s in PAPER.models if s.key == key)
+        assert (configs_dir() / spec.config_file).is_file()
+        cfg = cfgs[key]
+        assert (cfg.model.name, cfg.loss.name, cfg.sampler.train_sampler) == (key, "softmax", "RandomSampler")
+        assert list(cfg.data.norm_mean) == [0.485, 0.456, 0.406] and cfg.lfem.warmup_epochs == 0
+    assert (cfgs["resnet50"].train.optim, cfgs["resnet50"].train.max_epoch, cfgs["resnet50"].train.lr) == \
+        ("adam", 60, 0.0003)
+    assert (cfgs["pcb_p6"].data.height, cfgs["pcb_p6"].train.optim, cfgs["pcb_p6"].train.lr) == (384, "sgd", 0.05)
+    assert (cfgs["osnet_x1_0"].train.max_epoch, cfgs["osnet_x1_0"].train.batch_size) == (150, 64)
+    assert (cfgs["hacnn"].data.height, cfgs["hacnn"].data.width, cfgs["hacnn"].train.max_epoch) == (160, 64, 150)
+
+
+@pytest.mark.parametrize("dataset", ["occluded_duke", "market1501", "p_dukemtmc_reid", "dukemtmcreid", "msmt17"])
+def test_paper_profile_runs_on_every_benchmark_from_its_configs(tmp_path, dataset):
+    from lfem_plugin.tools.compare import PAPER, _config
+    assert dataset in PAPER.benchmarks
+    for spec in PAPER.models:
+        assert PAPER.config_path(spec, dataset).parent.name == dataset
+        cfg = _config(spec, PAPER, 0, tmp_path, "", (), None, dataset)
+        assert list(cfg.data.sources) == [dataset] and cfg.model.name == spec.model
+
+
+def test_unknown_benchmark_and_mixed_out_folder(tmp_path, monkeypatch):
+    with pytest.raises(KeyError, match="--benchmark cuhk03: profile 'paper' runs on occluded_duke, market1501"):
+        run_compare("paper", ["resnet50"], out_dir=tmp_path, benchmark="cuhk03")
+    with pytest.raises(KeyError, match="use --profile paper --benchmark market1501"):
+        run_compare("quick", ["full"], out_dir=tmp_path, benchmark="market1501")
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    assert run_compare("paper", ["resnet50"], out_dir=tmp_path)[0]["benchmark"] == "occluded_duke"
+    with pytest.raises(FileExistsError, match="holds a result on occluded_duke, not market1501"):
+        run_compare("paper", ["resnet50"], out_dir=tmp_path, benchmark="market1501")
+
+
+def test_every_row_is_a_shipped_config_plus_known_keys(tmp_path):
+    from lfem_plugin.config import get_default_config
+    from lfem_plugin.tools.protocols import PROFILES, configs_dir
+    defaults = get_default_config()
+    for profile in PROFILES.values():
+        for spec in profile.models:
+            assert (configs_dir() / spec.config_file).is_file(), spec.key
+            for key in spec.changes:  # dotted keys of the config, typed values: no string mini-language
+                node = defaults
+                for part in key.split("."):
+                    node = node[part]
+                assert not isinstance(spec.changes[key], str) or isinstance(node, str), (spec.key, key)
+    with pytest.raises(TypeError):
+        PROFILES["quick"].models[0].changes["lfem.use_lfem"] = True  # rows are read-only
+
+
+def test_plugin_models_are_recognised_through_the_registry(tmp_path, monkeypatch):
+    from lfem_plugin.tools.compare import PAPER, ModelSpec, _config, run_compare
+    deit = ModelSpec("deit", "DeiT-S LFEM", "occluded_duke/lfem_vit_base_s11_256x128.yaml",
+                     {"model.name": "lfem_deit_small_patch16_s16_256x128", "lfem.stride": 16})  # not lfem_vit*
+    assert _config(deit, PAPER, 0, tmp_path, "", (), "vit.pth").model.pretrained_path == "vit.pth"
+    monkeypatch.setitem(compare.PROFILES, "paper", Profile("paper", PAPER.description, {}, (deit,),
+                                                           benchmarks=PAPER.benchmarks))
+    result = run_compare("paper", ["deit"], seeds=[0], out_dir=tmp_path)[0]
+    assert result["status"] == "skipped" and "--vit-weights" in result["reason"]
+    assert result["registered_name"] == "lfem_deit_small_patch16_s16_256x128"
+
+
+def test_visibility_profile_rows_change_one_part_each_on_the_quick_recipe(tmp_path):
+    from lfem_plugin.tools.compare import QUICK, _config
+    from lfem_plugin.tools.protocols import PROFILES, VISIBILITY
+    assert PROFILES["visibility"] is VISIBILITY
+    cfgs = {s.key: _config(s, VISIBILITY, 0, tmp_path, "", (), None) for s in VISIBILITY.models}
+    full = _config(next(s for s in QUICK.models if s.key == "full"), QUICK, 0, tmp_path, "", (), None)
+    keys = ("model.name", "lfem.gate_supervision", "lfem.occluder", "lfem.rearrange", "lfem.gate_scope")
+
+    def vis(cfg):
+        return (cfg.model.name, cfg.lfem.gate_supervision, cfg.lfem.occluder, cfg.lfem.rearrange, cfg.lfem.gate_scope)
+
+    paper = ("lfem_vit_tiny", 0.0, "noise", True, "refined")
+    assert vis(cfgs["paper_full"]) == vis(full) == paper
+    for key, index, value in (("plus_supervision", 1, 1.0), ("plus_paste", 2, "paste"), ("plus_stripes", 3, False),
+                              ("plus_local_gate", 4, "local")):
+        changed = [k for k, a, b in zip(keys, vis(cfgs[key]), paper) if a != b]
+        assert changed == [keys[index]] and vis(cfgs[key])[index] == value
+    assert vis(cfgs["vis_all"]) == ("lfem_vit_vis_tiny", 1.0, "paste", False, "local")
+    for cfg in cfgs.values():  # the quick protocol itself is unchanged
+        assert (cfg.data.height, cfg.data.width, cfg.lfem.stride, cfg.train.max_epoch, cfg.lfem.loss_weights) == \
+            (full.data.height, full.data.width, full.lfem.stride, full.train.max_epoch, full.lfem.loss_weights)
