@@ -26,7 +26,7 @@ COMMANDS: Dict[str, Tuple[str, str]] = {
     "search": ("rank your own gallery images for query images with a trained checkpoint", "inference:search"),
     "export": ("export a trained checkpoint (onnx), checked against PyTorch", "inference:export"),
     "visualize": ("draw the LFEM gates over the JPM patch groups of some images", "inference:visualize"),
-    "analyze-gates": ("how the LFEM gates respond to the known occluders of orl_faces_occluded",
+    "analyze-gates": ("how the LFEM gates respond to known occluders (a dataset's occluder boxes file)",
                       "inference:analyze_gates"),
     "prepare": ("build a dataset folder from its original archive (occluded-duke)", "prepare"),
 }

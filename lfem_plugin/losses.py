@@ -40,13 +40,12 @@ class TripletLoss(nn.Module):
         same = targets.unsqueeze(0) == targets.unsqueeze(1)
         d_ap = dist.masked_fill(~same, float("-inf")).amax(dim=1)
         d_an = dist.masked_fill(same, float("inf")).amin(dim=1)
-        valid = torch.isfinite(d_an)  # anchors with at least one negative
-        if not bool(valid.any()):
-            return features.sum() * 0.0
-        diff = (d_ap - d_an)[valid]
-        if self.margin is None:
-            return F.softplus(diff).mean()
-        return F.relu(diff + self.margin).mean()
+        # Mean over the anchors with at least one negative (0 when none has one), by masking instead of indexing:
+        # no data-dependent shape, no host read, one graph for the compiler.
+        valid = torch.isfinite(d_an)
+        diff = torch.where(valid, d_ap - d_an, 0.0)
+        per_anchor = F.softplus(diff) if self.margin is None else F.relu(diff + self.margin)
+        return torch.where(valid, per_anchor, 0.0).sum() / valid.sum().clamp(min=1)
 
 
 def branch_weights(names: Sequence[str], preset: str = "paper") -> Tuple[float, ...]:

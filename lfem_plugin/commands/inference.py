@@ -173,7 +173,13 @@ def run_search(args: argparse.Namespace) -> int:
 
 def add_analyze_gates_args(parser: argparse.ArgumentParser) -> None:
     _add_model_args(parser)
-    parser.add_argument("--root", default=None, help="data root of orl_faces_occluded (default: the checkpoint's)")
+    parser.add_argument("--root", default=None, help="data root of the dataset (default: the checkpoint's)")
+    parser.add_argument("--dataset", default="orl_faces_occluded",
+                        help="registered dataset whose queries carry the occluders (e.g. market_layout_occluded, "
+                             "with --set data.market_layout.folder DIR unless the checkpoint's config names it)")
+    parser.add_argument("--boxes", type=Path, default=None,
+                        help="occluder boxes file ({\"queries\": {name: {\"box_xyxy\": [x0, y0, x1, y1], "
+                             "\"image_size_wh\": [w, h]}}}); default: occlusion.json beside the queries")
     parser.add_argument("--out", type=Path, default=Path("gate_analysis"),
                         help="folder for gates.json, gates_scatter.png and gates_bars.png")
 
@@ -182,7 +188,7 @@ def run_analyze_gates(args: argparse.Namespace) -> int:
     from ..tools.gate_analysis import analyze_gates, plot_gates, write
     _writable_file(args.out / "gates.json", "--out")
     model, cfg = _load(args)
-    result = analyze_gates(model, cfg, cfg.data.root if args.root is None else args.root)
+    result = analyze_gates(model, cfg, cfg.data.root if args.root is None else args.root, args.dataset, args.boxes)
     path = write(result, args.out)
     plot_gates(result, args.out)
     q = result["queries"]

@@ -1,4 +1,5 @@
-"""``lfem-reid prepare occluded-duke``: build Occluded-DukeMTMC from the original zip."""
+"""``lfem-reid prepare occluded-duke`` (Occluded-DukeMTMC from the original zip) and ``lfem-reid prepare
+val-split`` (a validation split of a Market-layout folder's training identities)."""
 from __future__ import annotations
 
 import argparse
@@ -6,16 +7,36 @@ from pathlib import Path
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("dataset", choices=["occluded-duke"], help="dataset to build")
-    parser.add_argument("--duke-zip", type=Path, required=True, help="the original DukeMTMC-reID.zip")
-    parser.add_argument("--root", type=Path, required=True, help="data root; creates ROOT/Occluded_Duke")
+    parser.add_argument("dataset", choices=["occluded-duke", "val-split"],
+                        help="occluded-duke: build ROOT/Occluded_Duke from DukeMTMC-reID.zip; val-split: write --out, "
+                             "a Market-layout folder holding --ids training identities of --source out as its "
+                             "query/gallery")
+    parser.add_argument("--duke-zip", type=Path, default=None, help="occluded-duke: the original DukeMTMC-reID.zip")
+    parser.add_argument("--root", type=Path, default=None, help="occluded-duke: data root; creates ROOT/Occluded_Duke")
     parser.add_argument("--lists", type=Path, default=None,
-                        help="folder with train.list, query.list, gallery.list (default: download them)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing ROOT/Occluded_Duke")
+                        help="occluded-duke: folder with train.list, query.list, gallery.list (default: download)")
+    parser.add_argument("--source", type=Path, default=None, help="val-split: the Market-layout folder")
+    parser.add_argument("--out", type=Path, default=None, help="val-split: the folder to write")
+    parser.add_argument("--ids", type=int, default=100, help="val-split: training identities held out")
+    parser.add_argument("--seed", type=int, default=0, help="val-split: which identities (seeded draw)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+
+
+def _required(args: argparse.Namespace, *flags: str) -> None:
+    missing = [f"--{flag.replace('_', '-')}" for flag in flags if getattr(args, flag) is None]
+    if missing:
+        raise ValueError(f"prepare {args.dataset} needs {' and '.join(missing)}")
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.dataset == "val-split":
+        from ..data.prepare_val_split import write_val_split
+        _required(args, "source", "out")
+        target = write_val_split(args.source, args.out, args.ids, args.seed, args.overwrite)
+        print(f"validation split written to {target} (use it with data.market_layout.folder {target})")
+        return 0
     from ..data.prepare_occluded_duke import prepare_occluded_duke
+    _required(args, "duke_zip", "root")
     target = prepare_occluded_duke(args.duke_zip, args.root, args.lists, args.overwrite)
     print(f"Occluded-DukeMTMC written to {target}")
     return 0

@@ -11,8 +11,8 @@ from yacs.config import CfgNode as CN
 __all__ = ["MODEL_ARG_KEYS", "config_value", "imagedata_kwargs", "model_kwargs", "optimizer_kwargs",
            "scheduler_kwargs", "criterion_kwargs", "engine_run_kwargs", "lfem_engine_kwargs",
            "torchreid_optimizer_kwargs", "torchreid_engine_kwargs", "test_transform_kwargs", "transform_kwargs",
-           "sie_mode", "target_sie", "build_model_kwargs", "acceleration_kwargs", "distributed_loader_kwargs",
-           "TRAINING_KEYS", "visibility_targets", "token_geometry_kwargs"]
+           "sie_mode", "market_layout_kwargs", "target_sie", "build_model_kwargs", "acceleration_kwargs",
+           "distributed_loader_kwargs", "loader_kwargs", "TRAINING_KEYS", "visibility_targets", "token_geometry_kwargs"]
 
 
 def imagedata_kwargs(cfg: CN, transforms: Optional[List[str]] = None) -> Dict[str, Any]:
@@ -44,6 +44,11 @@ def build_model_kwargs(cfg: CN) -> Dict[str, Any]:
 def acceleration_kwargs(cfg: CN) -> Dict[str, Any]:
     """``tf32`` (TF32 matmuls on CUDA) and ``compile`` (torch.compile) for plugin models."""
     return dict(tf32=cfg.lfem.tf32, compile=cfg.lfem.compile)
+
+
+def loader_kwargs(cfg: CN) -> Dict[str, Any]:
+    """The training loader's ``prefetch_factor`` and ``persistent_workers``."""
+    return dict(prefetch_factor=cfg.data.prefetch_factor, persistent_workers=cfg.data.persistent_workers)
 
 
 def distributed_loader_kwargs(cfg: CN) -> Dict[str, Any]:
@@ -106,10 +111,19 @@ def criterion_kwargs(cfg: CN, branch_weights: Sequence[float]) -> Dict[str, Any]
 
 def sie_mode(cfg: CN, dataset: str) -> str:
     """How the camera ids of ``dataset`` reach SIE at evaluation: ``'cameras'`` for a training source (same
-    cameras), ``test.cross_domain_sie`` for any other, ``'off'`` with ``test.use_cameras`` False."""
+    cameras; also a target reading a source's cameras, :data:`~lfem_plugin.data.market_layout.SAME_CAMERAS`),
+    ``test.cross_domain_sie`` for any other, ``'off'`` with ``test.use_cameras`` False."""
+    from ..data.market_layout import SAME_CAMERAS
     if not cfg.test.use_cameras:
         return "off"
-    return "cameras" if dataset in cfg.data.sources else cfg.test.cross_domain_sie
+    in_domain = dataset in cfg.data.sources or SAME_CAMERAS.get(dataset) in cfg.data.sources
+    return "cameras" if in_domain else cfg.test.cross_domain_sie
+
+
+def market_layout_kwargs(cfg: CN) -> Dict[str, str]:
+    """:func:`lfem_plugin.data.market_layout.market_layout_options` arguments (``data.market_layout.*``)."""
+    return dict(folder=cfg.data.market_layout.folder, query=cfg.data.market_layout.query,
+                occluded_query=cfg.data.market_layout.occluded_query)
 
 
 def target_sie(cfg: CN) -> Dict[str, str]:
@@ -130,8 +144,9 @@ def visibility_targets(cfg: CN) -> bool:
 
 
 def lfem_engine_kwargs(cfg: CN) -> Dict[str, Any]:
-    return dict(amp=cfg.lfem.amp, grad_clip=cfg.lfem.grad_clip, use_cameras=cfg.test.use_cameras,
-                gate_supervision=cfg.lfem.gate_supervision, occluder=cfg.lfem.occluder,
+    return dict(amp=cfg.lfem.amp, eval_amp=cfg.test.amp, grad_clip=cfg.lfem.grad_clip,
+                use_cameras=cfg.test.use_cameras, gate_supervision=cfg.lfem.gate_supervision,
+                occluder=cfg.lfem.occluder,
                 target_sie=target_sie(cfg),
                 checkpoint_period=cfg.train.checkpoint_period, save_checkpoints=cfg.train.save_checkpoints,
                 config_text=cfg.dump())

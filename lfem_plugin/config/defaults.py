@@ -24,12 +24,22 @@ def get_default_config() -> CN:
     cfg.data.sources = ["occluded_duke"]  # training datasets
     cfg.data.targets = ["occluded_duke"]  # evaluation datasets
     cfg.data.workers = 4  # data loader processes
+    cfg.data.prefetch_factor = 2  # training batches each loader process prepares ahead (torch's default; workers > 0)
+    # keep the training loader's processes between epochs (no start-up per epoch; their random streams then differ
+    # from a run resumed at that epoch, so off by default)
+    cfg.data.persistent_workers = False
     cfg.data.height = 256  # input height
     cfg.data.width = 128  # input width
     cfg.data.norm_mean = [0.5, 0.5, 0.5]  # normalisation mean (the jx ViT weights use 0.5)
     cfg.data.norm_std = [0.5, 0.5, 0.5]  # normalisation std
     cfg.data.save_dir = "log/lfem"  # output folder: logs, TensorBoard, checkpoints
     cfg.data.skip_bad_images = False  # drop unreadable images when building the plugin's datasets (decodes all)
+    cfg.data.market_layout = CN()  # datasets market_layout / market_layout_occluded: any Market-1501-layout folder
+    # the folder: under data.root like every torchreid dataset (so configs name it and data.root stays the one path a
+    # user passes), or an absolute path
+    cfg.data.market_layout.folder = "market_layout"
+    cfg.data.market_layout.query = "query"  # query folder of market_layout (e.g. query_occluded: occluded protocol)
+    cfg.data.market_layout.occluded_query = "query_occluded"  # query folder of market_layout_occluded
     _add_training_config(cfg)
     _add_test_config(cfg)
     add_lfem_config(cfg)
@@ -67,7 +77,10 @@ def _add_training_config(cfg: CN) -> None:
 def _add_test_config(cfg: CN) -> None:
     """torchreid's ``test`` keys."""
     cfg.test = CN()
-    cfg.test.batch_size = 256  # evaluation batch size
+    cfg.test.batch_size = 256  # evaluation batch size (larger fills a big GPU: features are per image)
+    # evaluation autocast on CUDA: 'off' (fp32, as before) or 'bf16' (faster; features returned in fp32; the paper
+    # does not say). Always off on the CPU
+    cfg.test.amp = "off"
     cfg.test.dist_metric = "euclidean"  # 'euclidean' or 'cosine'
     cfg.test.normalize_feature = True  # L2-normalise features before distances (paper)
     cfg.test.ranks = [1, 5, 10]  # CMC ranks to report
@@ -116,7 +129,7 @@ def add_lfem_config(cfg: CN) -> None:
     cfg.lfem.weight_decay_bias = 1e-4  # bias weight decay
     cfg.lfem.amp = "bf16"  # mixed precision on CUDA: 'bf16', 'fp16' or 'off' (always off on CPU)
     cfg.lfem.grad_clip = 0.0  # max gradient norm (0: off)
-    cfg.lfem.compile = False  # torch.compile the model (nn.Module.compile: checkpoints keep their keys)
+    cfg.lfem.compile = False  # torch.compile the training step (model + loss) and the model (checkpoints keep keys)
     cfg.lfem.tf32 = True  # TF32 matmuls/convolutions on Ampere+ GPUs for what runs in fp32 (CUDA only)
     # Visibility-aware LFEM (beyond the paper; the model lfem_vit_vis sets all three, docs/VISIBILITY.md):
     cfg.lfem.gate_supervision = 0.0  # weight of BCE(gate logit, group visible fraction of its own view); 0 = paper

@@ -13,9 +13,10 @@ import torch
 from .. import _torchreid
 from ..utils import distributed as D
 from .datasets import skipping_bad_images
+from .market_layout import market_layout_options
 from .sampler import DistributedIdentitySampler
 
-__all__ = ["ReIDDataManager", "distributed_train_loader"]
+__all__ = ["ReIDDataManager", "distributed_train_loader", "tune_loader"]
 
 Transform = Callable[[Any], Any]
 
@@ -49,17 +50,25 @@ class ReIDDataManager(_torchreid.root().data.ImageDataManager):
             multi-view one); None: torchreid's, from its ``transforms`` names.
         test_transform: the query/gallery transform; None: torchreid's.
         skip_bad_images: drop unreadable images of the plugin's datasets while they are built (decodes every image).
+        market_layout: the folder and query folders of ``market_layout`` / ``market_layout_occluded`` while the
+            datasets are built (:func:`~lfem_plugin.data.market_layout.market_layout_options` arguments; None:
+            its defaults).
         distributed: under ``torchrun``, the arguments of :func:`distributed_train_loader` (None: one process).
+        loader: the arguments of :func:`tune_loader` for the train loader (None: as built).
         **kwargs: torchreid's ``ImageDataManager`` arguments (``root``, ``sources``, ``height``, ...).
     """
 
     def __init__(self, train_transform: Optional[Transform] = None, test_transform: Optional[Transform] = None,
-                 skip_bad_images: bool = False, distributed: Optional[Dict[str, Any]] = None, **kwargs: Any) -> None:
+                 skip_bad_images: bool = False, market_layout: Optional[Dict[str, str]] = None,
+                 distributed: Optional[Dict[str, Any]] = None, loader: Optional[Dict[str, Any]] = None,
+                 **kwargs: Any) -> None:
         self._given = {"transform_tr": train_transform, "transform_te": test_transform}
-        with skipping_bad_images(skip_bad_images):
+        with skipping_bad_images(skip_bad_images), market_layout_options(**(market_layout or {})):
             super().__init__(**kwargs)
         if distributed is not None:
             self.train_loader = distributed_train_loader(self.train_loader.dataset, **distributed)
+        if loader is not None:
+            self.train_loader = tune_loader(self.train_loader, **loader)
 
     transform_tr = _GivenOr()
     transform_te = _GivenOr()
@@ -73,3 +82,15 @@ def distributed_train_loader(dataset, batch_size: int, num_instances: int, seed:
     share = DistributedIdentitySampler(dataset.train, batch_size, num_instances, D.rank(), D.world_size(), seed)
     return torch.utils.data.DataLoader(dataset, batch_size=batch_size // D.world_size(), sampler=share,
                                        num_workers=workers, pin_memory=pin_memory, drop_last=True)
+
+
+def tune_loader(loader: torch.utils.data.DataLoader, prefetch_factor: int = 2,
+                persistent_workers: bool = False) -> torch.utils.data.DataLoader:
+    """``loader`` (same dataset, sampler, batch, workers, pinning) with ``prefetch_factor`` batches prepared ahead
+    per worker and ``persistent_workers``; unchanged at torch's defaults or without workers."""
+    if loader.num_workers == 0 or (prefetch_factor == 2 and not persistent_workers):
+        return loader
+    return torch.utils.data.DataLoader(loader.dataset, batch_size=loader.batch_size, sampler=loader.sampler,
+                                       num_workers=loader.num_workers, pin_memory=loader.pin_memory,
+                                       drop_last=loader.drop_last, prefetch_factor=prefetch_factor,
+                                       persistent_workers=persistent_workers)

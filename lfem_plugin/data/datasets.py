@@ -23,6 +23,7 @@ from PIL import Image
 from .. import _torchreid
 from ..registry import DATASETS
 from .io import BadImageError, parse_reid_name, read_image
+from .occlusion import OCCLUSION_FILE, write_occlusion_file
 
 __all__ = ["OccludedDuke", "OrlFaces", "OrlFacesOccluded", "parse_duke_name", "find_orl_root", "SafeImageDataset",
            "skipping_bad_images"]
@@ -188,13 +189,27 @@ def occluder_box(height: int, width: int, rng: np.random.Generator,
 def occlude(image: np.ndarray, other: np.ndarray, rng: np.random.Generator,
             coverage: Tuple[float, float]) -> np.ndarray:
     """Cover a random ``coverage`` fraction of ``image`` with a rectangle of noise or of ``other`` (same size)."""
-    top, left, h, w = occluder_box(*image.shape[:2], rng, coverage)
+    return paste_occluder(image, other, rng, occluder_box(*image.shape[:2], rng, coverage))[0]
+
+
+def paste_occluder(image: np.ndarray, other: np.ndarray, rng: np.random.Generator,
+                   box: Tuple[int, int, int, int]) -> Tuple[np.ndarray, str]:
+    """``image`` with the ``box`` (top, left, h, w) filled with uniform noise or with ``other``'s pixels there (one
+    draw of ``rng`` chooses), and which one: ``'noise'`` or ``'image'``."""
+    top, left, h, w = box
     out = image.copy()
     if rng.random() < 0.5:
         out[top:top + h, left:left + w] = rng.integers(0, 256, size=(h, w), dtype=np.uint8)
-    else:
-        out[top:top + h, left:left + w] = other[top:top + h, left:left + w]
-    return out
+        return out, "noise"
+    out[top:top + h, left:left + w] = other[top:top + h, left:left + w]
+    return out, "image"
+
+
+def _box_entry(box: Tuple[int, int, int, int], height: int, width: int, kind: str) -> dict:
+    """One query's entry of the occlusion file (:mod:`lfem_plugin.data.occlusion` format)."""
+    top, left, h, w = box
+    return {"box_xyxy": [left, top, left + w, top + h], "image_size_wh": [width, height], "kind": kind,
+            "occluded_fraction": round(h * w / (height * width), 4)}
 
 
 def _cache_dir() -> Path:
@@ -208,7 +223,8 @@ class OrlFacesOccluded(SafeImageDataset):
 
     Occluders are rectangles of uniform noise or of a train-identity image, drawn deterministically from
     ``seed`` and the image index; the occluded queries are written once (atomically) under
-    ``<root>/orl_faces_occluded/<setting>/`` (without a root: ``$XDG_CACHE_HOME/lfem_plugin/...``) and reused.
+    ``<root>/orl_faces_occluded/<setting>/`` (without a root: ``$XDG_CACHE_HOME/lfem_plugin/...``) and reused, with
+    each query's box in ``occlusion.json`` there (:mod:`lfem_plugin.data.occlusion`: what analyze-gates reads).
     Change ``coverage``/``seed`` by subclassing.
 
     Reference: ORL faces (AT&T Laboratories Cambridge) with synthetic occlusion (LFEM paper Sec. 3.2 motivation).
@@ -224,32 +240,26 @@ class OrlFacesOccluded(SafeImageDataset):
         super().__init__(train, query, gallery, **kwargs)
 
     @classmethod
-    def occluder_boxes(cls, query: List[Item], train: List[Item]) -> List[Tuple[Tuple[int, int, int, int],
-                                                                               Tuple[int, int]]]:
-        """Each query's occluder ``(top, left, h, w)`` in its image's pixels, with that image's ``(height, width)``:
-        the draws of :meth:`materialise` (only the image headers are read)."""
-        boxes = []
-        for i, (path, _, _) in enumerate(query):
-            rng = np.random.default_rng([cls.seed, i])
-            rng.integers(len(train))  # the occluder-source image drawn first
-            with Image.open(path) as img:
-                boxes.append((occluder_box(img.height, img.width, rng, cls.coverage), (img.height, img.width)))
-        return boxes
-
-    @classmethod
     def materialise(cls, query: List[Item], train: List[Item], root: Path) -> Path:
-        tag = hashlib.sha1(f"{cls.coverage}-{cls.seed}-v1".encode()).hexdigest()[:10]
+        """Write the occluded queries once (atomically) with their :data:`OCCLUSION_FILE` of boxes."""
+        tag = hashlib.sha1(f"{cls.coverage}-{cls.seed}-v2".encode()).hexdigest()[:10]  # v2: with occlusion.json
         folder = root / "orl_faces_occluded" / f"query-{tag}"
-        if (folder / f"{len(query) - 1:03d}.png").is_file():
+        if (folder / OCCLUSION_FILE).is_file():
             return folder
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=".tmp-"))
         try:
+            boxes = {}
             for i, (path, _, _) in enumerate(query):
                 rng = np.random.default_rng([cls.seed, i])
                 other = np.asarray(Image.open(train[int(rng.integers(len(train)))][0]).convert("L"))
                 image = np.asarray(Image.open(path).convert("L"))
-                Image.fromarray(occlude(image, other, rng, cls.coverage)).save(tmp / f"{i:03d}.png")
+                box = occluder_box(*image.shape, rng, cls.coverage)
+                occluded, kind = paste_occluder(image, other, rng, box)
+                Image.fromarray(occluded).save(tmp / f"{i:03d}.png")
+                boxes[f"{i:03d}.png"] = _box_entry(box, *image.shape, kind)
+            write_occlusion_file(tmp / OCCLUSION_FILE, boxes, about=f"orl_faces_occluded queries (seed {cls.seed}, "
+                                                                    f"coverage {cls.coverage}): one occluder each")
             if not folder.exists():  # another process may have written it meanwhile; then ours is dropped below
                 os.replace(tmp, folder)
         finally:

@@ -28,8 +28,8 @@ from ..registry import DATASETS
 from .datasets import Item, SafeImageDataset, relabel_ids
 from .io import IMAGE_SUFFIXES
 
-__all__ = ["QUERY_CAMERA", "GALLERY_CAMERA", "TEST_ONLY", "Layout", "find_dataset_dir", "scan_split",
-           "OccludedREID", "PartialREID", "PartialILIDS", "PDukeMTMCReID"]
+__all__ = ["QUERY_CAMERA", "GALLERY_CAMERA", "TEST_ONLY", "Layout", "find_dataset_dir", "split_dirs", "scan_split",
+           "init_without_training", "OccludedREID", "PartialREID", "PartialILIDS", "PDukeMTMCReID"]
 
 _logger = logging.getLogger(__name__)
 
@@ -73,18 +73,29 @@ def find_dataset_dir(root: Path, layout: Layout, split: str = "") -> Tuple[Path,
     (P-DukeMTMC-reID: ``train``/``test``). The first complete copy wins; the error says which folders were expected
     and which were found."""
     bases = [b for b in (_pick(p, layout.dataset_dirs) for p in [root, *_subdirs(root)]) if b is not None]
-    for base in bases:
-        inner = _pick(base, [split]) if split else base
-        query = _pick(inner, layout.query_dirs) if inner else None
-        gallery = _pick(inner, layout.gallery_dirs) if inner else None
-        if query is not None and gallery is not None:
-            return query, gallery
     if not bases:
         raise FileNotFoundError(f"{layout.title} not found under {root}: expected {layout.expected()}; {root} holds "
                                 f"{_listing(root)}. Download the benchmark and unpack it under data.root")
-    inner = _pick(bases[0], [split]) if split else bases[0]
+    errors = []
+    for base in bases:
+        try:
+            return split_dirs(base, layout, split)
+        except FileNotFoundError as err:
+            errors.append(err)
+    raise errors[0]
+
+
+def split_dirs(base: Path, layout: Layout, split: str = "") -> Tuple[Path, Path]:
+    """``(query folder, gallery folder)`` of ``layout`` inside the dataset folder ``base`` (names matched without
+    case, ``-`` or ``_``); ``split`` as in :func:`find_dataset_dir`. Raises ``FileNotFoundError`` naming ``base``,
+    what it holds and what was expected."""
+    inner = _pick(base, [split]) if split else base
+    query = _pick(inner, layout.query_dirs) if inner else None
+    gallery = _pick(inner, layout.gallery_dirs) if inner else None
+    if query is not None and gallery is not None:
+        return query, gallery
     prefix = f"{split}/ holding " if split and inner is None else ""
-    raise FileNotFoundError(f"{layout.title}: {inner or bases[0]} holds {_listing(inner or bases[0])}; expected "
+    raise FileNotFoundError(f"{layout.title}: {inner or base} holds {_listing(inner or base)}; expected "
                             f"{prefix}{' or '.join(layout.query_dirs)} (query) and {' or '.join(layout.gallery_dirs)} "
                             f"(gallery)")
 
@@ -122,11 +133,8 @@ def _check_counts(title: str, split: str, items: List[Item], images: int, ids: i
 
 
 class TestOnlyDataset(SafeImageDataset):
-    """A benchmark with a query and a gallery but no training split: listed in ``data.targets`` only.
-
-    torchreid's ``Dataset`` indexes every split's first item, so it is built with one gallery image standing in for
-    the training list, which is then emptied (``num_train_pids`` 0): nothing of the test set can reach training.
-    """
+    """A benchmark with a query and a gallery but no training split: listed in ``data.targets`` only (built by
+    :func:`init_without_training`)."""
 
     name: str  # the registered name
     layout: Layout
@@ -143,10 +151,20 @@ class TestOnlyDataset(SafeImageDataset):
             for split, items in (("query", query), ("gallery", gallery)):
                 if split in self.counts:
                     _check_counts(self.layout.title, split, items, *self.counts[split])
-        super().__init__(gallery[:1], query, gallery, mode=mode, verbose=False, **kwargs)
-        self.train, self.num_train_pids, self.num_train_cams, self.num_datasets = [], 0, 0, 0
-        if verbose:
-            self.show_summary()
+        init_without_training(self, query, gallery, mode=mode, verbose=verbose, **kwargs)
+
+
+def init_without_training(dataset: SafeImageDataset, query: List[Item], gallery: List[Item], mode: str,
+                          verbose: bool = True, **kwargs) -> None:
+    """Initialise ``dataset`` as a test set with no training split (``train`` empty, ``num_train_pids`` 0).
+
+    torchreid's ``Dataset`` indexes every split's first item, so one gallery image stands in for the training list
+    while it is built, and the list is emptied afterwards: nothing of the test set can reach training.
+    """
+    SafeImageDataset.__init__(dataset, gallery[:1], query, gallery, mode=mode, verbose=False, **kwargs)
+    dataset.train, dataset.num_train_pids, dataset.num_train_cams, dataset.num_datasets = [], 0, 0, 0
+    if verbose:
+        dataset.show_summary()
 
 
 @DATASETS.register(name="occluded_reid")

@@ -13,6 +13,7 @@ for Deep Learning Person Re-Identification in Pytorch", 2019); LFEM paper Sec. 3
 from __future__ import annotations
 
 import logging
+import math
 from contextlib import nullcontext
 from typing import Any, Dict, List, NamedTuple, Optional
 
@@ -22,6 +23,7 @@ from torch import nn
 from .. import _torchreid
 from ..data.occluders import OCCLUDERS, paste_occluders, split_views
 from ..losses import GateVisibilityLoss, MultiBranchLoss
+from ..optim import guarded_step
 from ..utils import distributed as D
 from .checkpointing import CheckpointMixin, NonFiniteLossError, non_finite_advice
 from .evaluation import EvaluationMixin, print_results
@@ -52,9 +54,9 @@ class _PluginParts(TrainLoopMixin, EvaluationMixin, CheckpointMixin):
     """The three parts every engine of the plugin adds to torchreid's."""
 
     def _init_parts(self, use_cameras: bool, checkpoint_period: int, save_checkpoints: bool,
-                    config_text: str, target_sie: Optional[Dict[str, str]] = None) -> None:
+                    config_text: str, target_sie: Optional[Dict[str, str]] = None, eval_amp: str = "off") -> None:
         self._init_loop()
-        self._init_evaluation(use_cameras, target_sie)
+        self._init_evaluation(use_cameras, target_sie, eval_amp)
         self._init_checkpointing(checkpoint_period, save_checkpoints, config_text)
 
 
@@ -71,6 +73,7 @@ class LFEMEngine(_PluginParts, _TR.engine.Engine):
         criterion: :class:`MultiBranchLoss` over the model's branches.
         use_gpu: run on CUDA when available.
         amp: ``'bf16'``, ``'fp16'`` (with a GradScaler) or ``'off'``; always off on CPU.
+        eval_amp: evaluation autocast, ``'bf16'`` or ``'off'``; always off on CPU.
         grad_clip: max gradient norm (0: off).
         use_cameras: pass query/gallery camera ids to the model at evaluation (SIE).
         target_sie: per target, how its cameras reach SIE (``'cameras'``, ``'mean'``, ``'off'``; default
@@ -87,8 +90,8 @@ class LFEMEngine(_PluginParts, _TR.engine.Engine):
     def __init__(self, datamanager, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
                  criterion: MultiBranchLoss, use_gpu: bool = True, amp: str = "bf16", grad_clip: float = 0.0,
                  use_cameras: bool = True, checkpoint_period: int = 0, save_checkpoints: bool = True,
-                 config_text: str = "", target_sie: Optional[Dict[str, str]] = None, gate_supervision: float = 0.0,
-                 occluder: str = "noise") -> None:
+                 config_text: str = "", target_sie: Optional[Dict[str, str]] = None, eval_amp: str = "off",
+                 gate_supervision: float = 0.0, occluder: str = "noise") -> None:
         super().__init__(datamanager, use_gpu)
         self.model, self.optimizer, self.scheduler, self.criterion = model, optimizer, scheduler, criterion
         self.register_model("model", model, optimizer, scheduler)
@@ -103,7 +106,9 @@ class LFEMEngine(_PluginParts, _TR.engine.Engine):
         self.gate_loss = GateVisibilityLoss(gate_supervision) if gate_supervision else None
         self.num_views = getattr(D.unwrap(model), "num_views", 1)
         self.skipped_steps = 0
-        self._init_parts(use_cameras, checkpoint_period, save_checkpoints, config_text, target_sie)
+        self.train_step = self._train_step
+        self._init_parts(use_cameras, checkpoint_period, save_checkpoints, config_text, target_sie, eval_amp)
+        self.all_finite = torch.ones((), dtype=torch.bool, device=self.device)  # no non-finite loss yet (non-fp16)
 
     # ---- training ----------------------------------------------------------------------------------------------
     def _autocast(self):
@@ -122,15 +127,49 @@ class LFEMEngine(_PluginParts, _TR.engine.Engine):
                              "gives them for these keys (data.occluders.VisibilityMultiView)")
         if self.occluder == "paste":
             images = paste_occluders(images, boxes.to(self.device, non_blocking=True), pids)
+        if visibility is not None:
+            visibility = visibility.to(self.device, non_blocking=True)
         return images, visibility
 
     def compute_loss(self, data: Dict[str, Any]) -> Step:
         """The training step's forward: the views of a batch (with camera ids) through the model, the heads on the
-        (under DDP: gathered) branch features, and the multi-branch loss (plus the gate visibility loss when on).
-        Runs under the caller's autocast."""
-        pids = data["pid"].to(self.device)
-        cameras = data["camid"].to(self.device)
+        (under DDP: gathered) branch features, and the multi-branch loss (:attr:`train_step`: compiled with
+        ``lfem.compile``), plus the gate visibility loss when on. Runs under the caller's autocast; copies the batch
+        to the device without waiting."""
+        pids = data["pid"].to(self.device, non_blocking=True)
+        cameras = data["camid"].to(self.device, non_blocking=True)
         images, visibility = self._views(data, pids)
+        return self.train_step(images, cameras, pids, visibility)
+
+    def forward_backward(self, data: Dict[str, Any]) -> Dict[str, torch.Tensor]:
+        """One training step; returns its summary (loss, acc in %, every term, mean gates) as 0-dim device
+        tensors, read to the host by the loop every ``print_freq`` steps: the step itself reads nothing back (no
+        device sync), so the host can queue the next steps while the device computes."""
+        with self._autocast():
+            step = self.compute_loss(data)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(step.loss).backward()
+        if self.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+        if self.amp == "fp16":  # GradScaler skips a step whose gradients overflow, on the device
+            self.scaler.step(self.optimizer)
+        else:  # a non-finite loss stops the run at the next read; until then no step changes the weights
+            self.all_finite = torch.isfinite(step.loss.detach()) & self.all_finite
+            guarded_step(self.optimizer, self.all_finite)
+        self.scaler.update()
+        self.global_step += 1
+        summary = {"loss": step.loss.detach(),
+                   "acc": (step.logits[0].detach().argmax(1) == step.pids).float().mean() * 100,
+                   **{k: v.detach() for k, v in step.terms.items()}}
+        if step.gates is not None:
+            summary.update({f"gate/{k + 1}": g for k, g in enumerate(step.gates.detach().float().mean(0))})
+        return summary
+
+    def _train_step(self, images: torch.Tensor, cameras: torch.Tensor, pids: torch.Tensor,
+                    visibility: Optional[torch.Tensor] = None) -> Step:
+        """Forward, classify and loss of one batch on the device: one graph for ``torch.compile`` (no host read, no
+        data-dependent branch). ``visibility``: ``(B, V, K)`` targets of the gate visibility loss."""
         out = self.model(images, camera=cameras, branch_features=True)
         # Under DDP, heads and losses see the global batch (BNNeck statistics, batch-hard mining), as a single
         # process would; gradients flow back to each rank through the differentiable gather.
@@ -143,39 +182,30 @@ class LFEMEngine(_PluginParts, _TR.engine.Engine):
             loss = loss + terms["vis/gate_bce"]
         return Step(loss, terms, logits, pids, out.gates)
 
-    def forward_backward(self, data: Dict[str, Any]) -> Dict[str, float]:
-        with self._autocast():
-            step = self.compute_loss(data)
-        self._check_finite(step.loss, step.terms)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(step.loss).backward()
-        if self.grad_clip > 0:
-            self.scaler.unscale_(self.optimizer)
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
-        self.global_step += 1
-        summary = {"loss": step.loss.item(),
-                   "acc": (step.logits[0].argmax(1) == step.pids).float().mean().item() * 100}
-        summary.update({k: v.item() for k, v in step.terms.items()})
-        if step.gates is not None:
-            summary.update({f"gate/{k + 1}": g.item() for k, g in enumerate(step.gates.float().mean(0))})
-        return summary
+    def compile(self, **kwargs: Any) -> None:
+        """``torch.compile`` the training step (forward, classify and loss: one graph) and, in place, the model
+        (its evaluation forward; the state dict keeps its keys, so checkpoints stay interchangeable)."""
+        D.unwrap(self.model).compile(**kwargs)
+        self.train_step = torch.compile(self._train_step, **kwargs)
 
-    def _check_finite(self, loss: torch.Tensor, terms: Dict[str, torch.Tensor]) -> None:
-        """Stop on a non-finite loss, naming the newest finite checkpoint; under fp16 AMP, GradScaler skips such a
-        step (its gradients overflow) and only a run of them is a failure."""
-        if torch.isfinite(loss):
-            self.skipped_steps = 0
-            return
-        self.skipped_steps += 1
-        if self.amp == "fp16" and self.skipped_steps < MAX_SKIPPED_FP16_STEPS:
-            _logger.warning("non-finite loss at step %d under fp16: GradScaler skips the step", self.global_step + 1)
-            return
-        bad = {k: float(v.detach()) for k, v in terms.items()}
-        raise NonFiniteLossError(f"non-finite loss at epoch {self.epoch + 1}, iteration {self.batch_idx + 1} "
-                                 f"(step {self.global_step + 1}): total={float(loss.detach())}, terms={bad}. "
-                                 f"Training stopped; {non_finite_advice(self._save_dir)}.")
+    def _check_steps(self, steps) -> None:
+        """Stop on a non-finite loss, naming its step and the newest finite checkpoint; under fp16 AMP, GradScaler
+        skips such a step (its gradients overflow) and only a run of ``MAX_SKIPPED_FP16_STEPS`` of them fails."""
+        for step in steps:
+            loss = step.summary["loss"]
+            if math.isfinite(loss):
+                self.skipped_steps = 0
+                continue
+            self.skipped_steps += 1
+            if self.amp == "fp16" and self.skipped_steps < MAX_SKIPPED_FP16_STEPS:
+                _logger.warning("non-finite loss at step %d under fp16: GradScaler skipped the step",
+                                step.global_step)
+                continue
+            bad = {k: v for k, v in step.summary.items() if k.startswith(("ce/", "tri/", "vis/"))}
+            raise NonFiniteLossError(f"non-finite loss at epoch {step.epoch + 1}, iteration {step.batch_idx + 1} "
+                                     f"(step {step.global_step}): total={loss}, terms={bad}. "
+                                     f"Training stopped; {non_finite_advice(self._save_dir)}.")
+
 
 class TorchreidSoftmaxEngine(_PluginParts, _TR.engine.ImageSoftmaxEngine):
     """torchreid's ``ImageSoftmaxEngine`` with the plugin's evaluation and checkpoints (for fair comparisons).

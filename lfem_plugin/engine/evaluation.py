@@ -46,8 +46,12 @@ class EvaluationMixin:
 
     use_cameras: bool = False
 
-    def _init_evaluation(self, use_cameras: bool, target_sie: Optional[Dict[str, str]] = None) -> None:
+    def _init_evaluation(self, use_cameras: bool, target_sie: Optional[Dict[str, str]] = None,
+                         eval_amp: str = "off") -> None:
+        if eval_amp not in ("bf16", "off"):
+            raise ValueError(f"test.amp={eval_amp!r}; choices: 'bf16', 'off'")
         self.device = torch.device("cuda" if self.use_gpu else "cpu")
+        self.eval_amp = eval_amp if self.device.type == "cuda" else "off"
         self.use_cameras = use_cameras
         self.target_sie = dict(target_sie or {})
         self.last_results: Dict[str, Dict[str, Any]] = {}
@@ -90,7 +94,9 @@ class EvaluationMixin:
         feats, pids, cams = [], [], []
         for data in D.shard_loader(loader):
             images, pid, cam = self.parse_data_for_eval(data)
-            feats.append(self.extract_features(images.to(self.device), camera_argument(cam, sie)).cpu())
+            images = images.to(self.device, non_blocking=True)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.eval_amp == "bf16"):
+                feats.append(self.extract_features(images, camera_argument(cam, sie)).cpu())
             pids.append(pid)
             cams.append(cam)
         feats, pids, cams = (D.gather_objects(torch.cat(x) if x else None) for x in (feats, pids, cams))

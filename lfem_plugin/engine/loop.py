@@ -5,21 +5,34 @@ Reference: torchreid ``Engine.run`` / ``Engine.train``.
 """
 from __future__ import annotations
 
+import datetime
 import logging
 import sys
 import time
-from typing import Any, Dict, List
+from typing import Any, Dict, List, NamedTuple, Optional
 
+import torch
+
+from .. import _torchreid
 from ..utils import distributed as D
 
-__all__ = ["TrainLoopMixin"]
+__all__ = ["TrainLoopMixin", "StepRecord", "read_summaries"]
+
+_TR_METER = _torchreid.root().utils.avgmeter
 
 _progress_logger = logging.getLogger("lfem_plugin.progress")  # full per-iteration terms; the CLI keeps them off a tty
 
 
 class TrainLoopMixin:
     """``run`` returns the results; ``train`` sets the DDP sampler's epoch, shows the bar on a terminal, records
-    train images/s (all views, all ranks) and lets the checkpointing part act at the end of the epoch."""
+    train images/s (all views, all ranks) and lets the checkpointing part act at the end of the epoch.
+
+    ``train`` is torchreid's ``Engine.train`` loop with one change: ``forward_backward`` may return its summary as
+    device tensors, and they are read to the host together every ``print_freq`` iterations and at the end of the
+    epoch (one device sync per ``print_freq`` steps instead of ~28 per step). The log line, the bar and TensorBoard
+    then get, step by step, the same numbers torchreid's loop gives them; ``_check_steps`` sees every step's values
+    before anything else happens (the non-finite check of :class:`~lfem_plugin.engine.LFEMEngine`).
+    """
 
     num_views: int = 1
 
@@ -40,42 +53,107 @@ class TrainLoopMixin:
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(self.epoch)
         start = time.perf_counter()
-        loader = self.train_loader
+        self.set_model_mode("train")
+        self.two_stepped_transfer_learning(self.epoch, fixbase_epoch, open_layers)
+        self.num_batches = len(self.train_loader)
+        bar = None
         if sys.stderr.isatty() and D.is_main():  # one compact bar on a terminal; torchreid's log lines otherwise
-            self.train_loader = _Progress(loader, f"epoch {self.epoch + 1}/{self.max_epoch}")
-            self.forward_backward = _CompactSummary(self.forward_backward, self.train_loader, self, print_freq)
-            print_freq = sys.maxsize  # torchreid's ~600-character line would interleave with the bar
-        try:
-            super().train(print_freq, fixbase_epoch, open_layers)
-        finally:
-            self.train_loader = loader
-            self.__dict__.pop("forward_backward", None)
+            bar = _Progress(self.train_loader, f"epoch {self.epoch + 1}/{self.max_epoch}")
+        log = _StepLog(self, max(1, print_freq), bar)
+        end = time.time()
+        for self.batch_idx, data in enumerate(bar if bar is not None else self.train_loader):
+            data_time = time.time() - end
+            summary = self.forward_backward(data)
+            log.add(summary, data_time, time.time() - end)
+            if (self.batch_idx + 1) % log.print_freq == 0:
+                log.flush()
+            end = time.time()
+        log.flush()
+        self.update_lr()
         images = len(self.train_loader) * self.train_loader.batch_size * self.num_views * D.world_size()
         self.train_images_per_s.append(images / max(time.perf_counter() - start, 1e-9))
         self._end_of_epoch(self._save_dir)
 
+    def _check_steps(self, steps: List["StepRecord"]) -> None:
+        """Called with the steps just read to the host, before they are logged; the engines may raise here."""
 
-class _CompactSummary:
-    """Wraps ``forward_backward`` on a terminal: loss, acc, lr and the mean LFEM gate go to the bar; every
-    ``print_freq`` iterations the full terms go to the ``lfem_plugin.progress`` logger (the log file)."""
 
-    def __init__(self, step, bar: "_Progress", engine, print_freq: int) -> None:
-        self.step, self.bar, self.engine, self.print_freq = step, bar, engine, max(1, print_freq)
+class StepRecord(NamedTuple):
+    """One training step as the loop saw it: where it was and what ``forward_backward`` returned."""
 
-    def __call__(self, data):
-        summary = self.step(data)
+    epoch: int
+    batch_idx: int
+    global_step: int
+    summary: Dict[str, Any]
+    data_time: float
+    batch_time: float
+
+
+class _StepLog:
+    """Steps whose summaries are still on the device; ``flush`` reads them all at once (``stack().tolist()``) and
+    replays them into torchreid's meters, its log line, TensorBoard and the bar, as torchreid's loop would have."""
+
+    def __init__(self, engine, print_freq: int, bar: Optional["_Progress"]) -> None:
+        self.engine, self.print_freq, self.bar = engine, print_freq, bar
+        self.pending: List[StepRecord] = []
+        self.losses, self.batch_time, self.data_time = _TR_METER.MetricMeter(), _TR_METER.AverageMeter(), \
+            _TR_METER.AverageMeter()
+
+    def add(self, summary: Dict[str, Any], data_time: float, batch_time: float) -> None:
         engine = self.engine
+        self.pending.append(StepRecord(engine.epoch, engine.batch_idx, getattr(engine, "global_step", 0), summary,
+                                  data_time, batch_time))
+
+    def flush(self) -> None:
+        steps, self.pending = [s._replace(summary=v) for s, v in zip(self.pending, read_summaries(
+            [s.summary for s in self.pending]))], []
+        self.engine._check_steps(steps)
+        for step in steps:
+            self._replay(step)
+
+    def _replay(self, step: StepRecord) -> None:
+        engine = self.engine
+        self.data_time.update(step.data_time)
+        self.batch_time.update(step.batch_time)
+        self.losses.update(step.summary)
+        if (step.batch_idx + 1) % self.print_freq == 0:
+            self._report(step)
+        if engine.writer is not None:
+            n_iter = step.epoch * engine.num_batches + step.batch_idx
+            engine.writer.add_scalar("Train/time", self.batch_time.avg, n_iter)
+            engine.writer.add_scalar("Train/data", self.data_time.avg, n_iter)
+            for name, meter in self.losses.meters.items():
+                engine.writer.add_scalar("Train/" + name, meter.avg, n_iter)
+            engine.writer.add_scalar("Train/lr", engine.get_current_lr(), n_iter)
+
+    def _report(self, step: StepRecord) -> None:
+        """Every ``print_freq`` steps: the bar and the full terms in the log on a terminal, torchreid's line off it."""
+        engine, summary = self.engine, step.summary
+        if self.bar is None:
+            left = (engine.max_epoch - step.epoch) * engine.num_batches - (step.batch_idx + 1)
+            print(f"epoch: [{step.epoch + 1}/{engine.max_epoch}][{step.batch_idx + 1}/{engine.num_batches}]\t"
+                  f"time {self.batch_time.val:.3f} ({self.batch_time.avg:.3f})\t"
+                  f"data {self.data_time.val:.3f} ({self.data_time.avg:.3f})\t"
+                  f"eta {datetime.timedelta(seconds=int(self.batch_time.avg * left))}\t"
+                  f"{self.losses}\tlr {engine.get_current_lr():.6f}")
+            return
         shown = {"loss": f"{summary['loss']:.3f}", "acc": f"{summary.get('acc', 0.0):.1f}",
                  "lr": f"{engine.get_current_lr():.2e}"}
         gates = [v for k, v in summary.items() if k.startswith("gate/")]
         if gates:
             shown["gate"] = f"{sum(gates) / len(gates):.2f}"
         self.bar.set_postfix(shown)
-        if (engine.batch_idx + 1) % self.print_freq == 0:
-            terms = "  ".join(f"{k} {v:.4f}" for k, v in summary.items())
-            _progress_logger.info("epoch %d/%d iter %d/%d: %s  lr %.6f", engine.epoch + 1, engine.max_epoch,
-                                  engine.batch_idx + 1, engine.num_batches, terms, engine.get_current_lr())
-        return summary
+        terms = "  ".join(f"{k} {v:.4f}" for k, v in summary.items())
+        _progress_logger.info("epoch %d/%d iter %d/%d: %s  lr %.6f", step.epoch + 1, engine.max_epoch,
+                              step.batch_idx + 1, engine.num_batches, terms, engine.get_current_lr())
+
+
+def read_summaries(summaries: List[Dict[str, Any]]) -> List[Dict[str, float]]:
+    """The step summaries with every tensor read to the host in one transfer (floats pass through); ``[]`` in,
+    ``[]`` out. Each tensor must hold one value."""
+    tensors = [v.detach().float().reshape(()) for s in summaries for v in s.values() if torch.is_tensor(v)]
+    values = iter(torch.stack(tensors).tolist() if tensors else [])
+    return [{k: next(values) if torch.is_tensor(v) else float(v) for k, v in s.items()} for s in summaries]
 
 
 class _Progress:

@@ -273,6 +273,7 @@ def _variant(name: str, arch: str, fixed: Tuple[str, ...] = (), training: Option
 
 _BASE_S11 = dict(img_size=(256, 128), stride=11, num_cameras=8, sie_coef=3.0)
 _TINY = dict(img_size=(64, 32), stride=8, num_cameras=2, sie_coef=3.0, drop_path_rate=0.0)
+_MINI = dict(img_size=(128, 64), stride=12, num_cameras=2, sie_coef=3.0, drop_path_rate=0.0)
 _NAMED_GEOMETRY = ("img_size", "stride")  # names ending in _s<stride>_<H>x<W> state both
 
 # The paper's model (ViT-B/16, stride 11, SIE 3.0, JPM + rearrange, LFEM, erase/crop views, 256x128).
@@ -281,10 +282,12 @@ _variant("lfem_vit_base_patch16_s11_256x128", "vit_base_patch16", _NAMED_GEOMETR
 _variant("lfem_deit_base_patch16_s11_256x128", "deit_base_patch16", _NAMED_GEOMETRY, **_BASE_S11)
 _variant("lfem_deit_small_patch16_s16_256x128", "deit_small_patch16", _NAMED_GEOMETRY, **dict(_BASE_S11, stride=16))
 _variant("lfem_vit_tiny", "vit_tiny_test", **_TINY)
+_variant("lfem_vit_mini", "vit_mini", **_MINI)  # 128-d, depth 4, stride 12 at 128x64: CPU-sized pedestrians
 # The paper's "Baseline (ViT)": TransReID (same backbone and JPM heads), no LFEM, one view, TransReID's eval feature.
 _BASELINE = dict(use_lfem=False, num_views=1, local_feature="jpm", eval_feature="concat")
 _variant("vit_transreid", "vit_base_patch16", ("use_lfem", "num_views"), **_BASE_S11, **_BASELINE)
 _variant("vit_transreid_tiny", "vit_tiny_test", ("use_lfem", "num_views"), **_TINY, **_BASELINE)
+_variant("vit_transreid_mini", "vit_mini", ("use_lfem", "num_views"), **_MINI, **_BASELINE)
 # Beyond the paper: the visibility-aware LFEM (issue 25), every part on - gates supervised by each view's group
 # visibility (weight 1.0, not tuned: choose it on a validation split), occluders pasted from other identities, JPM
 # stripes (rearrange off, so groups can be occluded apart) and the gate scaling the whole local (models/lfem.py).

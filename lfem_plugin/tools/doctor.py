@@ -22,8 +22,10 @@ import numpy as np
 import torch
 from yacs.config import CfgNode
 
+from ..engine.loop import read_summaries
 from ..utils.distributed import unwrap as _unwrap
 from . import train as T
+from .efficiency import distance_to_peak, format_peak
 
 __all__ = ["run_doctor", "format_report"]
 
@@ -55,8 +57,7 @@ def _time_training(engine, iters: int, warmup: int) -> Dict[str, Any]:
             loader = iter(engine.train_loader)
             data = next(loader)
         arrived = time.perf_counter()
-        summary = engine.forward_backward(data)
-        _sync(engine.device)
+        summary = read_summaries([engine.forward_backward(data)])[0]  # reads (and waits for) the step
         now = time.perf_counter()
         losses.append(summary["loss"])
         gates.append([v for k, v in sorted(summary.items()) if k.startswith("gate/")])
@@ -75,7 +76,7 @@ def _fixed_batch(engine, data, steps: int) -> Dict[str, Any]:
     """Train ``steps`` times on one batch at the base learning rate (no warmup): a healthy model's loss falls."""
     for group in engine.optimizer.param_groups:
         group["lr"] = group.get("initial_lr", group["lr"])
-    losses = [engine.forward_backward(data)["loss"] for _ in range(steps)]
+    losses = [summary["loss"] for summary in read_summaries([engine.forward_backward(data) for _ in range(steps)])]
     return {"fixed_batch_losses": [round(v, 4) for v in losses], "fixed_batch_loss_falls": losses[-1] < losses[0]}
 
 
@@ -187,6 +188,7 @@ def run_doctor(cfg: CfgNode, iters: int = 5, warmup: int = 2, fixed_steps: int =
             "peak_mem_mb": _peak_mem_mb(device), "iters_per_epoch": len(dm.train_loader)}
         report.update(_fixed_batch(engine, batch, fixed_steps))
         report.update(_time_eval(engine, dm, eval_images))
+        report.update(distance_to_peak(engine, batch, report))
         report["projected_epoch_s"] = report["iters_per_epoch"] * report["iter_s"]
         report["evaluations"] = _num_evaluations(cfg)
         eval_s = report["eval_total_images"] / report["eval_images_per_s"]
@@ -214,8 +216,10 @@ def format_report(report: Dict[str, Any]) -> str:
              f"{'finite' if report['grads_finite'] else 'NOT finite'}, fixed-batch loss "
              f"{' -> '.join(f'{v:.3f}' for v in report['fixed_batch_losses'])} "
              f"({'falls' if report['fixed_batch_loss_falls'] else 'does NOT fall'}), LFEM gates {report['gate_mean']}"]
+    lines.append(format_peak(report))
     if "amp_grad_cosine" in report:
         lines.append(f"bf16 vs fp32, one step: loss rel. diff {report['amp_loss_rel_diff']:.2e}, gradient cosine "
                      f"{report['amp_grad_cosine']:.5f}")
     lines += [f"warning: {w}" for w in report["warnings"]] or ["no warnings"]
     return "\n".join(lines)
+

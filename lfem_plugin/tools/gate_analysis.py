@@ -1,6 +1,8 @@
-"""Does the LFEM gate respond to occlusion? Gates against the known occluders of ``orl_faces_occluded``.
+"""Does the LFEM gate respond to occlusion? Gates against the known occluders of a dataset's occluded queries.
 
-For every occluded query the occluder's rectangle is known (it is drawn deterministically); each JPM group's
+For every occluded query the occluder's rectangle is read from the dataset's occluder boxes file
+(:mod:`lfem_plugin.data.occlusion`: ``orl_faces_occluded`` writes one, ``market_layout_occluded`` folders may ship
+one beside ``query_occluded/``); each JPM group's
 occluded fraction is the mean, over the group's patches, of the share of the patch the occluder covers (at the
 model's input size). The gate ``r_k`` of the same group comes from the model's evaluation forward. The paper's
 claim ("adaptively strengthens visible local features") predicts lower gates for more occluded groups, i.e. a
@@ -16,13 +18,16 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
+from PIL import Image
 from scipy.stats import spearmanr
 
-from ..config import sie_mode
-from ..data.datasets import OrlFacesOccluded, find_orl_root, orl_split
+from ..config import market_layout_kwargs, sie_mode
 from ..data.io import read_image
+from ..data.market_layout import market_layout_options
+from ..data.occlusion import OccluderBox, find_occlusion_file, read_occlusion_file
 from ..data.transforms import build_test_transform
 from ..models.sie import camera_argument
+from ..registry import DATASETS
 from .visualize import _plt
 
 __all__ = ["group_occlusion", "gate_statistics", "analyze_gates", "plot_gates"]
@@ -67,17 +72,40 @@ def _gates(model: torch.nn.Module, paths: Sequence[str], cameras: Optional[Seque
     return gates.float().numpy()
 
 
-def analyze_gates(model: torch.nn.Module, cfg, root: str = "") -> Dict[str, Any]:
-    """Gates and occluded fractions of every occluded query of ``orl_faces_occluded``, and the gallery's gates."""
-    train, query, gallery = orl_split(find_orl_root(root))
-    boxes = OrlFacesOccluded.occluder_boxes(query, train)
-    occluded = OrlFacesOccluded(root=root, mode="query", verbose=False).query
-    mode = sie_mode(cfg, "orl_faces_occluded") if model.uses_sie else "off"  # as the evaluation does
-    q_gates = _gates(model, [item[0] for item in occluded], camera_argument([q[2] for q in occluded], mode), cfg)
+def _query_boxes(query: Sequence[tuple], boxes_file: str | Path) -> List[OccluderBox]:
+    """Each query's box from ``boxes_file`` (by file name), checked against the image's stored size."""
+    boxes = read_occlusion_file(boxes_file)
+    missing = [Path(item[0]).name for item in query if Path(item[0]).name not in boxes]
+    if missing:
+        raise ValueError(f"{boxes_file} has no box for {len(missing)} of {len(query)} queries (e.g. {missing[0]}); "
+                         f"every analysed query needs one: pass the boxes file of this query set (--boxes)")
+    out = []
+    for item in query:
+        box = boxes[Path(item[0]).name]
+        with Image.open(item[0]) as img:
+            if tuple(img.size) != tuple(box.image_size_wh):
+                raise ValueError(f"{boxes_file}: the box of {Path(item[0]).name} is for a {box.image_size_wh} "
+                                 f"(w, h) image but {item[0]} is {list(img.size)}; use the boxes file written with "
+                                 f"these images")
+        out.append(box)
+    return out
+
+
+def analyze_gates(model: torch.nn.Module, cfg, root: str = "", dataset: str = "orl_faces_occluded",
+                  boxes_file: Optional[str | Path] = None) -> Dict[str, Any]:
+    """Gates and occluded fractions of every query of ``dataset`` (a registered dataset name) whose occluder box is
+    in ``boxes_file`` (default: the :data:`~lfem_plugin.data.occlusion.OCCLUSION_FILE` beside its queries), and the
+    gates of its gallery. ``fractions``/``query_gates``: ``(queries, groups)``; errors name the file at fault."""
+    with market_layout_options(**market_layout_kwargs(cfg)):
+        data = DATASETS.get(dataset)(root=root, mode="query", verbose=False)
+    query, gallery = data.query, data.gallery
+    boxes = _query_boxes(query, boxes_file or find_occlusion_file([item[0] for item in query]))
+    mode = sie_mode(cfg, dataset) if model.uses_sie else "off"  # as the evaluation does
+    q_gates = _gates(model, [item[0] for item in query], camera_argument([q[2] for q in query], mode), cfg)
     g_gates = _gates(model, [item[0] for item in gallery], camera_argument([g[2] for g in gallery], mode), cfg)
-    fractions = np.stack([group_occlusion(box, size, model) for box, size in boxes])
+    fractions = np.stack([group_occlusion(b.top_left_height_width(), b.image_height_width(), model) for b in boxes])
     per_group = [gate_statistics(fractions[:, k], q_gates[:, k]) for k in range(fractions.shape[1])]
-    return {"queries": gate_statistics(fractions, q_gates), "per_group": per_group,
+    return {"dataset": dataset, "queries": gate_statistics(fractions, q_gates), "per_group": per_group,
             "gallery_gate_mean": g_gates.mean(0).tolist(), "query_gate_mean": q_gates.mean(0).tolist(),
             "fractions": fractions.tolist(), "query_gates": q_gates.tolist()}
 

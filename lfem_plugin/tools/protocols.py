@@ -12,7 +12,8 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 from ..config import load_yaml_with_base
 
-__all__ = ["ModelSpec", "Profile", "PROFILES", "QUICK", "PAPER", "VISIBILITY", "LFEM_VARIANTS", "configs_dir"]
+__all__ = ["ModelSpec", "Profile", "PROFILES", "QUICK", "PAPER", "PEDESTRIANS", "VISIBILITY", "LFEM_VARIANTS",
+           "configs_dir"]
 
 
 def configs_dir() -> Path:
@@ -139,6 +140,24 @@ PAPER = Profile(
                                                  "train.max_epoch": 150}, needs_cuda=True),
     ),
 )
+# ---- pedestrians profile: CUHK03 camera pair 1 (a Market-layout folder), clean and occluded queries, CPU ---------
+_PED_LFEM = "cuhk03_pair1/lfem_vit_mini_s12_128x64.yaml"
+PEDESTRIANS = Profile(
+    name="pedestrians",
+    description="CUHK03 camera pair 1 at 128x64 (folder cuhk03_pair1_128x64 under --root: 743 train ids; 100 test "
+                "ids, clean queries = market_layout, occluded = market_layout_occluded, one gallery), random init, "
+                "CPU; ViT rows: lfem_vit_mini (128-d, depth 4, stride 12), AdamW 1e-3, 20 epochs; CNN: osnet_x0_25, "
+                "torchreid softmax recipe (configs/cuhk03_pair1/)",
+    common={},
+    models=(
+        ModelSpec("baseline_vit", "Baseline (ViT)", "cuhk03_pair1/vit_transreid_mini_s12_128x64.yaml"),
+        ModelSpec("lfem_only", "LFEM only", _PED_LFEM, {"lfem.views": ["original"]}),
+        ModelSpec("rerc_only", "RE&RC only", _PED_LFEM, {"lfem.use_lfem": False, "lfem.local_feature": "jpm"}),
+        ModelSpec("full", "Full (LFEM)", _PED_LFEM),
+        ModelSpec("osnet_x0_25", "OSNet x0.25", "cuhk03_pair1/cnn_softmax_128x64.yaml"),
+    ),
+)
+
 # ---- visibility profile (issue 25; prepared, not yet run): the visibility-aware LFEM's parts, one row each on top of
 # the paper's Full model, then all of them, on the quick profile's ORL occluded proxy and ViT recipe; run with
 # --seeds 0 1 2. Settings are to be chosen on a validation split of the training identities, never on the queries.
@@ -156,4 +175,4 @@ VISIBILITY = Profile(
         ModelSpec("vis_all", "All (lfem_vit_vis)", _QUICK_VIT, {"model.name": "lfem_vit_vis_tiny"}),
     ),
 )
-PROFILES = {"quick": QUICK, "paper": PAPER, "visibility": VISIBILITY}
+PROFILES = {"quick": QUICK, "paper": PAPER, "pedestrians": PEDESTRIANS, "visibility": VISIBILITY}

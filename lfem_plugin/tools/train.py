@@ -99,8 +99,6 @@ class PluginFamily:
         acceleration = C.acceleration_kwargs(cfg)
         if use_gpu and acceleration["tf32"]:
             torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-        if acceleration["compile"]:
-            model.compile()  # in place: the state dict keeps its keys, so checkpoints stay interchangeable
         if D.is_distributed():
             # The trunk's last block is not built under JPM, so every parameter is used: no find_unused_parameters.
             model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[torch.cuda.current_device()]
@@ -109,6 +107,8 @@ class PluginFamily:
         names = _unwrap(model).branch_names
         criterion = MultiBranchLoss(names, **C.criterion_kwargs(cfg, branch_weights(names, cfg.lfem.loss_weights)))
         engine = LFEMEngine(dm, model, optimizer, scheduler, criterion, use_gpu=use_gpu, **C.lfem_engine_kwargs(cfg))
+        if acceleration["compile"]:
+            engine.compile()  # the training step (model + loss) and, in place, the model (checkpoints keep their keys)
         return engine, model
 
 
@@ -151,7 +151,8 @@ def build_datamanager(cfg: CfgNode, models: Optional[Family] = None) -> ReIDData
     matching test transform), torchreid's models its own flip; under ``torchrun`` each rank loads its share.
     ``models``: the run's :func:`family` (asked here when not given)."""
     kwargs = (models or family(cfg)).datamanager_kwargs(cfg)
-    parts = dict(skip_bad_images=cfg.data.skip_bad_images,
+    parts = dict(skip_bad_images=cfg.data.skip_bad_images, market_layout=C.market_layout_kwargs(cfg),
+                 loader=C.loader_kwargs(cfg),
                  distributed=C.distributed_loader_kwargs(cfg) if D.is_distributed() else None)
     missing = preflight.check_torchreid_datasets(kwargs["root"], kwargs["sources"] + kwargs["targets"])
     try:

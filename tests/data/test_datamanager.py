@@ -32,3 +32,17 @@ def test_under_torchrun_the_train_loader_takes_this_ranks_share(synthetic_root):
     assert isinstance(dm.train_loader.sampler, DistributedIdentitySampler) and dm.train_loader.batch_size == 8
     batch = next(iter(dm.train_loader))
     assert len(batch["pid"]) == 8 and all((batch["pid"] == p).sum() == 2 for p in batch["pid"].unique())
+
+
+def test_tune_loader_sets_prefetch_and_persistent_workers_and_keeps_the_rest():
+    import torch
+
+    from lfem_plugin.data.datamanager import tune_loader
+    sampler = torch.utils.data.SequentialSampler(range(8))
+    loader = torch.utils.data.DataLoader(list(range(8)), batch_size=4, sampler=sampler, num_workers=2, drop_last=True)
+    tuned = tune_loader(loader, prefetch_factor=4, persistent_workers=True)
+    assert (tuned.prefetch_factor, tuned.persistent_workers) == (4, True)
+    assert (tuned.sampler, tuned.batch_size, tuned.num_workers, tuned.drop_last) == (sampler, 4, 2, True)
+    assert tune_loader(loader) is loader  # torch's defaults: the loader as built
+    single = torch.utils.data.DataLoader(list(range(8)), batch_size=4)
+    assert tune_loader(single, prefetch_factor=4, persistent_workers=True) is single  # no workers to tune

@@ -206,9 +206,10 @@ def test_non_finite_loss_stops_with_a_message(synthetic_root, tmp_path):
              "camid": torch.tensor([0, 1, 0, 1])}
     with torch.no_grad():
         engine.model.backbone.pos_embed.fill_(float("nan"))
-    engine.batch_idx = 0
+    engine.epoch, engine.max_epoch = 0, 1
+    engine.train_loader = torch.utils.data.DataLoader([batch], batch_size=None)  # the loop reads the step's values
     with pytest.raises(Exception, match=r"non-finite loss at epoch 1, iteration 1.*ce/original"):
-        engine.forward_backward(batch)
+        engine.train(print_freq=1)
 
 
 DDP_SCRIPT = r"""

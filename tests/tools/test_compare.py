@@ -149,6 +149,28 @@ def test_plugin_models_are_recognised_through_the_registry(tmp_path, monkeypatch
     assert result["registered_name"] == "lfem_deit_small_patch16_s16_256x128"
 
 
+def test_pedestrians_profile_scores_clean_and_occluded_queries_one_model_per_call(tmp_path):
+    from ..data.test_market_layout import write_market_folder
+    write_market_folder(tmp_path / "data" / "cuhk03_pair1_128x64")  # generated, under the profile's folder name
+    tiny = ("train.max_epoch", "1", "data.height", "64", "data.width", "32", "train.batch_size", "4",
+            "sampler.num_instances", "2", "test.batch_size", "4", "data.workers", "0", "train.save_checkpoints",
+            "False")
+    for key in ("full", "osnet_x0_25"):
+        [result] = run_compare("pedestrians", [key], seeds=[0], out_dir=tmp_path / "out", root=str(tmp_path / "data"),
+                               extra=tiny)
+        assert result["status"] == "ok", result.get("reason")
+        assert set(result["targets"]) == {"market_layout", "market_layout_occluded"}
+        assert result["R1"] == result["targets"]["market_layout"]["R1"]  # the first target: the clean queries
+    assert json.loads((tmp_path / "out" / "full_seed0.json").read_text())["registered_name"] == "lfem_vit_mini"
+    from lfem_plugin.tools.compare import _config
+    from lfem_plugin.tools.protocols import PEDESTRIANS
+    for spec in PEDESTRIANS.models:  # every row's config names the model it claims and both query sets
+        cfg = _config(spec, PEDESTRIANS, 0, tmp_path, str(tmp_path / "data"), (), None)
+        assert cfg.model.name == spec.model
+        assert list(cfg.data.targets) == ["market_layout", "market_layout_occluded"]
+        assert cfg.data.market_layout.folder == "cuhk03_pair1_128x64" and cfg.data.root == str(tmp_path / "data")
+
+
 def test_visibility_profile_rows_change_one_part_each_on_the_quick_recipe(tmp_path):
     from lfem_plugin.tools.compare import QUICK, _config
     from lfem_plugin.tools.protocols import PROFILES, VISIBILITY

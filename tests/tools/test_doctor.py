@@ -16,7 +16,8 @@ CPU_CONFIG = REPO / "configs" / "orl" / "lfem_vit_tiny_64x32_cpu.yaml"
 FIELDS = {"device", "amp", "batch_images", "iter_s", "data_s", "images_per_s", "peak_mem_mb", "iters_per_epoch",
           "projected_epoch_s", "projected_total_h", "eval_images_per_s", "eval_first_batch_s", "loss_first",
           "loss_last", "grads_finite", "gate_mean", "warnings", "fixed_batch_loss_falls", "amp_loss_rel_diff",
-          "amp_grad_cosine"}
+          "amp_grad_cosine", "train_gflops_per_image", "eval_gflops_per_image", "train_tflops", "eval_tflops",
+          "train_peak_fraction", "eval_peak_fraction"}
 
 
 def test_synthetic_occluded_duke_has_the_real_shape(tmp_path):
@@ -73,6 +74,9 @@ def test_doctor_cli_on_the_tiny_model_with_synthetic_duke(tmp_path, capsys):
     assert report["grads_finite"] and report["fixed_batch_loss_falls"] and len(report["gate_mean"]) == 4
     assert report["amp_grad_cosine"] > 0.99
     assert "images/s" in printed and "whole run (40 epochs + 2 evaluations)" in printed
+    assert report["train_gflops_per_image"] > 2.5 * report["eval_gflops_per_image"] > 0  # forward + backward
+    assert report["train_tflops"] == pytest.approx(report["train_gflops_per_image"] * report["images_per_s"] / 1e3)
+    assert report["train_peak_fraction"] is None and "device not in lfem_plugin.utils.flops.PEAKS" in printed  # CPU
     assert not (tmp_path / "run").exists()  # the user's run folder is never touched
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -58,3 +59,96 @@ def test_analyze_gates_refuses_a_model_without_lfem(tmp_path, capsys):
     torch.save({"state_dict": model.state_dict(), "epoch": 1, "config": cfg.dump()}, tmp_path / "m.pth")
     assert main(["analyze-gates", "--weights", str(tmp_path / "m.pth"), "--out", str(tmp_path / "out")]) == 2
     assert "no LFEM" in capsys.readouterr().err
+
+
+# ---- occluder boxes as data ----------------------------------------------------------------------------------------
+
+def _tiny_checkpoint(tmp_path, *opts, cameras=(0, 1)):
+    cfg = load_config(None, ["model.name", "lfem_vit_tiny", "data.root", str(tmp_path), "use_gpu", "False", *opts])
+    torch.manual_seed(0)
+    model = MODELS.get("lfem_vit_tiny")(num_classes=20, **model_kwargs(cfg, len(cameras), list(cameras)))
+    torch.save({"state_dict": model.state_dict(), "epoch": 1, "config": cfg.dump()}, tmp_path / "m.pth")
+    return model, cfg
+
+
+def _orl_boxes_as_drawn(query, train, seed=0, coverage=(0.2, 0.5)):
+    """Each ORL query's occluder re-drawn from its seed, as analyze-gates did before boxes were data."""
+    from PIL import Image
+
+    from lfem_plugin.data.datasets import occluder_box
+    boxes = []
+    for i, (path, _, _) in enumerate(query):
+        rng = np.random.default_rng([seed, i])
+        rng.integers(len(train))  # the occluder-source image drawn first
+        with Image.open(path) as img:
+            boxes.append((occluder_box(img.height, img.width, rng, coverage), (img.height, img.width)))
+    return boxes
+
+
+def test_orl_boxes_file_round_trip_equals_the_drawn_boxes(tmp_path):
+    from lfem_plugin.data.datasets import OrlFacesOccluded, find_orl_root, orl_split
+    from lfem_plugin.data.occlusion import find_occlusion_file, read_occlusion_file
+    from lfem_plugin.tools.gate_analysis import analyze_gates
+    model, cfg = _tiny_checkpoint(tmp_path)
+    train, query, _ = orl_split(find_orl_root(""))
+    occluded = OrlFacesOccluded(root=str(tmp_path), mode="query", verbose=False).query
+    path = find_occlusion_file([q[0] for q in occluded])
+    assert str(path.parent) == os.path.dirname(occluded[0][0])
+    boxes = read_occlusion_file(path)
+    drawn = _orl_boxes_as_drawn(query, train)
+    assert [(b.top_left_height_width(), b.image_height_width()) for b in boxes.values()] == drawn
+    result = analyze_gates(model, cfg, str(tmp_path))
+    expected = np.stack([group_occlusion(box, size, model) for box, size in drawn])
+    np.testing.assert_array_equal(np.array(result["fractions"]), expected)
+    np.testing.assert_equal(result["queries"], gate_statistics(expected, np.array(result["query_gates"])))
+
+
+def test_analyze_gates_reads_a_market_layout_boxes_file(tmp_path, capsys):
+    from lfem_plugin.data.occlusion import write_occlusion_file
+
+    from ..data.test_market_layout import NAMES, write_market_folder
+    base = write_market_folder(tmp_path / "mine")
+    boxes = {name: {"box_xyxy": [0, 8, 8, 16], "image_size_wh": [8, 16]} for name in NAMES["query_occluded"]}
+    write_occlusion_file(base / "occlusion.json", boxes)
+    # trained on the folder (cameras 0-2): the occluded queries get their cameras' SIE rows
+    _tiny_checkpoint(tmp_path, "data.market_layout.folder", "mine", "data.sources", "['market_layout']",
+                     cameras=(0, 1, 2))
+    assert main(["analyze-gates", "--weights", str(tmp_path / "m.pth"), "--dataset", "market_layout_occluded",
+                 "--out", str(tmp_path / "out")]) == 0
+    result = json.loads((tmp_path / "out" / "gates.json").read_text())
+    # the bottom half of every query is covered: the top group (rows 0-2 of 7) sees nothing of it
+    fractions = np.array(result["fractions"])
+    assert fractions.shape == (2, 4) and result["dataset"] == "market_layout_occluded"
+    model = MODELS.get("lfem_vit_tiny")(num_classes=3)
+    np.testing.assert_allclose(fractions[0], group_occlusion((8, 0, 8, 8), (16, 8), model))
+
+
+@pytest.mark.parametrize("entry, message", [
+    ({}, "needs 'box_xyxy'"),
+    ({"box_xyxy": [0, 0, 9, 16], "image_size_wh": [8, 16]}, "outside its image_size_wh"),
+    ({"box_xyxy": [0, 0, 8, 16], "image_size_wh": [16, 32]}, "is for a"),
+])
+def test_bad_boxes_files_name_the_fault(tmp_path, capsys, entry, message):
+    from lfem_plugin.data.occlusion import write_occlusion_file
+
+    from ..data.test_market_layout import NAMES, write_market_folder
+    base = write_market_folder(tmp_path / "mine")
+    write_occlusion_file(tmp_path / "boxes.json", {name: entry for name in NAMES["query_occluded"]})
+    _tiny_checkpoint(tmp_path, "data.market_layout.folder", str(base))
+    assert main(["analyze-gates", "--weights", str(tmp_path / "m.pth"), "--dataset", "market_layout_occluded",
+                 "--boxes", str(tmp_path / "boxes.json"), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "boxes.json" in err
+
+
+def test_a_query_without_a_box_is_an_error(tmp_path, capsys):
+    from lfem_plugin.data.occlusion import write_occlusion_file
+
+    from ..data.test_market_layout import NAMES, write_market_folder
+    base = write_market_folder(tmp_path / "mine")
+    first = NAMES["query_occluded"][0]
+    write_occlusion_file(base / "occlusion.json", {first: {"box_xyxy": [0, 0, 8, 8], "image_size_wh": [8, 16]}})
+    _tiny_checkpoint(tmp_path, "data.market_layout.folder", "mine")
+    assert main(["analyze-gates", "--weights", str(tmp_path / "m.pth"), "--dataset", "market_layout_occluded",
+                 "--out", str(tmp_path / "out")]) == 2
+    assert "no box for 1 of 2 queries" in capsys.readouterr().err

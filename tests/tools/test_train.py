@@ -66,19 +66,21 @@ def test_save_checkpoint_refuses_nan_optimizer_state(tmp_path):
 
 
 def test_fp16_skipped_steps_are_not_failures_but_a_run_of_them_is():
+    from lfem_plugin.engine.loop import StepRecord
     engine = tiny_engine()
-    engine.amp, engine.epoch, engine.batch_idx = "fp16", 0, 0
-    nan = torch.tensor(float("nan"))
-    for _ in range(MAX_SKIPPED_FP16_STEPS - 1):
-        engine._check_finite(nan, {})
-    engine._check_finite(torch.tensor(1.0), {})  # a good step resets the count
-    for _ in range(MAX_SKIPPED_FP16_STEPS - 1):
-        engine._check_finite(nan, {})
+    engine.amp = "fp16"
+
+    def steps(loss, count=1):  # steps as the loop reads them back (every print_freq steps)
+        return [StepRecord(0, 0, 1, {"loss": loss}, 0.0, 0.0)] * count
+    nan = float("nan")
+    engine._check_steps(steps(nan, MAX_SKIPPED_FP16_STEPS - 1))
+    engine._check_steps(steps(1.0))  # a good step resets the count
+    engine._check_steps(steps(nan, MAX_SKIPPED_FP16_STEPS - 1))
     with pytest.raises(NonFiniteLossError):
-        engine._check_finite(nan, {})
+        engine._check_steps(steps(nan))
     engine.amp = "off"
     with pytest.raises(NonFiniteLossError):
-        engine._check_finite(nan, {})
+        engine._check_steps(steps(nan))
 
 
 def test_resume_auto_on_a_finished_run_writes_nothing(synthetic_root, tmp_path, capsys):

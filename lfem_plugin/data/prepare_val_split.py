@@ -1,0 +1,93 @@
+"""A validation split of a Market-layout folder's *training* identities, written as a Market-layout folder.
+
+Settings (model size, stride, epochs) are chosen on it, never on the test queries: ``num_ids`` training identities
+(drawn with ``seed`` among those seen by at least two cameras) become the validation query and gallery, the rest
+stay for training. Per held-out identity, its images from its lowest camera are the queries and its images from the
+other cameras the gallery: on a two-camera folder (c1 query, c2 gallery) this is the test protocol itself. Images are
+hard-linked (copied across file systems) under their own names, and ``val_split.json`` records what was held out.
+The folder is written to a temporary sibling and renamed when complete.
+
+Reference: the usual ReID practice of holding out training identities for validation (e.g. torchreid's
+``Market1501`` users; fast-reid's ``DATASETS.VAL``-style splits).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections import defaultdict
+from pathlib import Path
+from typing import Dict, List
+
+import numpy as np
+
+from .datasets import DUKE_SPLITS
+from .market_layout import scan_market_split
+from .occluded_benchmarks import _pick
+
+__all__ = ["split_identities", "write_val_split"]
+
+_logger = logging.getLogger(__name__)
+
+
+def split_identities(items: List[tuple], num_ids: int, seed: int = 0) -> Dict[str, List[tuple]]:
+    """``{'train', 'query', 'gallery'}`` items of a training list ``(path, pid, camid)`` with ``num_ids`` identities
+    held out (raises ``ValueError`` when fewer than ``num_ids`` identities have two cameras, or none would be left)."""
+    cams: Dict[int, set] = defaultdict(set)
+    for _, pid, cam in items:
+        cams[pid].add(cam)
+    eligible = sorted(pid for pid, seen in cams.items() if len(seen) > 1)
+    if not 0 < num_ids <= len(eligible) or num_ids >= len(cams):
+        raise ValueError(f"cannot hold out {num_ids} identities: {len(eligible)} of the {len(cams)} training "
+                         f"identities are seen by two or more cameras; choose 1..{min(len(eligible), len(cams) - 1)}")
+    held = set(np.random.default_rng(seed).choice(eligible, size=num_ids, replace=False).tolist())
+    out: Dict[str, List[tuple]] = {"train": [], "query": [], "gallery": []}
+    for item in items:
+        pid, cam = item[1], item[2]
+        split = "train" if pid not in held else "query" if cam == min(cams[pid]) else "gallery"
+        out[split].append(item)
+    return out
+
+
+def _place(src: str, dst: Path) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:  # another file system, or links not allowed
+        shutil.copy2(src, dst)
+
+
+def write_val_split(source: str | os.PathLike, out: str | os.PathLike, num_ids: int = 100, seed: int = 0,
+                    overwrite: bool = False) -> Path:
+    """Write ``out`` (a Market-layout folder) from ``source``'s ``bounding_box_train/``: see the module docstring.
+    Raises ``FileExistsError`` when ``out`` exists (unless ``overwrite``) and ``FileNotFoundError`` naming
+    ``source`` when it has no training folder."""
+    source, out = Path(source).expanduser(), Path(out).expanduser()
+    train_dir = _pick(source, [DUKE_SPLITS["train"]]) if source.is_dir() else None
+    if train_dir is None:
+        raise FileNotFoundError(f"{source} has no {DUKE_SPLITS['train']}/ to hold identities out of; give the "
+                                f"Market-layout folder (bounding_box_train/, query/, bounding_box_test/)")
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists; remove it, choose another --out, or pass --overwrite")
+    # raw ids: the split is written under the original names, so the loader relabels training ids itself
+    splits = split_identities(scan_market_split(train_dir), num_ids, seed)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}-"))
+    try:
+        for split, folder in (("train", DUKE_SPLITS["train"]), ("query", "query"), ("gallery", DUKE_SPLITS["gallery"])):
+            (tmp / folder).mkdir()
+            for path, *_ in splits[split]:
+                _place(path, tmp / folder / Path(path).name)
+        held = sorted({pid for _, pid, _ in splits["query"]})
+        record = {"source": str(source), "seed": seed, "held_out_ids": held,
+                  "images": {split: len(items) for split, items in splits.items()}}
+        (tmp / "val_split.json").write_text(json.dumps(record, indent=1) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    _logger.info("validation split of %s: %s", source, record["images"])
+    return out
