@@ -14,7 +14,7 @@ import logging
 import sys
 import warnings
 from types import ModuleType
-from typing import Any, Callable, Dict, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 from .registry import same_definition
 
@@ -33,8 +33,17 @@ def root() -> ModuleType:
     return resolve_root(ROOT_CANDIDATES)
 
 
+# Import name -> pip distribution of what torchreid imports at module level (lfem_plugin's setup.py lists them).
+_PIP_NAMES = {"cv2": "opencv-python-headless", "PIL": "Pillow", "yaml": "PyYAML", "sklearn": "scikit-learn"}
+
+
 def resolve_root(candidates: Tuple[str, ...]) -> ModuleType:
-    """The first importable module of ``candidates`` that has torchreid's ``models/data/engine/utils``."""
+    """The first importable module of ``candidates`` that has torchreid's ``models/data/engine/utils``.
+
+    Raises:
+        ImportError: naming the package that is really missing - torchreid itself, or a module torchreid imports
+            (e.g. tensorboard), with the pip command that installs it.
+    """
     errors = []
     for name in candidates:
         try:
@@ -43,6 +52,9 @@ def resolve_root(candidates: Tuple[str, ...]) -> ModuleType:
                 warnings.filterwarnings("ignore", message=".*Cython.*")
                 mod = importlib.import_module(name)
         except ImportError as err:
+            missing = _missing_dependency(name, err)
+            if missing is not None:
+                raise missing from err
             errors.append(f"{name}: {err}")
             continue
         if all(hasattr(mod, sub) for sub in ("models", "data", "engine", "utils")):
@@ -51,6 +63,18 @@ def resolve_root(candidates: Tuple[str, ...]) -> ModuleType:
         errors.append(f"{name}: has no models/data/engine/utils")
     raise ImportError("cannot find torchreid; install it with `pip install torchreid==0.2.5` "
                       "(or upstream deep-person-reid from source). Tried: " + "; ".join(errors))
+
+
+def _missing_dependency(candidate: str, err: ImportError) -> Optional[ImportError]:
+    """An ImportError naming the module torchreid failed to import, when that module is not torchreid itself."""
+    missing = getattr(err, "name", None)
+    if not missing or missing == candidate or candidate.startswith(missing + ".") or missing.startswith("torchreid"):
+        return None
+    top = missing.split(".")[0]
+    pip = _PIP_NAMES.get(top, top)
+    return ImportError(f"torchreid is installed but cannot be imported: it needs the module {missing!r}, which is "
+                       f"missing; install it with `pip install {pip}` (lfem_plugin's dependencies list it; `pip "
+                       f"install --force-reinstall lfem_plugin` restores them all)", name=missing)
 
 
 def version() -> str:

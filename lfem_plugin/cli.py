@@ -54,19 +54,26 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    if sys.stderr.isatty():  # the progress bar shows the training terms; the full lines go to the log file only
-        for handler in logging.getLogger().handlers:
+    for handler in logging.getLogger().handlers:
+        if not args.verbose:  # third-party INFO (e.g. 120 lines of onnxscript's optimiser): -v shows it
+            handler.addFilter(_own_or_warning)
+        if sys.stderr.isatty():  # the progress bar shows the training terms; the full lines go to the log file only
             handler.addFilter(lambda record: record.name != "lfem_plugin.progress")
     if not getattr(args, "_run", None):
         parser.print_help()
         return 0
     try:
         return int(args._run(args) or 0)
-    except (KeyError, ValueError, RuntimeError, OSError, zipfile.BadZipFile) as err:
+    except (KeyError, ValueError, RuntimeError, OSError, ImportError, zipfile.BadZipFile) as err:
         if args.verbose:
             raise
         print(f"lfem-reid {args.command}: error: {error_message(err)}", file=sys.stderr)
         return 2
+
+
+def _own_or_warning(record: logging.LogRecord) -> bool:
+    """The terminal shows the plugin's records and everyone's warnings (log files attached later get all)."""
+    return record.name.startswith("lfem_plugin") or record.levelno >= logging.WARNING
 
 
 def error_message(err: BaseException) -> str:

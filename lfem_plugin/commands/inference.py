@@ -70,16 +70,31 @@ def _writable_file(path: Path, flag: str) -> None:
         path.unlink()
 
 
-def _cameras(spec, paths):
+_CAMERA_ADVICE = {  # what each command's --cameras accepts instead of from-name
+    "extract": "pass one camera id per image (--cameras 0 1 ...), --cameras mean (cameras the model never saw), or "
+               "leave --cameras out (no SIE); or rename the files NNNN_cC_...",
+    "search": "use --cameras mean (cameras the model never saw) or --cameras none (no SIE), or rename the files "
+              "NNNN_cC_...",
+}
+_CAMERA_ADVICE["visualize"] = _CAMERA_ADVICE["extract"]
+
+
+def _cameras(spec, paths, command: str):
     """``--cameras``: None (no SIE), ``from-name`` (parsed from NNNN_cC names), ``mean`` (the mean SIE row, as the
-    evaluation gives a dataset that is not a training source) or one int per image."""
+    evaluation gives a dataset that is not a training source) or one int per image; a name without a camera gets
+    the advice that ``command`` accepts."""
     from ..data.io import cameras_from_names
     from ..models.sie import UNKNOWN_CAMERA
     if not spec:
         return None
     if spec == ["mean"]:
         return [UNKNOWN_CAMERA] * len(paths)
-    return cameras_from_names(paths) if spec == ["from-name"] else [int(c) for c in spec]
+    if spec != ["from-name"]:
+        return [int(c) for c in spec]
+    try:
+        return cameras_from_names(paths)
+    except ValueError as err:
+        raise ValueError(f"--cameras from-name: {err}; {_CAMERA_ADVICE[command]}") from None
 
 
 def run_extract(args: argparse.Namespace) -> int:
@@ -93,7 +108,7 @@ def run_extract(args: argparse.Namespace) -> int:
     _writable_file(args.out, "--out")
     model, cfg = _load(args, device=args.device)
     paths = list_images(args.images)
-    cameras = _cameras(args.cameras, paths)
+    cameras = _cameras(args.cameras, paths, "extract")
     feats, kept = extract_features(model, paths, cfg.data.height, cfg.data.width, cfg.data.norm_mean,
                                    cfg.data.norm_std, cameras, args.batch_size, args.device, args.skip_bad_images)
     np.save(args.out, feats)
@@ -129,7 +144,7 @@ def run_visualize(args: argparse.Namespace) -> int:
     _positive(args.limit, "--limit")
     model, cfg = _load(args)
     paths = list_images(args.images)[:args.limit]
-    cameras = (_cameras(args.cameras, paths) or [None] * len(paths))[:len(paths)]
+    cameras = (_cameras(args.cameras, paths, "visualize") or [None] * len(paths))[:len(paths)]
     transform = build_test_transform(cfg.data.height, cfg.data.width, cfg.data.norm_mean, cfg.data.norm_std)
     images = [(path, cam, Path(path).name) for path, cam in zip(paths, cameras)]
     for out, gates in draw_gate_pictures(model, images, transform, (cfg.data.height, cfg.data.width), args.out):
@@ -160,7 +175,7 @@ def run_search(args: argparse.Namespace) -> int:
     _positive(args.batch_size, "--batch-size")
     _writable_file(args.out / "results.csv", "--out")
     queries, gallery = list_images(args.query), list_images(args.gallery)
-    q_cams, g_cams = (_cameras([args.cameras], paths) if args.cameras != "none" else None
+    q_cams, g_cams = (_cameras([args.cameras], paths, "search") if args.cameras != "none" else None
                       for paths in (queries, gallery))
     model, cfg = _load(args, device=args.device)
     summary = search(model, cfg, queries, gallery, q_cams, g_cams, args.out, file_sha256(args.weights),

@@ -48,12 +48,29 @@ def _config(args: argparse.Namespace, test: bool = False):
             opts += [key, str(list(value))]
     if not torch.cuda.is_available():
         opts += ["use_gpu", "False"]
+    stored = _stored_config(args) if test else None
     if test:
         opts += ["test.evaluate", "True", "model.pretrained", "False", "model.pretrained_path", "",
                  "model.load_weights", "", "sampler.train_sampler", "RandomSampler"]  # no P x K batch to fill
         if getattr(args, "visualize", False):
             opts += ["test.visrank", "True"]
-    return load_config(args.config_file or None, opts)
+    return load_config(args.config_file or None, opts, text=stored)
+
+
+def _stored_config(args: argparse.Namespace):
+    """``test`` without ``--config-file``: the config stored in the checkpoint (model, sizes, datasets), as
+    ``extract`` and ``search`` use it; a checkpoint without one needs ``--model`` and ``-s``."""
+    from ..utils.checkpoint import load_checkpoint
+    if args.config_file:
+        return None
+    state = load_checkpoint(args.weights)
+    if state.get("config"):
+        return state["config"]
+    if not args.model or not args.sources:
+        raise ValueError(f"{args.weights} holds no config (written by torchreid's engine?): pass the training config "
+                         f"with --config-file, or name the model and its training data with --model NAME -s "
+                         f"DATASET [-t DATASET] (the classifier and camera embedding are sized from -s)")
+    return None
 
 
 def _log_to_file(save_dir: str, kind: str) -> None:

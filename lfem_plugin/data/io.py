@@ -9,9 +9,11 @@ import re
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
-from PIL import Image, UnidentifiedImageError
+import numpy as np
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
-__all__ = ["IMAGE_SUFFIXES", "BadImageError", "read_image", "list_images", "parse_reid_name", "cameras_from_names"]
+__all__ = ["IMAGE_SUFFIXES", "BadImageError", "read_image", "to_viewer_rgb", "list_images", "parse_reid_name",
+           "cameras_from_names"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".webp", ".tif", ".tiff")
 _REID_NAME = re.compile(r"^(-?\d+)_c(\d+)")
@@ -22,13 +24,69 @@ class BadImageError(OSError):
 
 
 def read_image(path: str) -> Image.Image:
-    """Decode ``path`` fully as RGB; raises :class:`BadImageError` naming the file (torchreid retries forever)."""
+    """Decode ``path`` fully as the RGB picture an image viewer shows (see :func:`to_viewer_rgb`).
+
+    Returns:
+        An ``RGB`` image, upright (EXIF orientation applied).
+
+    Raises:
+        BadImageError: the file cannot be decoded, or holds a mode with no agreed display (named in the message);
+            torchreid's own reader would retry forever.
+    """
     try:
         with Image.open(path) as img:
-            return img.convert("RGB")
+            img.load()
+            return to_viewer_rgb(img, path)
     except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as err:
-        raise BadImageError(f"{path}: cannot read image ({err}). Remove or replace the file, or skip unreadable "
-                            f"images (extract: --skip-bad-images; datasets: data.skip_bad_images True)") from err
+        if isinstance(err, BadImageError):
+            raise
+        raise BadImageError(f"{path}: cannot read image ({err}). {_SKIP_HINT}") from err
+
+
+_SKIP_HINT = ("Remove or replace the file, or skip unreadable images (extract/search: --skip-bad-images; datasets: "
+              "data.skip_bad_images True)")
+_DEEP_MAX = 65535  # integer greyscale ("I;16", "I;16B", "I"): 16-bit samples, as PNG and TIFF store them
+_WHITE = (255, 255, 255, 255)
+
+
+def to_viewer_rgb(img: Image.Image, path: str = "<image>") -> Image.Image:
+    """``img`` (any mode Pillow decodes) as the 8-bit RGB picture a viewer shows.
+
+    * EXIF orientation is applied (``ImageOps.exif_transpose``): a phone photo tagged "rotate 90" is a person
+      standing in every viewer, and OpenCV's ``imread`` (which most ReID crops went through) applies it too.
+      Detector crops carry no such tag, so they are unchanged.
+    * 16-bit greyscale (``I;16``, ``I;16B``, ``I``): scaled ``v * 255 / 65535`` (rounded); Pillow's own
+      conversion clips to 255, turning most of the picture white. Values outside 0..65535 raise.
+    * 32-bit float (``F``): read as 0..1 (the float convention of TIFF tools, GIMP and scikit-image), scaled by
+      255; values outside 0..1 raise, as their display is ambiguous.
+    * Transparency (``RGBA``, ``LA``, ``PA``, ``P``/``L``/``RGB`` with a transparent colour): composited over white,
+      as a viewer shows it on a page (dropping alpha would show whatever colour the transparent pixels hold).
+    * Everything else (``1``, ``L``, ``P``, ``CMYK``, ``YCbCr``, ...): Pillow's ``convert("RGB")``.
+
+    Raises:
+        BadImageError: a deep image with values out of range, naming ``path`` and the range found.
+    """
+    if img.getexif().get(ExifTags.Base.Orientation, 1) != 1:
+        img = ImageOps.exif_transpose(img)
+    if img.mode.startswith("I"):
+        return _scaled_grey(img, path, _DEEP_MAX, "16-bit greyscale")
+    if img.mode == "F":
+        return _scaled_grey(img, path, 1.0, "floating-point greyscale")
+    if img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info:
+        rgba = img.convert("RGBA")
+        return Image.alpha_composite(Image.new("RGBA", rgba.size, _WHITE), rgba).convert("RGB")
+    return img.convert("RGB")
+
+
+def _scaled_grey(img: Image.Image, path: str, top: float, kind: str) -> Image.Image:
+    """A one-channel deep image whose samples span ``0..top`` as 8-bit RGB (``round(v * 255 / top)``)."""
+    values = np.asarray(img, dtype=np.float64)
+    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if not (np.isfinite(values).all() and low >= 0 and high <= top):
+        raise BadImageError(f"{path}: {kind} image (mode {img.mode}) with values {low:g}..{high:g}, outside the "
+                            f"0..{top:g} it is displayed over; save it as 8-bit (e.g. PNG mode L or RGB). {_SKIP_HINT}")
+    grey = np.round(values * (255.0 / top)).astype(np.uint8)
+    return Image.fromarray(grey, "L").convert("RGB")
 
 
 def list_images(source: str) -> List[str]:
@@ -62,11 +120,16 @@ def parse_reid_name(path: str, max_camera: Optional[int] = None) -> Tuple[int, i
 
 
 def cameras_from_names(paths: Sequence[str]) -> List[int]:
-    """Camera ids parsed from ``NNNN_cC...`` names; the error says how to pass cameras otherwise."""
+    """Camera ids parsed from ``NNNN_cC...`` names.
+
+    Raises:
+        ValueError: naming the first file without a camera; callers add the options that work for them.
+    """
     out = []
     for p in paths:
         try:
             out.append(parse_reid_name(p)[1])
         except ValueError:
-            raise ValueError(f"{p}: no camera in the file name ('NNNN_cC_...'); pass --cameras explicitly") from None
+            raise ValueError(f"{p}: no camera in the file name (expected 'NNNN_cC_...', e.g. "
+                             f"0001_c2_f001.jpg)") from None
     return out

@@ -49,9 +49,18 @@ class OverlapPatchEmbed(nn.Module):
         self.num_patches = self.grid_size[0] * self.grid_size[1]
         self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=stride)
 
+    def size_error(self, shape: Tuple[int, ...]) -> str:
+        """Why an input of ``shape`` is refused, and what to do (the position embedding is tied to the size)."""
+        (h, w), got = self.img_size, "x".join(map(str, shape[-2:])) if len(shape) >= 2 else str(shape)
+        return (f"expected input of shape (B, C, {h}, {w}), got {tuple(shape)}: this model is built for {h}x{w} "
+                f"input and its position embedding has that size. For a checkpoint trained at {got}, build the model "
+                f"at that size from the checkpoint's config: lfem_plugin.tools.inference.load_trained(CHECKPOINT) in "
+                f"Python, `lfem-reid extract` on the command line (torchreid's FeatureExtractor builds the "
+                f"registered {h}x{w} variant, and its loader would discard a position embedding of another size). "
+                f"For a checkpoint trained at {h}x{w}, resize the images to {h}x{w} (FeatureExtractor: "
+                f"image_size=({h}, {w}); config: data.height {h}, data.width {w})")
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or tuple(x.shape[-2:]) != self.img_size:
-            raise ValueError(f"expected input of shape (B, C, {self.img_size[0]}, {self.img_size[1]}), got "
-                             f"{tuple(x.shape)}; resize images to the model's input size (data.height/data.width "
-                             f"in the config) or build a model variant for this size")
+            raise ValueError(self.size_error(tuple(x.shape)))
         return self.proj(x).flatten(2).transpose(1, 2)

@@ -17,8 +17,10 @@ import torch
 from timm.layers import resample_abs_pos_embed
 from torch import nn
 
+from .patch_embed import patch_grid
+
 __all__ = ["WeightSource", "WEIGHT_SOURCES", "checkpoint_filter_fn", "load_pretrained", "resolve_weights",
-           "load_state_dict_file"]
+           "load_state_dict_file", "resample_trained_pos_embed"]
 
 _logger = logging.getLogger(__name__)
 
@@ -159,3 +161,38 @@ def load_pretrained(model: nn.Module, path: str | os.PathLike) -> None:
     if result.unexpected_keys:
         _logger.warning("pretrained %s: ignored keys: %s", path, result.unexpected_keys)
     _logger.info("loaded %d tensors from %s", len(matched), path)
+
+
+def resample_trained_pos_embed(state_dict: Mapping[str, torch.Tensor], model: nn.Module,
+                               trained_size: Optional[Tuple[int, int]], source: str) -> Dict[str, torch.Tensor]:
+    """A trained checkpoint's ``*pos_embed`` resampled to ``model``'s input size when the two differ (bilinear, no
+    antialias: the ImageNet loader's and TransReID's choice), with a warning naming both sizes; never dropped.
+
+    Args:
+        state_dict: the checkpoint's tensors (``module.`` already stripped).
+        model: the model they go into; each ``pos_embed``'s owner has a ``patch_embed`` (:class:`TransReIDViT`).
+        trained_size: ``(height, width)`` the checkpoint was trained at (its stored config), None if unknown.
+        source: the checkpoint's name, for messages.
+
+    Raises:
+        ValueError: a size differs but ``trained_size`` is unknown or does not give the checkpoint's token count.
+    """
+    own = model.state_dict()
+    out = dict(state_dict)
+    for key, value in state_dict.items():
+        if not key.endswith("pos_embed") or key not in own or tuple(value.shape) == tuple(own[key].shape):
+            continue
+        embed = model.get_submodule(key.rpartition(".")[0]).patch_embed
+        size, grid = tuple(embed.img_size), tuple(embed.grid_size)
+        old = None if trained_size is None else patch_grid(tuple(trained_size), embed.patch_size[0], embed.stride)
+        if old is None or old[0] * old[1] + 1 != value.shape[1]:
+            known = f"trained at {trained_size[0]}x{trained_size[1]} per its config, " if trained_size else ""
+            raise ValueError(f"{source}: {key} holds {value.shape[1] - 1} patch positions ({known}which does not fit "
+                             f"them), the model at {size[0]}x{size[1]} has {grid[0] * grid[1]}; pass the size it "
+                             f"was trained at (--set data.height H --set data.width W, or its --config-file)")
+        out[key] = resample_abs_pos_embed(value, new_size=list(grid), old_size=list(old), num_prefix_tokens=1,
+                                          interpolation="bilinear", antialias=False)
+        _logger.warning("%s was trained at %dx%d (%dx%d patches) and runs at %dx%d (%dx%d patches): its position "
+                        "embedding %s is resampled (bilinear), so features differ from the model at its own size",
+                        source, *trained_size, *old, *size, *grid, key)
+    return out

@@ -20,6 +20,10 @@ from .sie import CameraEmbedding
 __all__ = ["BackboneOutput", "TransReIDViT"]
 
 
+def _same_storage(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return a.untyped_storage().data_ptr() == b.untyped_storage().data_ptr()
+
+
 class BackboneOutput(NamedTuple):
     """What the backbone gives the heads: a global feature and (with JPM) one feature per local group."""
 
@@ -99,6 +103,23 @@ class TransReIDViT(nn.Module):
             elif isinstance(module, nn.LayerNorm):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs) -> None:
+        """Refuse a load that keeps this model's own position embedding while taking other weights from a file:
+        what torchreid's ``load_pretrained_weights`` (``FeatureExtractor``) does with a checkpoint trained at
+        another input size, which would otherwise run with the embedding silently discarded."""
+        pos, proj = state_dict.get(prefix + "pos_embed"), state_dict.get(prefix + "patch_embed.proj.weight")
+        if pos is not None and proj is not None and _same_storage(pos, self.pos_embed) \
+                and not _same_storage(proj, self.patch_embed.proj.weight):
+            h, w = self.patch_embed.img_size
+            error_msgs.append(f"{prefix}pos_embed was not in the weights loaded, though the patch embedding was: a "
+                              f"checkpoint trained at another input size than this model's {h}x{w} (torchreid's "
+                              f"load_pretrained_weights discards a position embedding of another shape). Rebuild "
+                              f"the model from the checkpoint: lfem_plugin.tools.inference.load_trained(CHECKPOINT) "
+                              f"(its stored config gives the size), or `lfem-reid extract`")
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
 
     @property
     def num_groups(self) -> int:

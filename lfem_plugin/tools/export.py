@@ -1,17 +1,43 @@
 """Export a trained model's evaluation graph to ONNX (dynamic batch, optional camera input), checked against
-PyTorch with onnxruntime."""
+PyTorch with onnxruntime.
+
+The exporter's progress lines and the model's "attribute assigned during export" warning (``last_gates``, kept for
+the gate pictures) are silenced; the modules of the ``[onnx]`` extra are checked before anything is written.
+"""
 from __future__ import annotations
 
+import importlib
 import logging
-from typing import Dict, Optional, Tuple
+import warnings
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["export_onnx"]
+__all__ = ["export_onnx", "require_onnx_extra", "ONNX_EXTRA"]
 
 _logger = logging.getLogger(__name__)
+ONNX_EXTRA = ("onnx", "onnxscript", "onnxruntime")  # setup.py's [onnx] extra, by import name
+
+
+def require_onnx_extra(check: bool = True) -> None:
+    """Raise before any export when a module of the ``[onnx]`` extra is missing (``onnxruntime`` only with
+    ``check``).
+
+    Raises:
+        ImportError: naming the missing modules and ``pip install 'lfem_plugin[onnx]'``.
+    """
+    missing: List[str] = []
+    for name in ONNX_EXTRA if check else ONNX_EXTRA[:2]:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            missing.append(name)
+    if missing:
+        raise ImportError(f"ONNX export needs {', '.join(missing)}, not installed (onnxruntime checks the exported "
+                          f"graph against PyTorch); install the extra: pip install 'lfem_plugin[onnx]'",
+                          name=missing[0])
 
 
 class _OnnxGraph(nn.Module):
@@ -27,21 +53,23 @@ class _OnnxGraph(nn.Module):
 
 def export_onnx(model: nn.Module, out: str, height: int, width: int, with_camera: bool = False,
                 check: bool = True) -> Dict[str, float]:
-    """Export the evaluation graph (dynamic batch); with ``check`` compare onnxruntime with PyTorch."""
+    """Export the evaluation graph (dynamic batch); with ``check`` compare onnxruntime with PyTorch.
+
+    Returns:
+        ``{"max_abs_diff", "batch"}`` of the check (``{}`` without it).
+
+    Raises:
+        ImportError: a module of the ``[onnx]`` extra is missing (checked first: nothing is written).
+    """
+    require_onnx_extra(check)
     model = model.eval()
     graph = _OnnxGraph(model, with_camera).eval()
     images = torch.randn(2, 3, height, width)
     inputs: Tuple[torch.Tensor, ...] = (images, torch.zeros(2, dtype=torch.long)) if with_camera else (images,)
     names = ["images", "cameras"][:len(inputs)]
-    try:  # the torch.export-based exporter (the supported one); the TorchScript exporter as a fallback
-        batch = torch.export.Dim("batch", min=1)
-        torch.onnx.export(graph, inputs, out, input_names=names, output_names=["features"], dynamo=True,
-                          dynamic_shapes=tuple({0: batch} for _ in inputs), external_data=False)
-    except Exception as err:  # noqa: BLE001 - logged, then the legacy exporter is tried
-        _logger.warning("torch.export-based ONNX export failed (%s); using the TorchScript exporter", err)
-        torch.onnx.export(graph, inputs, out, input_names=names, output_names=["features"], dynamo=False,
-                          dynamic_axes={**{n: {0: "batch"} for n in names}, "features": {0: "batch"}},
-                          opset_version=17)
+    with warnings.catch_warnings():  # the model keeps last_gates for pictures; not part of the exported graph
+        warnings.filterwarnings("ignore", message=".*was assigned during export.*")
+        _export(graph, inputs, names, out)
     model.eval()
     if not check:
         return {}
@@ -58,3 +86,16 @@ def export_onnx(model: nn.Module, out: str, height: int, width: int, with_camera
         ref = model(test, camera=cams).numpy()
     got = session.run(None, feed)[0]
     return {"max_abs_diff": float(np.abs(got - ref).max()), "batch": 5}
+
+
+def _export(graph: nn.Module, inputs: Tuple[torch.Tensor, ...], names: List[str], out: str) -> None:
+    """The torch.export-based exporter (the supported one); the TorchScript exporter as a fallback."""
+    try:
+        batch = torch.export.Dim("batch", min=1)
+        torch.onnx.export(graph, inputs, out, input_names=names, output_names=["features"], dynamo=True,
+                          dynamic_shapes=tuple({0: batch} for _ in inputs), external_data=False, verbose=False)
+    except Exception as err:  # noqa: BLE001 - logged, then the legacy exporter is tried
+        _logger.warning("torch.export-based ONNX export failed (%s); using the TorchScript exporter", err)
+        torch.onnx.export(graph, inputs, out, input_names=names, output_names=["features"], dynamo=False,
+                          dynamic_axes={**{n: {0: "batch"} for n in names}, "features": {0: "batch"}},
+                          opset_version=17)

@@ -20,7 +20,7 @@ from ..data.transforms import build_test_transform
 from ..models.interface import BuildArgs
 from ..models.lfem_vit import build_args_of
 from ..registry import MODELS
-from ..utils.checkpoint import load_checkpoint, load_state_strict, strip_module_prefix
+from ..utils.checkpoint import load_checkpoint, load_state_strict, strip_module_prefix, trained_size
 from .export import export_onnx  # noqa: F401  (re-exported)
 
 __all__ = ["load_trained", "extract_features", "export_onnx", "list_images", "read_image", "cameras_from_names",
@@ -54,7 +54,7 @@ def load_trained(weights: str, config_file: Optional[str] = None, opts: Sequence
     args = BuildArgs(**state["model_args"]) if "model_args" in state else build_args_of(sd)
     kwargs = dict(model_kwargs(cfg, args.num_cameras, args.camera_ids), pretrained_path=None)
     model = MODELS.get(name)(num_classes=args.num_classes, loss=cfg.loss.name, pretrained=False, **kwargs)
-    load_state_strict(model, sd, weights, f"{name} built from its config")
+    load_state_strict(model, sd, weights, f"{name} built from its config", trained_size(state))
     return model.to(device).eval(), cfg
 
 

@@ -24,6 +24,7 @@ from ..models.sie import SIE_MODES
 
 __all__ = ["check_config", "check_data", "check_sampler", "check_test_images", "check_query_matches",
            "check_test_cameras", "check_torchreid_datasets", "download_failed", "check_rerank_memory", "PreflightError",
+           "check_batch_norm",
            "TORCHREID_LAYOUTS"]
 
 _logger = logging.getLogger(__name__)
@@ -220,6 +221,30 @@ def check_rerank_memory(name: str, num_query: int, num_gallery: int, memory: int
         raise PreflightError(f"{name}: test.rerank needs at least {need / 2**30:.1f} GB for its distance matrices "
                              f"({num_query} queries, {num_gallery} gallery images), more than this machine's "
                              f"{memory / 2**30:.1f} GB; set test.rerank False (re-rank offline on a larger machine)")
+
+
+def check_batch_norm(model, batch_size: int, world_size: int = 1) -> None:
+    """Each training step gives every BatchNorm layer this process's batch (``batch_size // world_size``; the train
+    loaders drop a last partial batch, and the plugin's heads see one view each). A one-sample batch cannot be
+    normalised where a channel holds one value (BatchNorm1d: the BNNeck and torchreid's embedding heads); torch
+    would stop at the first step with "Expected more than 1 value per channel".
+
+    Raises:
+        PreflightError: naming the layers, the batch and the keys to change.
+    """
+    import torch
+    per_process = batch_size // max(world_size, 1)
+    if per_process >= 2:
+        return
+    kinds = (torch.nn.BatchNorm1d, torch.nn.SyncBatchNorm)
+    layers = [name for name, module in model.named_modules() if isinstance(module, kinds)]
+    if not layers:
+        return
+    shared = f" shared by {world_size} processes" if world_size > 1 else ""
+    raise PreflightError(f"train.batch_size {batch_size}{shared} gives {per_process} sample(s) per step to each of "
+                         f"the model's {len(layers)} BatchNorm layers (e.g. {', '.join(layers[:2])}), which cannot "
+                         f"normalise one sample; use train.batch_size {2 * max(world_size, 1)} or more (a multiple "
+                         f"of sampler.num_instances)")
 
 
 def check_data(cfg: CfgNode, dm, sie_cameras: Sequence[int] = ()) -> None:

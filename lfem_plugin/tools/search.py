@@ -1,9 +1,13 @@
 """Search your own images: rank a gallery for every query image with a trained model.
 
-The gallery's features are cached in the output folder (features, paths, cameras, the checkpoint's SHA-256 and the
-test-time preprocessing); a later search against the same gallery with the same checkpoint reuses them, anything
-else re-extracts. Results: ``results.csv`` and ``results.json`` (each query's top-k gallery images with distances)
-and one picture per query (the query, then its top-k with the distance under each, as torchreid's ranked lists).
+The gallery's features are cached in the output folder, keyed on everything that determines them: the gallery
+paths with each file's content (SHA-256, so a file replaced in place is seen), the cameras, the checkpoint's SHA-256,
+the model's config (the stored one plus any --set), the test-time preprocessing (size, normalisation) and the plugin
+version; a later search with the same key reuses them, anything else re-extracts. Results: ``results.csv`` and
+``results.json`` (each query's top-k gallery images with distances) and one picture per query in ``ranked/`` (the
+query, then its top-k with the distance under each, as torchreid's ranked lists). ``ranked/`` shows one run: the
+pictures the previous search listed in ``search_manifest.json`` are removed first; files the tool did not write are
+left alone (and named in a warning).
 """
 from __future__ import annotations
 
@@ -22,10 +26,12 @@ from ..data.io import read_image
 from ..engine.evaluation import query_gallery_distances
 from .inference import extract_features
 
-__all__ = ["file_sha256", "gallery_features", "rank_gallery", "write_results", "draw_ranked", "CACHE_NAME"]
+__all__ = ["file_sha256", "files_sha256", "gallery_features", "rank_gallery", "write_results", "draw_ranked",
+           "CACHE_NAME", "MANIFEST_NAME"]
 
 _logger = logging.getLogger(__name__)
 CACHE_NAME = "gallery_features.npz"
+MANIFEST_NAME = "search_manifest.json"  # the pictures one search wrote into ranked/ (removed by the next search)
 
 
 def file_sha256(path: str | Path) -> str:
@@ -33,6 +39,19 @@ def file_sha256(path: str | Path) -> str:
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
+    return digest.hexdigest()
+
+
+def files_sha256(paths: Sequence[str]) -> str:
+    """One SHA-256 over every path and its content, in order (an unreadable file counts as such, not as an error:
+    the extraction reports it)."""
+    digest = hashlib.sha256()
+    for path in paths:
+        try:
+            content = file_sha256(path)
+        except OSError as err:
+            content = f"unreadable: {err.strerror}"
+        digest.update(f"{path}\0{content}\n".encode())
     return digest.hexdigest()
 
 
@@ -103,25 +122,62 @@ def picture_name(index: int, query: str) -> str:
     return f"{index:03d}_{Path(query).stem}.png"
 
 
+def feature_key(cfg, weights_hash: str, gallery: Sequence[str]) -> Dict[str, Any]:
+    """What determines the gallery's features besides paths and cameras: the gallery files' content, the weights,
+    the model's whole config (its stored config plus --set: e.g. ``lfem.eval_feature`` changes the feature), the
+    input size and normalisation, and the plugin version."""
+    from .. import __version__
+    return {"gallery_sha256": files_sha256(gallery), "weights_sha256": weights_hash,
+            "config_sha256": hashlib.sha256(cfg.dump().encode()).hexdigest(), "plugin": __version__,
+            "size": [cfg.data.height, cfg.data.width], "mean": list(cfg.data.norm_mean), "std": list(cfg.data.norm_std)}
+
+
+def clear_previous_pictures(out_dir: Path) -> None:
+    """Remove the pictures the previous search listed in its manifest (plain names inside ``ranked/`` only)."""
+    manifest = out_dir / MANIFEST_NAME
+    if not manifest.is_file():
+        return
+    try:
+        names = json.loads(manifest.read_text()).get("pictures", [])
+    except (ValueError, AttributeError):
+        _logger.warning("%s is not a search manifest; the pictures it lists are left in place", manifest)
+        return
+    for name in names:
+        if isinstance(name, str) and Path(name).name == name and name not in ("", ".", ".."):
+            (out_dir / "ranked" / name).unlink(missing_ok=True)
+
+
+def write_pictures(out_dir: Path, queries: Sequence[str], gallery: Sequence[str], order: np.ndarray, dist: np.ndarray,
+                   size: Tuple[int, int]) -> None:
+    """``ranked/<NNN>_<query>.png`` per query, after removing the previous run's; the manifest lists them."""
+    clear_previous_pictures(out_dir)
+    names = [picture_name(q, path) for q, path in enumerate(queries)]
+    for q, path in enumerate(queries):
+        draw_ranked(path, [gallery[g] for g in order[q]], dist[q], out_dir / "ranked" / names[q],
+                    (max(size[0], 128), max(size[0], 128) * size[1] // size[0]))
+    (out_dir / MANIFEST_NAME).write_text(json.dumps({"pictures": names}, indent=1) + "\n")
+    others = sorted(p.name for p in (out_dir / "ranked").iterdir() if p.name not in set(names))
+    if others:
+        _logger.warning("%s also holds %d file(s) this search did not write (left in place): %s", out_dir / "ranked",
+                        len(others), ", ".join(others[:5]))
+
+
 def run_search(model, cfg, queries: Sequence[str], gallery: Sequence[str], query_cams, gallery_cams, out_dir: Path,
                weights_hash: str, top_k: int = 10, rerank: bool = False, batch_size: int = 64,
                device: str = "cpu", skip_bad_images: bool = False) -> Dict[str, Any]:
     """Extract (gallery from the cache when valid), rank, write results and pictures; returns a summary."""
     size = (cfg.data.height, cfg.data.width)
-    norm = dict(mean=list(cfg.data.norm_mean), std=list(cfg.data.norm_std))
 
     def extract(paths, cameras):
-        return extract_features(model, paths, *size, norm["mean"], norm["std"], cameras, batch_size, device,
-                                skip_bad_images)
+        return extract_features(model, paths, *size, list(cfg.data.norm_mean), list(cfg.data.norm_std), cameras,
+                                batch_size, device, skip_bad_images)
 
-    key = {"weights_sha256": weights_hash, "size": list(size), **norm}
+    key = feature_key(cfg, weights_hash, gallery)
     g_feats, g_kept, cached = gallery_features(extract, gallery, gallery_cams, key, out_dir)
     q_feats, q_kept = extract(queries, query_cams)
     order, dist = rank_gallery(q_feats, g_feats, min(top_k, len(g_kept)), cfg.test.dist_metric,
                                cfg.test.normalize_feature, rerank)
     csv_path, json_path = write_results(out_dir, q_kept, g_kept, order, dist)
-    for q, path in enumerate(q_kept):
-        draw_ranked(path, [g_kept[g] for g in order[q]], dist[q], out_dir / "ranked" / picture_name(q, path),
-                    (max(size[0], 128), max(size[0], 128) * size[1] // size[0]))
+    write_pictures(out_dir, q_kept, g_kept, order, dist, size)
     return {"queries": len(q_kept), "gallery": len(g_kept), "gallery_from_cache": cached, "csv": str(csv_path),
             "json": str(json_path), "pictures": str(out_dir / "ranked")}

@@ -26,7 +26,7 @@ from ..optim import WarmupCosineLR, build_optimizer
 from ..registry import MODELS
 from ..utils import distributed as D
 from ..utils.checkpoint import (list_checkpoints, load_checkpoint, load_state_strict, load_trained_weights,
-                                remove_orphan_tmp)
+                                remove_orphan_tmp, trained_size)
 from ..utils.distributed import unwrap as _unwrap
 from ..utils.run_lock import RunLock
 from . import preflight
@@ -143,6 +143,8 @@ def set_up(cfg: CfgNode, models: Optional[Family] = None) -> Setup:
     cameras = train_cameras(dm)
     preflight.check_data(cfg, dm, models.sie_cameras(cfg, cameras))
     engine, model = build_engine(cfg, dm, models, cameras)
+    if not cfg.test.evaluate:
+        preflight.check_batch_norm(_unwrap(model), cfg.train.batch_size, D.world_size())
     return Setup(models, dm, cameras, engine, model)
 
 
@@ -280,7 +282,8 @@ def _train(cfg: CfgNode, resume: str, weights: str = "") -> LFEMEngine:
     engine, model = built.engine, built.model
     if weights:
         state = load_checkpoint(weights)
-        load_state_strict(_unwrap(model), state.get("state_dict", state), weights, f"model {cfg.model.name}")
+        load_state_strict(_unwrap(model), state.get("state_dict", state), weights, f"model {cfg.model.name}",
+                          trained_size(state))
     kwargs = C.engine_run_kwargs(cfg)
     if resume:
         kwargs["start_epoch"] = engine.resume(resume)

@@ -21,7 +21,7 @@ import torch
 __all__ = ["save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state", "latest_checkpoint",
            "list_checkpoints", "load_state_strict", "non_finite_tensors", "newest_finite_checkpoint",
            "remove_orphan_tmp", "NonFiniteStateError", "DiskFullError", "strip_module_prefix", "load_trained_weights",
-           "numpy_scalar_globals"]
+           "numpy_scalar_globals", "trained_size"]
 
 _logger = logging.getLogger(__name__)
 PREFIX = "model.pth.tar-"
@@ -161,11 +161,25 @@ def strip_module_prefix(state_dict: Dict[str, Any]) -> Dict[str, Any]:
     return state_dict
 
 
+def trained_size(state: Dict[str, Any]) -> Optional[tuple]:
+    """``(height, width)`` a checkpoint was trained at, from its stored config (None: no config, or no size in it;
+    a config stores every key, so its absence means the default 256x128 only for a config without ``data``)."""
+    import yaml
+    try:
+        data = (yaml.safe_load(state.get("config") or "") or {}).get("data", {})
+        return (int(data["height"]), int(data["width"]))
+    except (yaml.YAMLError, AttributeError, KeyError, TypeError, ValueError):
+        return None
+
+
 def load_state_strict(model: torch.nn.Module, state_dict: Dict[str, Any], source: str | os.PathLike,
-                      target: str) -> None:
+                      target: str, trained_at: Optional[tuple] = None) -> None:
     """``load_state_dict`` that accepts a ``module.`` prefix and raises a ``KeyError`` naming the missing and
-    unexpected keys."""
-    result = model.load_state_dict(strip_module_prefix(state_dict), strict=False)
+    unexpected keys; a position embedding of another input size is resampled to the model's (``trained_at``: the
+    checkpoint's ``(height, width)``; unknown, it is an error naming both token counts)."""
+    from ..models.pretrained import resample_trained_pos_embed
+    state_dict = resample_trained_pos_embed(strip_module_prefix(state_dict), model, trained_at, str(source))
+    result = model.load_state_dict(state_dict, strict=False)
     if result.missing_keys or result.unexpected_keys:
         raise KeyError(f"{source} does not match {target}: missing keys {result.missing_keys[:10]}, unexpected "
                        f"keys {result.unexpected_keys[:10]}. Is it a checkpoint of another model, or the wrong "
@@ -181,8 +195,10 @@ def load_trained_weights(model: torch.nn.Module, path: str | os.PathLike) -> Non
     """
     if not Path(path).is_file():
         raise FileNotFoundError(f"model.load_weights {path} not found; give the path of a trained checkpoint")
+    from ..models.pretrained import resample_trained_pos_embed
     state = load_checkpoint(path)
     weights = strip_module_prefix(state.get("state_dict", state))
+    weights = resample_trained_pos_embed(weights, model, trained_size(state), f"model.load_weights {path}")
     own = model.state_dict()
     matched = {k: v for k, v in weights.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
     if not matched:
