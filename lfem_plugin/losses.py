@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 
-__all__ = ["TripletLoss", "MultiBranchLoss", "branch_weights"]
+__all__ = ["TripletLoss", "MultiBranchLoss", "GateVisibilityLoss", "branch_weights"]
 
 
 class TripletLoss(nn.Module):
@@ -106,3 +106,34 @@ class MultiBranchLoss(nn.Module):
                 terms[f"tri/{name}"] = self.triplet(feat, targets)
                 total = total + w_tri * terms[f"tri/{name}"]
         return total, terms
+
+
+class GateVisibilityLoss(nn.Module):
+    """Binary cross-entropy of every view's LFEM gate logits against that view's JPM group visible fractions.
+
+    ``mean over views v, images b, groups k of BCEWithLogits(z[v*B + b, k], t[b, v, k])``, times ``weight``. The
+    gate logit ``z`` is the relation *before* the sigmoid (the model applies the sigmoid once, for the gate); the
+    targets ``t`` come from the same view's own occluder (:class:`~lfem_plugin.data.occluders.VisibilityMultiView`)
+    through the JPM's token order, and are reordered here from the collate's image-major ``(B, V, K)`` to the
+    model's view-major rows.
+
+    Beyond the paper (which supervises no gate); visibility learned from synthetic occluders follows FED (CVPR 2022).
+
+    Args:
+        weight: the loss weight (0: off, the paper).
+    """
+
+    def __init__(self, weight: float = 1.0) -> None:
+        super().__init__()
+        self.weight = weight
+
+    def forward(self, gate_logits: torch.Tensor, visibility: torch.Tensor) -> torch.Tensor:
+        """``gate_logits``: ``(V*B, K)``; ``visibility``: ``(B, V, K)`` in [0, 1]. Returns the weighted loss."""
+        if gate_logits is None:
+            raise ValueError("gate supervision needs LFEM gates, but the model has no LFEM (use_lfem False)")
+        batch, num_views, groups = visibility.shape
+        if gate_logits.shape != (num_views * batch, groups):
+            raise ValueError(f"gate logits {tuple(gate_logits.shape)} do not match the targets of {num_views} views "
+                             f"x {batch} images x {groups} groups: expected ({num_views * batch}, {groups})")
+        targets = visibility.transpose(0, 1).reshape(num_views * batch, groups).to(gate_logits.device)
+        return self.weight * F.binary_cross_entropy_with_logits(gate_logits.float(), targets.float())

@@ -59,14 +59,14 @@ def _config(args: argparse.Namespace, test: bool = False):
 
 def _stored_config(args: argparse.Namespace):
     """``test`` without ``--config-file``: the config stored in the checkpoint (model, sizes, datasets), as
-    ``extract`` and ``search`` use it; a checkpoint without one needs ``--model`` and ``-s``."""
+    ``extract`` and ``search`` use it; a checkpoint without one needs ``--model`` and ``-s`` (or ``data.sources``)."""
     from ..utils.checkpoint import load_checkpoint
     if args.config_file:
         return None
     state = load_checkpoint(args.weights)
     if state.get("config"):
         return state["config"]
-    if not args.model or not args.sources:
+    if not args.model or not (args.sources or "data.sources" in args.opts):
         raise ValueError(f"{args.weights} holds no config (written by torchreid's engine?): pass the training config "
                          f"with --config-file, or name the model and its training data with --model NAME -s "
                          f"DATASET [-t DATASET] (the classifier and camera embedding are sized from -s)")

@@ -12,7 +12,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import yaml
 from yacs.config import CfgNode as CN
 
-from .adapters import MODEL_ARG_KEYS, config_value
+from .adapters import MODEL_ARG_KEYS, TRAINING_KEYS, config_value
 from .defaults import get_default_config
 
 __all__ = ["load_config", "load_yaml_with_base", "apply_variant"]
@@ -135,7 +135,8 @@ def _variant_values(arg: str, value: Any) -> Dict[str, Any]:
     if arg == "num_views":
         from ..models.lfem_vit import VIEW_NAMES
         return {"lfem.views": list(VIEW_NAMES[:value])}
-    return {MODEL_ARG_KEYS[arg]: value} if arg in MODEL_ARG_KEYS else {}
+    keys = {**MODEL_ARG_KEYS, **TRAINING_KEYS}
+    return {keys[arg]: value} if arg in keys else {}
 
 
 def _set(cfg: CN, key: str, value: Any) -> None:

@@ -5,13 +5,15 @@ TransReID's train pipeline (bicubic resize, flip, pad + random crop, normalise, 
 """
 from __future__ import annotations
 
-from typing import Callable, List, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 from PIL import Image
 from timm.data.random_erasing import RandomErasing
 from torchvision import transforms as T
 
+from ..models.visibility import TokenGeometry
+from .occluders import MarkedErasing, VisibilityMultiView
 
 __all__ = ["MultiView", "EnsureErased", "build_train_transform", "build_test_transform"]
 
@@ -78,7 +80,8 @@ def build_train_transform(height: int = 256, width: int = 128, mean: Sequence[fl
                           std: Sequence[float] = (0.5, 0.5, 0.5), flip_prob: float = 0.5, padding: int = 10,
                           re_prob: float = 0.5, views: Sequence[str] = ("original", "erased", "cropped"),
                           crop_scale: Tuple[float, float] = (0.5, 1.0),
-                          crop_ratio: Tuple[float, float] = (0.375, 0.667)) -> MultiView:
+                          crop_ratio: Tuple[float, float] = (0.375, 0.667),
+                          geometry: Optional[TokenGeometry] = None) -> MultiView | VisibilityMultiView:
     """The multi-view train transform.
 
     * ``original``: bicubic resize, flip, zero pad + random crop, normalise, random erasing with ``re_prob``
@@ -88,22 +91,30 @@ def build_train_transform(height: int = 256, width: int = 128, mean: Sequence[fl
       ``crop_ratio``) cropped and resized back to ``height x width``, normalise; no erasing, so the view isolates
       the paper's random-cropping occlusion.
 
+    With ``geometry`` (the visibility-aware model, beyond the paper) the same pipelines run, but the erasing
+    reports its rectangle (:class:`~lfem_plugin.data.occluders.MarkedErasing`) and each image comes with every
+    view's hidden rectangle and JPM group visible fractions
+    (:class:`~lfem_plugin.data.occluders.VisibilityMultiView`); the cropped view hides nothing (visibility 1).
+
     Reference: LFEM paper Sec. 3.2 and 4.2.
     """
     size = (height, width)
     resize_flip = [T.Resize(size, interpolation=T.InterpolationMode.BICUBIC), T.RandomHorizontalFlip(flip_prob)]
     tensor = [T.ToTensor(), T.Normalize(mean, std)]
     pad_crop = [T.Pad(padding), T.RandomCrop(size)] if padding > 0 else []
+    erase_sometimes = MarkedErasing(_eraser(re_prob)) if geometry else _eraser(re_prob)
+    erase_always = MarkedErasing(_eraser(1.0), always=True) if geometry else EnsureErased(_eraser(1.0))
     builders = {
-        "original": lambda: T.Compose(resize_flip + pad_crop + tensor + [_eraser(re_prob)]),
-        "erased": lambda: T.Compose(resize_flip + pad_crop + tensor + [EnsureErased(_eraser(1.0))]),
+        "original": lambda: T.Compose(resize_flip + pad_crop + tensor + [erase_sometimes]),
+        "erased": lambda: T.Compose(resize_flip + pad_crop + tensor + [erase_always]),
         "cropped": lambda: T.Compose(resize_flip + [T.RandomResizedCrop(size, crop_scale, crop_ratio,
                                                                         T.InterpolationMode.BICUBIC)] + tensor),
     }
     unknown = [v for v in views if v not in builders]
     if unknown:
         raise ValueError(f"unknown views {unknown}; choices: {list(builders)}")
-    return MultiView([builders[v]() for v in views], names=views)
+    multi_view = MultiView([builders[v]() for v in views], names=views)
+    return VisibilityMultiView(multi_view, geometry) if geometry else multi_view
 
 
 def build_test_transform(height: int = 256, width: int = 128, mean: Sequence[float] = (0.5, 0.5, 0.5),

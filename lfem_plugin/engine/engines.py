@@ -21,7 +21,8 @@ import torch
 from torch import nn
 
 from .. import _torchreid
-from ..losses import MultiBranchLoss
+from ..data.occluders import OCCLUDERS, paste_occluders, split_views
+from ..losses import GateVisibilityLoss, MultiBranchLoss
 from ..models.interface import ReIDModel
 from ..optim import guarded_step
 from ..utils import distributed as D
@@ -82,6 +83,10 @@ class LFEMEngine(_PluginParts, _TR.engine.Engine):
         checkpoint_period: also checkpoint every N epochs (0: only at evaluations and the end).
         save_checkpoints: write checkpoints at all (comparisons turn it off).
         config_text: the run's config (YAML), stored in every checkpoint.
+        gate_supervision: weight of :class:`~lfem_plugin.losses.GateVisibilityLoss` (0: off, the paper); needs a
+            train transform that gives visibility targets (:class:`~lfem_plugin.data.occluders.VisibilityMultiView`).
+        occluder: ``'noise'`` (paper) or ``'paste'``: erased rectangles are filled from another identity's first
+            view (:func:`~lfem_plugin.data.occluders.paste_occluders`; needs the same transform).
 
     Raises:
         TypeError: ``model`` (unwrapped) is not a ``ReIDModel`` (torchreid's own models: its engines,
@@ -92,7 +97,8 @@ class LFEMEngine(_PluginParts, _TR.engine.Engine):
     def __init__(self, datamanager, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
                  criterion: MultiBranchLoss, use_gpu: bool = True, amp: str = "bf16", grad_clip: float = 0.0,
                  use_cameras: bool = True, checkpoint_period: int = 0, save_checkpoints: bool = True,
-                 config_text: str = "", target_sie: Optional[Dict[str, str]] = None, eval_amp: str = "off") -> None:
+                 config_text: str = "", target_sie: Optional[Dict[str, str]] = None, eval_amp: str = "off",
+                 gate_supervision: float = 0.0, occluder: str = "noise") -> None:
         if not isinstance(D.unwrap(model), ReIDModel):
             raise TypeError(f"LFEMEngine trains a model implementing lfem_plugin.models.interface.ReIDModel "
                             f"(branch_names, num_views, classify, gates, ...); got {type(D.unwrap(model)).__name__}. "
@@ -105,6 +111,10 @@ class LFEMEngine(_PluginParts, _TR.engine.Engine):
         self.amp = amp if self.use_gpu else "off"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == "fp16")
         self.grad_clip = grad_clip
+        if occluder not in OCCLUDERS:
+            raise ValueError(f"occluder={occluder!r}; choices: {OCCLUDERS}")
+        self.occluder = occluder
+        self.gate_loss = GateVisibilityLoss(gate_supervision) if gate_supervision else None
         self.num_views = getattr(D.unwrap(model), "num_views", 1)
         self.skipped_steps = 0
         self.train_step = self._train_step
@@ -117,15 +127,30 @@ class LFEMEngine(_PluginParts, _TR.engine.Engine):
             return nullcontext()
         return torch.autocast("cuda", dtype=torch.bfloat16 if self.amp == "bf16" else torch.float16)
 
+    def _views(self, data: Dict[str, Any], pids: torch.Tensor):
+        """The stacked views ``(V, B, C, H, W)`` (occluders pasted in ``'paste'`` mode) and their visibility
+        targets ``(B, V, K)`` (None from a plain multi-view transform)."""
+        views, visibility, boxes = split_views(data["img"])
+        images = torch.stack([v.to(self.device, non_blocking=True) for v in views])
+        if (self.gate_loss is not None or self.occluder == "paste") and visibility is None:
+            raise ValueError("lfem.gate_supervision > 0 or lfem.occluder paste needs visibility targets from the "
+                             "train transform; build the data manager with lfem_plugin.build_datamanager(cfg), which "
+                             "gives them for these keys (data.occluders.VisibilityMultiView)")
+        if self.occluder == "paste":
+            images = paste_occluders(images, boxes.to(self.device, non_blocking=True), pids)
+        if visibility is not None:
+            visibility = visibility.to(self.device, non_blocking=True)
+        return images, visibility
+
     def compute_loss(self, data: Dict[str, Any]) -> Step:
         """The training step's forward: the views of a batch (with camera ids) through the model, the heads on the
         (under DDP: gathered) branch features, and the multi-branch loss (:attr:`train_step`: compiled with
-        ``lfem.compile``). Runs under the caller's autocast; copies the batch to the device without waiting."""
-        images = data["img"] if isinstance(data["img"], (list, tuple)) else [data["img"]]
-        images = torch.stack([v.to(self.device, non_blocking=True) for v in images])
+        ``lfem.compile``), plus the gate visibility loss when on. Runs under the caller's autocast; copies the batch
+        to the device without waiting."""
         pids = data["pid"].to(self.device, non_blocking=True)
         cameras = data["camid"].to(self.device, non_blocking=True)
-        return self.train_step(images, cameras, pids)
+        images, visibility = self._views(data, pids)
+        return self.train_step(images, cameras, pids, visibility)
 
     def forward_backward(self, data: Dict[str, Any]) -> Dict[str, torch.Tensor]:
         """One training step; returns its summary (loss, acc in %, every term, mean gates) as 0-dim device
@@ -152,9 +177,10 @@ class LFEMEngine(_PluginParts, _TR.engine.Engine):
             summary.update({f"gate/{k + 1}": g for k, g in enumerate(step.gates.detach().float().mean(0))})
         return summary
 
-    def _train_step(self, images: torch.Tensor, cameras: torch.Tensor, pids: torch.Tensor) -> Step:
+    def _train_step(self, images: torch.Tensor, cameras: torch.Tensor, pids: torch.Tensor,
+                    visibility: Optional[torch.Tensor] = None) -> Step:
         """Forward, classify and loss of one batch on the device: one graph for ``torch.compile`` (no host read, no
-        data-dependent branch)."""
+        data-dependent branch). ``visibility``: ``(B, V, K)`` targets of the gate visibility loss."""
         out = self.model(images, camera=cameras, branch_features=True)
         # Under DDP, heads and losses see the global batch (BNNeck statistics, batch-hard mining), as a single
         # process would; gradients flow back to each rank through the differentiable gather.
@@ -162,6 +188,9 @@ class LFEMEngine(_PluginParts, _TR.engine.Engine):
         pids = D.all_gather_cat(pids)
         logits = D.unwrap(self.model).classify(out.names, features)
         loss, terms = self.criterion(logits, features, pids, out.names)
+        if self.gate_loss is not None:  # this rank's own views: gates and targets never leave their images
+            terms["vis/gate_bce"] = self.gate_loss(out.gate_logits, visibility)
+            loss = loss + terms["vis/gate_bce"]
         return Step(loss, terms, logits, pids, out.gates)
 
     def compile(self, **kwargs: Any) -> None:
@@ -183,7 +212,7 @@ class LFEMEngine(_PluginParts, _TR.engine.Engine):
                 _logger.warning("non-finite loss at step %d under fp16: GradScaler skipped the step",
                                 step.global_step)
                 continue
-            bad = {k: v for k, v in step.summary.items() if k.startswith(("ce/", "tri/"))}
+            bad = {k: v for k, v in step.summary.items() if k.startswith(("ce/", "tri/", "vis/"))}
             raise NonFiniteLossError(f"non-finite loss at epoch {step.epoch + 1}, iteration {step.batch_idx + 1} "
                                      f"(step {step.global_step}): total={loss}, terms={bad}. "
                                      f"Training stopped; {non_finite_advice(self._save_dir)}.")

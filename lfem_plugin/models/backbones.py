@@ -16,13 +16,15 @@ _logger = logging.getLogger(__name__)
 
 # Architecture -> constructor arguments and the weight source that fits it (None: no ImageNet weights).
 ARCHS: Dict[str, Dict[str, Any]] = {
-    "vit_base_patch16": dict(embed_dim=768, depth=12, num_heads=12, weights="vit_base_patch16_224.jx"),
-    "deit_base_patch16": dict(embed_dim=768, depth=12, num_heads=12, weights="deit_base_distilled_patch16_224"),
-    "deit_small_patch16": dict(embed_dim=384, depth=12, num_heads=6, weights="deit_small_distilled_patch16_224"),
+    "vit_base_patch16": dict(patch_size=16, embed_dim=768, depth=12, num_heads=12, weights="vit_base_patch16_224.jx"),
+    "deit_base_patch16": dict(patch_size=16, embed_dim=768, depth=12, num_heads=12,
+                              weights="deit_base_distilled_patch16_224"),
+    "deit_small_patch16": dict(patch_size=16, embed_dim=384, depth=12, num_heads=6,
+                               weights="deit_small_distilled_patch16_224"),
     # CPU-sized, from random init: the CUHK03 (camera pair 1, 128x64) ablation on a 2-core CPU (configs/cuhk03_pair1/).
-    "vit_mini": dict(embed_dim=128, depth=4, num_heads=4, weights=None),
+    "vit_mini": dict(patch_size=16, embed_dim=128, depth=4, num_heads=4, weights=None),
     # Tiny test variant: runs in milliseconds on CPU; never pretrained.
-    "vit_tiny_test": dict(embed_dim=64, depth=3, num_heads=2, weights=None),
+    "vit_tiny_test": dict(patch_size=16, embed_dim=64, depth=3, num_heads=2, weights=None),
 }
 
 

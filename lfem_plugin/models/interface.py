@@ -11,6 +11,8 @@ from typing import Any, List, NamedTuple, Optional, Protocol, Sequence, Tuple, U
 
 import torch
 
+from .visibility import TokenGeometry
+
 __all__ = ["ReIDModel", "BuildArgs", "BranchFeatures", "BranchOutputs", "Views", "Window", "stack_views"]
 
 Views = Union[torch.Tensor, Sequence[torch.Tensor]]  # list of V (B,C,H,W), (V,B,C,H,W) or (B,C,H,W)
@@ -32,6 +34,9 @@ class BranchFeatures(NamedTuple):
     names: Tuple[str, ...]
     features: List[torch.Tensor]  # pre-BN, the triplet inputs
     gates: Optional[torch.Tensor]  # (B, K) LFEM relation gates of the original view, None without LFEM
+    # (V*B, K) every view's gates before the sigmoid, rows in the order of the stacked views (view-major, as
+    # stack_views lays them out): row v*B + b is view v of image b. None without LFEM.
+    gate_logits: Optional[torch.Tensor] = None
 
 
 class BranchOutputs(NamedTuple):
@@ -91,3 +96,6 @@ class ReIDModel(Protocol):
 
     def build_args(self) -> BuildArgs:
         """The data-given sizes the model was built with (stored in checkpoints to rebuild it)."""
+
+    def token_geometry(self) -> TokenGeometry:
+        """The patch grid and JPM grouping the model's gates see (what visibility targets must be computed in)."""

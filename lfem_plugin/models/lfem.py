@@ -12,13 +12,17 @@ import torch
 from timm.layers import trunc_normal_
 from torch import nn
 
-__all__ = ["LFEM", "LFEMOutput", "SequentialFusion", "FusionOutput"]
+__all__ = ["LFEM", "LFEMOutput", "SequentialFusion", "FusionOutput", "GATE_SCOPES"]
+
+
+GATE_SCOPES = ("refined", "local")  # what the gate r scales in the fusion: f' only (paper) or the whole local
 
 
 class LFEMOutput(NamedTuple):
-    fused: torch.Tensor  # f_l + f_g + f'
+    fused: torch.Tensor  # f_l + f_g + f' ('refined' scope) or f_g + r f_l + f' ('local' scope)
     refined: torch.Tensor  # f' = r * (f_l2 W_1)
     gate: torch.Tensor  # r, shape (B,)
+    logit: torch.Tensor  # the relation before the sigmoid, r = sigmoid(logit), shape (B,)
 
 
 class LFEM(nn.Module):
@@ -35,16 +39,26 @@ class LFEM(nn.Module):
         ``sqrt(D)`` times the per-dimension scale and saturates the sigmoid at initialisation, which stops the
         gate from learning (see the test ``test_gate_not_saturated_at_init``).
 
+    Beyond the paper (``gate_scope='local'``): the gate scales the whole local contribution,
+    ``f_g + r * (f_l + f_l2 W_1) = f_g + r f_l + f'``, so that an occluded group (low ``r``) enters the descriptor
+    at low weight; in the paper (``'refined'``, the default) only ``f'`` is gated and ``f_l`` always enters at full
+    weight. The pre-sigmoid relation is returned as ``logit`` for a with-logits loss (one sigmoid, never two).
+
     Reference: LFEM paper, Sec. 3.3, equations for ``f_l1, f_l2, f_g', r, f', f_final``.
 
     Args:
         dim: feature width ``D``.
         proj_dim: width of ``W_l1, W_l2, W_g`` outputs (``W_1`` maps it back to ``D``); ``None`` means ``D``.
         scale_gate: scale the relation dot product by ``1/sqrt(proj_dim)``.
+        gate_scope: ``'refined'`` (paper: ``r`` gates ``f'``) or ``'local'`` (``r`` gates ``f_l + f'``).
     """
 
-    def __init__(self, dim: int, proj_dim: Optional[int] = None, scale_gate: bool = True) -> None:
+    def __init__(self, dim: int, proj_dim: Optional[int] = None, scale_gate: bool = True,
+                 gate_scope: str = "refined") -> None:
         super().__init__()
+        if gate_scope not in GATE_SCOPES:
+            raise ValueError(f"gate_scope={gate_scope!r} is not one of {GATE_SCOPES}")
+        self.gate_scope = gate_scope
         proj_dim = proj_dim or dim
         self.proj_local_key = nn.Linear(dim, proj_dim, bias=False)  # W_l1
         self.proj_local_value = nn.Linear(dim, proj_dim, bias=False)  # W_l2
@@ -58,7 +72,11 @@ class LFEM(nn.Module):
         relation = (self.proj_local_key(local_feat) * self.proj_global(global_feat)).sum(dim=-1) * self.scale
         gate = torch.sigmoid(relation)
         refined = gate.unsqueeze(-1) * self.proj_out(self.proj_local_value(local_feat))
-        return LFEMOutput(local_feat + global_feat + refined, refined, gate)
+        local = local_feat if self.gate_scope == "refined" else gate.unsqueeze(-1) * local_feat
+        return LFEMOutput(local + global_feat + refined, refined, gate, relation)
+
+    def extra_repr(self) -> str:
+        return f"gate_scope={self.gate_scope!r}"
 
 
 class FusionOutput(NamedTuple):
@@ -66,6 +84,7 @@ class FusionOutput(NamedTuple):
     stages: Tuple[torch.Tensor, ...]  # g_1 .. g_K
     refined: Tuple[torch.Tensor, ...]  # f'_1 .. f'_K
     gates: torch.Tensor  # (B, K)
+    logits: torch.Tensor  # (B, K) the gates before the sigmoid
 
 
 class SequentialFusion(nn.Module):
@@ -79,13 +98,14 @@ class SequentialFusion(nn.Module):
         share: one LFEM shared by all groups instead of one per group (the paper's default is one per group).
         proj_dim: see :class:`LFEM`.
         scale_gate: see :class:`LFEM`.
+        gate_scope: see :class:`LFEM`.
     """
 
     def __init__(self, dim: int, num_groups: int = 4, share: bool = False, proj_dim: Optional[int] = None,
-                 scale_gate: bool = True) -> None:
+                 scale_gate: bool = True, gate_scope: str = "refined") -> None:
         super().__init__()
         count = 1 if share else num_groups
-        self.lfems = nn.ModuleList(LFEM(dim, proj_dim, scale_gate) for _ in range(count))
+        self.lfems = nn.ModuleList(LFEM(dim, proj_dim, scale_gate, gate_scope) for _ in range(count))
         self.num_groups = num_groups
 
     def forward(self, global_feat: torch.Tensor, local_feats: Sequence[torch.Tensor]) -> FusionOutput:
@@ -95,10 +115,13 @@ class SequentialFusion(nn.Module):
         stages: List[torch.Tensor] = []
         refined: List[torch.Tensor] = []
         gates: List[torch.Tensor] = []
+        logits: List[torch.Tensor] = []
         for k, local in enumerate(local_feats):
             out = self.lfems[k % len(self.lfems)](local, current)
             current = out.fused
             stages.append(out.fused)
             refined.append(out.refined)
             gates.append(out.gate)
-        return FusionOutput(current, tuple(stages), tuple(refined), torch.stack(gates, dim=1))
+            logits.append(out.logit)
+        return FusionOutput(current, tuple(stages), tuple(refined), torch.stack(gates, dim=1),
+                            torch.stack(logits, dim=1))

@@ -16,6 +16,7 @@ from .backbones import ARCHS, build_backbone
 from .head import BNNeckHead
 from .interface import BranchFeatures, BranchOutputs, BuildArgs, Views, Window, stack_views
 from .lfem import SequentialFusion
+from .visibility import TokenGeometry
 from .vit import TransReIDViT
 
 __all__ = ["LFEMViT", "BranchOutputs", "BranchFeatures", "VIEW_NAMES", "create_lfem_vit", "build_args_of"]
@@ -61,6 +62,8 @@ class LFEMViT(nn.Module):
         local_feature: ``'refined' | 'jpm' | 'fused'``.
         neck_feat: ``'before' | 'after'``.
         eval_feature: ``'final' | 'concat'``.
+        gate_scope: what the LFEM gate scales: ``'refined'`` (paper, ``f'`` only) or ``'local'`` (``f_l + f'``;
+            beyond the paper, see :class:`~lfem_plugin.models.lfem.LFEM`).
     """
 
     def __init__(self, num_classes: int, backbone: TransReIDViT, loss: Literal["softmax", "triplet"] = "softmax",
@@ -69,7 +72,8 @@ class LFEMViT(nn.Module):
                  lfem_scale_gate: bool = True, lfem_share: bool = False,
                  local_feature: Literal["refined", "jpm", "fused"] = "refined",
                  neck_feat: Literal["before", "after"] = "before",
-                 eval_feature: Literal["final", "concat"] = "final") -> None:
+                 eval_feature: Literal["final", "concat"] = "final",
+                 gate_scope: Literal["refined", "local"] = "refined") -> None:
         super().__init__()
         if backbone.jpm is None:
             raise ValueError("LFEMViT needs a backbone built with jpm=True")
@@ -93,7 +97,8 @@ class LFEMViT(nn.Module):
         self.eval_feature = eval_feature
         dim = self.num_features = backbone.num_features
         groups = backbone.num_groups
-        self.fusion = SequentialFusion(dim, groups, lfem_share, lfem_proj_dim, lfem_scale_gate) if use_lfem else None
+        self.fusion = SequentialFusion(dim, groups, lfem_share, lfem_proj_dim, lfem_scale_gate,
+                                       gate_scope) if use_lfem else None
         self.branch_names = views + tuple(f"local{k + 1}" for k in range(groups))  # named as the data's views
         self.heads = nn.ModuleList(BNNeckHead(dim, num_classes) for _ in self.branch_names)
 
@@ -124,6 +129,10 @@ class LFEMViT(nn.Module):
         return [[(r * stride, c * stride, patch, patch) for r, c in (divmod(i, cols) for i in group)]
                 for group in self.backbone.group_token_indices()]
 
+    def token_geometry(self) -> TokenGeometry:
+        """The patch grid and JPM grouping of the backbone (the order the gates' tokens come in)."""
+        return TokenGeometry.of(self.backbone)
+
     def gates(self, x: torch.Tensor, camera: Optional[torch.Tensor] = None) -> Optional[torch.Tensor]:
         """The LFEM relation gates ``(B, K)`` of one view ``(B, 3, H, W)``; None without LFEM."""
         return self._global_and_locals(x, camera)[2]
@@ -131,7 +140,7 @@ class LFEMViT(nn.Module):
     def _global_and_locals(self, x: torch.Tensor, camera: Optional[torch.Tensor]):
         out = self.backbone(x, camera)
         if self.fusion is None:
-            return out.global_feat, list(out.local_feats), None
+            return out.global_feat, list(out.local_feats), None, None
         fused = self.fusion(out.global_feat, out.local_feats)
         if self.local_feature == "jpm":
             locals_ = list(out.local_feats)
@@ -139,7 +148,7 @@ class LFEMViT(nn.Module):
             locals_ = [f + r for f, r in zip(out.local_feats, fused.refined)]
         else:
             locals_ = list(fused.stages)
-        return fused.final, locals_, fused.gates
+        return fused.final, locals_, fused.gates, fused.logits
 
     def forward_branch_features(self, x: Views, camera: Optional[torch.Tensor] = None) -> BranchFeatures:
         """Training forward over all views in one batch, up to the pre-BN branch features (no heads)."""
@@ -152,11 +161,11 @@ class LFEMViT(nn.Module):
         batch = images.shape[0] // num_views
         if camera is not None:
             camera = torch.as_tensor(camera, device=images.device).reshape(-1).repeat(num_views)
-        final, locals_, gates = self._global_and_locals(images, camera)
+        final, locals_, gates, logits = self._global_and_locals(images, camera)
         features = list(final.split(batch)) + [local[:batch] for local in locals_]
         names = self.branch_names[:num_views] + self.branch_names[self.num_views:]
         gates = None if gates is None else gates[:batch]
-        return BranchFeatures(names, features, gates)
+        return BranchFeatures(names, features, gates, logits)
 
     def _warn_what_is_lost(self, num_views: int, camera: Optional[torch.Tensor]) -> None:
         """Once per model: training on fewer views than it has (torchreid's stock ``ImageDataManager`` gives one) or
@@ -186,7 +195,7 @@ class LFEMViT(nn.Module):
 
     def forward_eval(self, x: torch.Tensor, camera: Optional[torch.Tensor] = None) -> torch.Tensor:
         """One view in, the retrieval feature out (see ``eval_feature`` / ``neck_feat``)."""
-        final, locals_, _ = self._global_and_locals(x, camera)
+        final, locals_, _, _ = self._global_and_locals(x, camera)
         feats = [final] + (locals_ if self.eval_feature == "concat" else [])
         if self.neck_feat == "after":
             heads = [self.heads[0]] + list(self.heads[self.num_views:])
@@ -245,16 +254,19 @@ def create_lfem_vit(arch: str, num_classes: int, loss: str = "softmax", pretrain
         raise TypeError(f"unknown model option for {arch}: {err}") from None
 
 
-def _variant(name: str, arch: str, fixed: Tuple[str, ...] = (), **model_args: Any) -> None:
+def _variant(name: str, arch: str, fixed: Tuple[str, ...] = (), training: Optional[dict] = None,
+             **model_args: Any) -> None:
     """Register ``name``: ``arch`` with ``model_args``. Through configs these settings replace the defaults of the
-    keys that carry them, and ``fixed`` are the ones the name itself states (contradicting them is an error)."""
+    keys that carry them, and ``fixed`` are the ones the name itself states (contradicting them is an error).
+    ``training``: settings of the training recipe, not of the model (e.g. ``gate_supervision``); they reach only
+    the config keys, never the builder."""
     def builder(num_classes: int, loss: str = "softmax", pretrained: bool = False, use_gpu: bool = True,
                 **kwargs: Any) -> LFEMViT:
         return create_lfem_vit(arch, num_classes, loss, pretrained, use_gpu, **dict(model_args, **kwargs))
     builder.__name__ = builder.__qualname__ = name
-    builder.__doc__ = f"{name}: {arch} with {model_args}."
+    builder.__doc__ = f"{name}: {arch} with {dict(model_args, **training or {})}."
     builder.arch = arch  # the backbone architecture (its weight source fixes the input normalisation)
-    builder.settings = dict(model_args)
+    builder.settings = dict(model_args, **training or {})
     builder.fixed = tuple(fixed)
     MODELS.register(builder, name=name)
 
@@ -276,3 +288,10 @@ _BASELINE = dict(use_lfem=False, num_views=1, local_feature="jpm", eval_feature=
 _variant("vit_transreid", "vit_base_patch16", ("use_lfem", "num_views"), **_BASE_S11, **_BASELINE)
 _variant("vit_transreid_tiny", "vit_tiny_test", ("use_lfem", "num_views"), **_TINY, **_BASELINE)
 _variant("vit_transreid_mini", "vit_mini", ("use_lfem", "num_views"), **_MINI, **_BASELINE)
+# Beyond the paper: the visibility-aware LFEM (issue 25), every part on - gates supervised by each view's group
+# visibility (weight 1.0, not tuned: choose it on a validation split), occluders pasted from other identities, JPM
+# stripes (rearrange off, so groups can be occluded apart) and the gate scaling the whole local (models/lfem.py).
+_VIS = dict(rearrange=False, gate_scope="local")
+_VIS_TRAINING = dict(gate_supervision=1.0, occluder="paste")
+_variant("lfem_vit_vis", "vit_base_patch16", training=_VIS_TRAINING, **_BASE_S11, **_VIS)
+_variant("lfem_vit_vis_tiny", "vit_tiny_test", training=_VIS_TRAINING, **_TINY, **_VIS)

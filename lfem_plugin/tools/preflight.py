@@ -15,9 +15,11 @@ from typing import Dict, List, Sequence, Tuple
 from PIL import Image
 from yacs.config import CfgNode
 
-from ..config import target_sie
+from ..config import target_sie, visibility_targets
 from ..data.datasets import DUKE_SPLITS
 from ..data.occluded_benchmarks import TEST_ONLY
+from ..data.occluders import OCCLUDERS
+from ..models.lfem import GATE_SCOPES
 from ..models.sie import SIE_MODES
 
 __all__ = ["check_config", "check_data", "check_sampler", "check_test_images", "check_query_matches",
@@ -57,6 +59,7 @@ def check_config(cfg: CfgNode) -> None:
     if cfg.train.checkpoint_period < 0:
         raise PreflightError(f"train.checkpoint_period is {cfg.train.checkpoint_period}; use 0 (only at evaluations "
                              f"and the end) or a positive number of epochs")
+    _check_visibility(cfg)
     if cfg.sampler.train_sampler == "RandomIdentitySampler":
         batch, k = cfg.train.batch_size, cfg.sampler.num_instances
         if batch % k:
@@ -66,6 +69,23 @@ def check_config(cfg: CfgNode) -> None:
         if batch // k == 1:
             _logger.warning("train.batch_size %d / sampler.num_instances %d = one identity per batch: every triplet "
                             "term is 0 (no negatives); raise train.batch_size", batch, k)
+
+
+def _check_visibility(cfg: CfgNode) -> None:
+    """The visibility-aware keys (lfem.gate_supervision, lfem.occluder, lfem.gate_scope)."""
+    if cfg.lfem.gate_supervision < 0:
+        raise PreflightError(f"lfem.gate_supervision is {cfg.lfem.gate_supervision}; use 0 (off, the paper) or a "
+                             f"positive weight")
+    for key, value, choices in (("lfem.occluder", cfg.lfem.occluder, OCCLUDERS),
+                                ("lfem.gate_scope", cfg.lfem.gate_scope, GATE_SCOPES)):
+        if value not in choices:
+            raise PreflightError(f"{key} {value!r} is not one of {', '.join(map(repr, choices))}")
+    if cfg.lfem.gate_supervision > 0 and not cfg.lfem.use_lfem:
+        raise PreflightError("lfem.gate_supervision > 0 supervises the LFEM gates, but lfem.use_lfem is false (no "
+                             "gates); set lfem.use_lfem true or lfem.gate_supervision 0")
+    if visibility_targets(cfg) and not {"original", "erased"} & set(cfg.lfem.views):
+        _logger.warning("lfem.gate_supervision / lfem.occluder paste: no view in lfem.views %s erases (original, "
+                        "erased), so every target is 1 and nothing is pasted", list(cfg.lfem.views))
 
 
 def check_sampler(num_pids: int, batch_size: int, num_instances: int, sources: Sequence[str]) -> None:

@@ -12,7 +12,8 @@ from typing import Any, Dict, Mapping, Optional, Tuple
 
 from ..config import load_yaml_with_base
 
-__all__ = ["ModelSpec", "Profile", "PROFILES", "QUICK", "PAPER", "PEDESTRIANS", "LFEM_VARIANTS", "configs_dir"]
+__all__ = ["ModelSpec", "Profile", "PROFILES", "QUICK", "PAPER", "PEDESTRIANS", "VISIBILITY", "LFEM_VARIANTS",
+           "configs_dir"]
 
 
 def configs_dir() -> Path:
@@ -156,4 +157,22 @@ PEDESTRIANS = Profile(
         ModelSpec("osnet_x0_25", "OSNet x0.25", "cuhk03_pair1/cnn_softmax_128x64.yaml"),
     ),
 )
-PROFILES = {"quick": QUICK, "paper": PAPER, "pedestrians": PEDESTRIANS}
+
+# ---- visibility profile (issue 25; prepared, not yet run): the visibility-aware LFEM's parts, one row each on top of
+# the paper's Full model, then all of them, on the quick profile's ORL occluded proxy and ViT recipe; run with
+# --seeds 0 1 2. Settings are to be chosen on a validation split of the training identities, never on the queries.
+VISIBILITY = Profile(
+    name="visibility",
+    description=QUICK.description.split("; CNN")[0] + "; the paper's Full model and each visibility part on top of "
+                "it (gate supervision 1.0, pasted occluders, stripes, whole-local gating), then all of them",
+    common={},
+    models=(
+        ModelSpec("paper_full", "Full (paper)", _QUICK_VIT),
+        ModelSpec("plus_supervision", "+gate supervision", _QUICK_VIT, {"lfem.gate_supervision": 1.0}),
+        ModelSpec("plus_paste", "+pasted occluders", _QUICK_VIT, {"lfem.occluder": "paste"}),
+        ModelSpec("plus_stripes", "+stripes", _QUICK_VIT, {"lfem.rearrange": False}),
+        ModelSpec("plus_local_gate", "+whole-local gating", _QUICK_VIT, {"lfem.gate_scope": "local"}),
+        ModelSpec("vis_all", "All (lfem_vit_vis)", _QUICK_VIT, {"model.name": "lfem_vit_vis_tiny"}),
+    ),
+)
+PROFILES = {"quick": QUICK, "paper": PAPER, "pedestrians": PEDESTRIANS, "visibility": VISIBILITY}

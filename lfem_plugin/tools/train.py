@@ -20,6 +20,8 @@ from ..data.datamanager import ReIDDataManager
 from ..data.transforms import build_test_transform, build_train_transform
 from ..engine import LFEMEngine, TorchreidSoftmaxEngine, TorchreidTripletEngine
 from ..losses import MultiBranchLoss, branch_weights
+from ..models.backbones import ARCHS
+from ..models.visibility import TokenGeometry
 from ..optim import WarmupCosineLR, build_optimizer
 from ..registry import MODELS
 from ..utils import distributed as D
@@ -73,7 +75,11 @@ class PluginFamily:
     TransReID optimiser groups, the seven-branch criterion, AMP / compile / DDP, and :class:`LFEMEngine`."""
 
     def datamanager_kwargs(self, cfg: CfgNode) -> Dict[str, Any]:
-        return dict(C.imagedata_kwargs(cfg, None), train_transform=build_train_transform(**C.transform_kwargs(cfg)),
+        """With gate supervision or pasted occluders the train views also give their hidden rectangles and group
+        visibility targets, in the configured model's patch grid and JPM order."""
+        geometry = token_geometry(cfg) if C.visibility_targets(cfg) else None
+        return dict(C.imagedata_kwargs(cfg, None),
+                    train_transform=build_train_transform(**C.transform_kwargs(cfg), geometry=geometry),
                     test_transform=build_test_transform(**C.test_transform_kwargs(cfg)))
 
     def sie_cameras(self, cfg: CfgNode, cameras: List[int]) -> List[int]:
@@ -87,6 +93,8 @@ class PluginFamily:
                                                                                              camera_ids))
 
     def build_engine(self, cfg: CfgNode, dm, model: torch.nn.Module, use_gpu: bool):
+        if C.visibility_targets(cfg):
+            _check_geometry(dm.transform_tr.geometry, model.token_geometry())
         optimizer = build_optimizer(model, **C.optimizer_kwargs(cfg))
         acceleration = C.acceleration_kwargs(cfg)
         if use_gpu and acceleration["tf32"]:
@@ -161,6 +169,19 @@ def build_datamanager(cfg: CfgNode, models: Optional[Family] = None) -> ReIDData
         num_pids = ReIDDataManager(**dict(kwargs, train_sampler="RandomSampler"), **plain).num_train_pids
         preflight.check_sampler(num_pids, cfg.train.batch_size, cfg.sampler.num_instances, cfg.data.sources)
         raise
+
+
+def token_geometry(cfg: CfgNode) -> TokenGeometry:
+    """The patch grid and JPM grouping of the configured plugin model (the patch size is its architecture's)."""
+    return TokenGeometry(patch_size=ARCHS[MODELS.get(cfg.model.name).arch]["patch_size"],
+                         **C.token_geometry_kwargs(cfg))
+
+
+def _check_geometry(targets: TokenGeometry, model: TokenGeometry) -> None:
+    """The visibility targets must be computed in the built model's own patch grid and token order."""
+    if targets != model:
+        raise ValueError(f"the train views' visibility targets use {targets} but the model has {model}; build the "
+                         f"data manager and the model from the same config")
 
 
 def train_cameras(dm) -> List[int]:

@@ -169,3 +169,26 @@ def test_pedestrians_profile_scores_clean_and_occluded_queries_one_model_per_cal
         assert cfg.model.name == spec.model
         assert list(cfg.data.targets) == ["market_layout", "market_layout_occluded"]
         assert cfg.data.market_layout.folder == "cuhk03_pair1_128x64" and cfg.data.root == str(tmp_path / "data")
+
+
+def test_visibility_profile_rows_change_one_part_each_on_the_quick_recipe(tmp_path):
+    from lfem_plugin.tools.compare import QUICK, _config
+    from lfem_plugin.tools.protocols import PROFILES, VISIBILITY
+    assert PROFILES["visibility"] is VISIBILITY
+    cfgs = {s.key: _config(s, VISIBILITY, 0, tmp_path, "", (), None) for s in VISIBILITY.models}
+    full = _config(next(s for s in QUICK.models if s.key == "full"), QUICK, 0, tmp_path, "", (), None)
+    keys = ("model.name", "lfem.gate_supervision", "lfem.occluder", "lfem.rearrange", "lfem.gate_scope")
+
+    def vis(cfg):
+        return (cfg.model.name, cfg.lfem.gate_supervision, cfg.lfem.occluder, cfg.lfem.rearrange, cfg.lfem.gate_scope)
+
+    paper = ("lfem_vit_tiny", 0.0, "noise", True, "refined")
+    assert vis(cfgs["paper_full"]) == vis(full) == paper
+    for key, index, value in (("plus_supervision", 1, 1.0), ("plus_paste", 2, "paste"), ("plus_stripes", 3, False),
+                              ("plus_local_gate", 4, "local")):
+        changed = [k for k, a, b in zip(keys, vis(cfgs[key]), paper) if a != b]
+        assert changed == [keys[index]] and vis(cfgs[key])[index] == value
+    assert vis(cfgs["vis_all"]) == ("lfem_vit_vis_tiny", 1.0, "paste", False, "local")
+    for cfg in cfgs.values():  # the quick protocol itself is unchanged
+        assert (cfg.data.height, cfg.data.width, cfg.lfem.stride, cfg.train.max_epoch, cfg.lfem.loss_weights) == \
+            (full.data.height, full.data.width, full.lfem.stride, full.train.max_epoch, full.lfem.loss_weights)

@@ -9,23 +9,12 @@ import pytest
 
 from lfem_plugin.cli import main
 
+from ..commands import test_cli_errors
 from .test_search import _images
 
 
 # ---- a checkpoint knows its model; a checkpoint at another input size ---------------------------------------------
-@pytest.fixture(scope="module")
-def trained64(tmp_path_factory):
-    """A 1-epoch lfem_vit_tiny checkpoint at 64x32 on the synthetic set (its config stored in it)."""
-    from lfem_plugin import config as C
-    from lfem_plugin.tools import train as T
-
-    from ..helpers import CPU_CONFIG, SMALL, register_synthetic, write_synthetic_reid
-    base = tmp_path_factory.mktemp("inputs26")
-    write_synthetic_reid(base / "data")
-    register_synthetic()
-    T.run(C.load_config(CPU_CONFIG, ["data.root", str(base / "data"), "data.save_dir", str(base / "run"),
-                                     "train.max_epoch", "1", *SMALL]))
-    return base, base / "run" / "model" / "model.pth.tar-1"
+trained = test_cli_errors.trained  # the module-scoped 1-epoch 64x32 checkpoint with its config (and data root)
 
 
 def _tiny_checkpoint(path, size, with_config=True):
@@ -42,14 +31,14 @@ def _tiny_checkpoint(path, size, with_config=True):
     return model
 
 
-def test_test_rebuilds_the_model_and_data_from_the_checkpoint(trained64, capsys):
-    _, ckpt = trained64
+def test_test_rebuilds_the_model_and_data_from_the_checkpoint(trained, capsys):
+    _, ckpt = trained
     assert main(["test", "--weights", str(ckpt)]) == 0  # no --config-file, no -s: the checkpoint's own
     assert "synthetic_reid" in json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
 
-def test_test_at_another_size_resamples_the_position_embedding(trained64, capsys, caplog):
-    _, ckpt = trained64
+def test_test_at_another_size_resamples_the_position_embedding(trained, capsys, caplog):
+    _, ckpt = trained
     assert main(["test", "--weights", str(ckpt), "data.height", "128", "data.width", "64"]) == 0
     assert "trained at 64x32 (7x3 patches) and runs at 128x64 (15x7 patches)" in caplog.text
 
@@ -66,14 +55,14 @@ def test_extract_at_another_size_resamples_exactly_and_says_so(tmp_path, caplog)
     from timm.layers import resample_abs_pos_embed
 
     from lfem_plugin.tools.inference import load_trained
-    trained = _tiny_checkpoint(tmp_path / "a.pth", (64, 32))
+    source = _tiny_checkpoint(tmp_path / "a.pth", (64, 32))
     _images(tmp_path / "q", ["x.png"], 0)
     assert main(["extract", "--weights", str(tmp_path / "a.pth"), "--images", str(tmp_path / "q"), "--set",
                  "data.height", "128", "--set", "data.width", "64", "--device", "cpu",
                  "--out", str(tmp_path / "f.npy")]) == 0
     assert "trained at 64x32" in caplog.text and "resampled" in caplog.text
     model, _ = load_trained(str(tmp_path / "a.pth"), opts=["data.height", "128", "data.width", "64"])
-    expected = resample_abs_pos_embed(trained.backbone.pos_embed.detach(), new_size=[15, 7], old_size=[7, 3],
+    expected = resample_abs_pos_embed(source.backbone.pos_embed.detach(), new_size=[15, 7], old_size=[7, 3],
                                       num_prefix_tokens=1, interpolation="bilinear", antialias=False)
     assert torch.equal(model.backbone.pos_embed.detach(), expected)
 
@@ -92,10 +81,10 @@ def test_load_weights_at_another_size_keeps_the_position_embedding(tmp_path):
 
     from lfem_plugin.registry import MODELS
     from lfem_plugin.utils.checkpoint import load_trained_weights
-    trained = _tiny_checkpoint(tmp_path / "a.pth", (64, 32))
+    source = _tiny_checkpoint(tmp_path / "a.pth", (64, 32))
     model = MODELS.get("lfem_vit_tiny")(num_classes=4, img_size=(128, 64))
     load_trained_weights(model, tmp_path / "a.pth")
-    expected = resample_abs_pos_embed(trained.backbone.pos_embed.detach(), new_size=[15, 7], old_size=[7, 3],
+    expected = resample_abs_pos_embed(source.backbone.pos_embed.detach(), new_size=[15, 7], old_size=[7, 3],
                                       num_prefix_tokens=1, interpolation="bilinear", antialias=False)
     assert torch.equal(model.backbone.pos_embed.detach(), expected)
 

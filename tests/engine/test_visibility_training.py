@@ -1,0 +1,237 @@
+"""The visibility-aware LFEM in training: views that report what they hide, pasted occluders, gate supervision
+(and the three ways it is commonly broken), whole-local gating, and the model at test time (one vector out)."""
+import csv
+import math
+import types
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from timm.data.random_erasing import RandomErasing
+from torch.utils.data import default_collate
+
+from lfem_plugin import config as C
+from lfem_plugin.tools import train as T
+from lfem_plugin.data.occluders import MarkedErasing, paste_occluders, split_views
+from lfem_plugin.data.transforms import build_train_transform
+from lfem_plugin.engine import LFEMEngine
+from lfem_plugin.losses import GateVisibilityLoss
+from lfem_plugin.models.lfem import LFEM
+from lfem_plugin.models.interface import stack_views
+from lfem_plugin.models.visibility import TokenGeometry
+from lfem_plugin.registry import MODELS
+
+from ..helpers import CPU_CONFIG, SMALL, TR
+
+GEOMETRY = TokenGeometry((64, 32), 16, 8, 4, rearrange=True)
+
+
+def _eraser(p):
+    return RandomErasing(probability=p, mode="pixel", max_count=1, device="cpu")
+
+
+# ---- views that know what they hide --------------------------------------------------------------------------
+def test_marked_erasing_reports_exactly_the_filled_rectangle():
+    img = torch.full((3, 64, 32), 0.25)
+    out, box = MarkedErasing(_eraser(1.0), always=True)(img)
+    top, left, h, w = box.tolist()
+    changed = (out != 0.25).any(0)
+    assert h * w > 0 and changed[top:top + h, left:left + w].all() and changed.sum() == h * w
+    assert torch.equal(img, torch.full((3, 64, 32), 0.25))  # the input is not modified
+    out, box = MarkedErasing(_eraser(0.0))(img)
+    assert box.tolist() == [0, 0, 0, 0] and torch.equal(out, img)
+    with pytest.raises(ValueError, match="max_count=1"):
+        MarkedErasing(RandomErasing(max_count=2, device="cpu"))
+
+
+def test_views_return_their_own_targets_and_collate_like_torchreid():
+    transform = build_train_transform(64, 32, padding=4, geometry=GEOMETRY)
+    items = [transform(Image.new("RGB", (32, 64), (i * 40, 90, 10))) for i in range(4)]
+    batch = default_collate(items)  # what torchreid's DataLoader does with a dataset item's img
+    views, visibility, boxes = split_views(batch)
+    assert [v.shape for v in views] == [(4, 3, 64, 32)] * 3
+    assert visibility.shape == (4, 3, 4) and boxes.shape == (4, 3, 4)
+    for b in range(4):
+        for v in range(3):
+            assert torch.allclose(visibility[b, v], GEOMETRY.from_boxes(boxes[b, v:v + 1])[0])
+    assert (boxes[:, 1, 2] * boxes[:, 1, 3] > 0).all() and (visibility[:, 1] < 1).any(1).all()  # erased: always
+    assert (boxes[:, 2] == 0).all() and (visibility[:, 2] == 1).all()  # cropped: hides nothing
+    assert "VisibilityMultiView" in repr(transform) and "MarkedErasing" in repr(transform)
+    assert split_views([views[0]])[1] is None and len(split_views(views[0])[0]) == 1  # plain transforms
+
+
+def test_a_view_of_another_size_than_the_model_is_refused():
+    transform = build_train_transform(64, 32, geometry=TokenGeometry((96, 80), 16, 16, 4, True))
+    with pytest.raises(ValueError, match=r"view original is \(64, 32\) but the model's input is \(96, 80\)"):
+        transform(Image.new("RGB", (32, 64)))
+
+
+# ---- pasted occluders ---------------------------------------------------------------------------------------
+def _batch(views=2, batch=6):
+    images = torch.arange(views * batch, dtype=torch.float32).view(views, batch, 1, 1, 1).expand(-1, -1, 3, 8, 4)
+    boxes = torch.zeros(batch, views, 4, dtype=torch.long)
+    boxes[:, 1] = torch.tensor([2, 1, 3, 2])  # the second view hides rows 2-4, columns 1-2
+    return images.clone(), boxes, torch.tensor([0, 0, 1, 1, 2, 2])
+
+
+def test_paste_fills_the_hidden_rectangle_from_another_identity_only():
+    images, boxes, pids = _batch()
+    out = paste_occluders(images, boxes, pids)
+    assert torch.equal(out[0], images[0])  # the first view hides nothing
+    outside = torch.ones(8, 4, dtype=torch.bool)
+    outside[2:5, 1:3] = False
+    assert torch.equal(out[1][..., outside], images[1][..., outside])
+    donors = out[1, :, 0, 2, 1].long()  # the pasted value is the donor's index in the first view
+    assert (out[1, :, :, 2:5, 1:3] == donors.view(-1, 1, 1, 1)).all()
+    assert (pids[donors] != pids).all()
+
+
+def test_paste_is_deterministic_under_a_seed_and_draws_anew_without():
+    images, boxes, pids = _batch()
+    torch.manual_seed(3)
+    first = paste_occluders(images, boxes, pids)
+    torch.manual_seed(3)
+    assert torch.equal(paste_occluders(images, boxes, pids), first)
+    draws = {tuple(paste_occluders(images, boxes, pids)[1, :, 0, 2, 1].tolist()) for _ in range(10)}
+    assert len(draws) > 1
+
+
+def test_paste_leaves_an_image_without_another_identity_and_checks_shapes():
+    images, boxes, _ = _batch()
+    assert torch.equal(paste_occluders(images, boxes, torch.zeros(6, dtype=torch.long)), images)
+    with pytest.raises(ValueError, match=r"expected \(6, 2, 4\)"):
+        paste_occluders(images, boxes[:, :1], torch.zeros(6, dtype=torch.long))
+
+
+# ---- gate supervision: one sigmoid, its own view, the JPM's token order --------------------------------------
+def test_gate_loss_is_bce_with_logits_by_hand():
+    logits = torch.tensor([[0.0, 2.0]])
+    loss = GateVisibilityLoss(0.5)(logits, torch.tensor([[[1.0, 0.25]]]))
+    expected = (math.log(2) + (2 - 0.5 + math.log(1 + math.exp(-2)))) / 2
+    assert loss.item() == pytest.approx(0.5 * expected, rel=1e-6)
+    with pytest.raises(ValueError, match="expected \\(2, 2\\)"):
+        GateVisibilityLoss()(logits, torch.ones(1, 2, 2))
+    with pytest.raises(ValueError, match="no LFEM"):
+        GateVisibilityLoss()(None, torch.ones(1, 1, 2))
+
+
+def test_the_sigmoid_is_applied_once_pitfall_1():
+    """Pitfall: a sigmoid applied before a with-logits loss (two sigmoids). The model's gate logits are the relation
+    itself (gate = sigmoid(logit)), and the loss's gradient on them is (sigmoid(z) - t) / n, as for one sigmoid."""
+    lfem = LFEM(4, 4)
+    f_l, f_g = torch.randn(3, 4), torch.randn(3, 4)
+    out = lfem(f_l, f_g)
+    relation = (lfem.proj_local_key(f_l) * lfem.proj_global(f_g)).sum(-1) / 2
+    assert torch.allclose(out.logit, relation) and torch.allclose(out.gate, torch.sigmoid(relation))
+    model = MODELS.get("lfem_vit_vis_tiny")(num_classes=4).train()
+    feats = model(torch.randn(3, 2, 3, 64, 32), branch_features=True)
+    assert feats.gate_logits.shape == (6, 4)
+    assert torch.allclose(torch.sigmoid(feats.gate_logits[:2]), feats.gates)
+    z = feats.gate_logits.detach().requires_grad_()
+    targets = torch.rand(2, 3, 4)
+    (grad,) = torch.autograd.grad(GateVisibilityLoss()(z, targets), z)
+    assert torch.allclose(grad, (torch.sigmoid(z) - targets.transpose(0, 1).reshape(6, 4)) / 24, atol=1e-7)
+
+
+def test_each_view_is_supervised_by_its_own_box_pitfall_2():
+    """Pitfall: the original view's gates trained with the erased view's box. Views of an image carry codes; the
+    engine's views and targets, the model's stacking and the loss's reordering must pair each row with its own
+    view: logits equal to each row's own target give zero gradient, and any other pairing does not."""
+    views = [torch.full((3, 3, 64, 32), float(v)) + torch.arange(3.0).view(3, 1, 1, 1) * 10 for v in range(3)]
+    codes = torch.tensor([[[(10 * b + v + 1) / 40] * 4 for v in range(3)] for b in range(3)])  # (B, V, K)
+    data = {"img": {"views": views, "visibility": codes, "boxes": torch.zeros(3, 3, 4, dtype=torch.long)}}
+    engine = types.SimpleNamespace(device=torch.device("cpu"), gate_loss=GateVisibilityLoss(), occluder="noise")
+    images, visibility = LFEMEngine._views(engine, data, torch.arange(3))
+    rows, _ = stack_views(images)  # the model's rows: view-major
+    own = (rows[:, 0, 0, 0] + 1) / 40  # row v*B + b holds pixel 10 b + v, its target is (10 b + v + 1) / 40
+    z = torch.logit(own).unsqueeze(1).repeat(1, 4).requires_grad_()
+    (grad,) = torch.autograd.grad(GateVisibilityLoss()(z, visibility), z)
+    assert grad.abs().max() < 1e-7
+    swapped = visibility[:, [1, 0, 2]]  # the original view's gates against the erased view's targets
+    (grad,) = torch.autograd.grad(GateVisibilityLoss()(z, swapped), z)
+    assert grad.abs().max() > 1e-4  # (1/40) / 36 per mispaired entry
+
+
+def test_missing_targets_are_a_clear_error():
+    engine = types.SimpleNamespace(device=torch.device("cpu"), gate_loss=GateVisibilityLoss(), occluder="noise")
+    with pytest.raises(ValueError, match="needs visibility targets"):
+        LFEMEngine._views(engine, {"img": [torch.zeros(2, 3, 64, 32)]}, torch.arange(2))
+
+
+# ---- whole-local gating ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("scope", ["refined", "local"])
+def test_gate_scope_fusion_by_hand(scope):
+    torch.manual_seed(0)
+    lfem = LFEM(4, 4, gate_scope=scope)
+    f_l, f_g = torch.randn(2, 4), torch.randn(2, 4)
+    out = lfem(f_l, f_g)
+    r = out.gate.unsqueeze(-1)
+    refined = r * lfem.proj_out(lfem.proj_local_value(f_l))
+    expected = f_l + f_g + refined if scope == "refined" else f_g + r * f_l + refined
+    assert torch.allclose(out.fused, expected) and torch.allclose(out.refined, refined)
+    with pytest.raises(ValueError, match="gate_scope"):
+        LFEM(4, gate_scope="all")
+
+
+# ---- registration and configuration --------------------------------------------------------------------------
+def test_the_paper_keys_stay_off_and_the_vis_name_turns_every_part_on():
+    paper = C.load_config(None, ["model.name", "lfem_vit"])
+    assert (paper.lfem.gate_supervision, paper.lfem.occluder, paper.lfem.gate_scope, paper.lfem.rearrange) == \
+        (0.0, "noise", "refined", True)
+    for name in ("lfem_vit_vis", "lfem_vit_vis_tiny"):
+        cfg = C.load_config(None, ["model.name", name])
+        assert (cfg.lfem.gate_supervision, cfg.lfem.occluder, cfg.lfem.gate_scope, cfg.lfem.rearrange) == \
+            (1.0, "paste", "local", False)
+    model = MODELS.get("lfem_vit_vis_tiny")(num_classes=4)
+    assert model.backbone.jpm.rearrange is False and model.fusion.lfems[0].gate_scope == "local"
+
+
+@pytest.mark.parametrize("opts, match", [(["lfem.gate_supervision", "-1.0"], "gate_supervision is -1.0"),
+                                         (["lfem.occluder", "cutout"], "lfem.occluder 'cutout'"),
+                                         (["lfem.gate_scope", "all"], "lfem.gate_scope 'all'"),
+                                         (["lfem.use_lfem", "False"], "use_lfem is false")])
+def test_bad_visibility_keys_fail_before_training(opts, match):
+    from lfem_plugin.tools.preflight import PreflightError, check_config
+    with pytest.raises(PreflightError, match=match):
+        check_config(C.load_config(None, ["model.name", "lfem_vit_vis_tiny", *opts]))
+
+
+# ---- end to end on torchreid's loaders ------------------------------------------------------------------------
+def _vis_cfg(root, save_dir, *opts):
+    return C.load_config(CPU_CONFIG, ["model.name", "lfem_vit_vis_tiny", "data.root", str(root), "data.save_dir",
+                                      str(save_dir), *SMALL, *opts])
+
+
+@pytest.mark.parametrize("rearrange", ["True", "False"])
+def test_a_training_step_gets_targets_in_the_models_own_token_order(synthetic_root, tmp_path, rearrange):
+    """Pitfall 3 at the pipeline level: the targets come from the built model's patch grid and JPM order."""
+    cfg = _vis_cfg(synthetic_root, tmp_path, "lfem.rearrange", rearrange)
+    dm = T.build_datamanager(cfg)
+    engine, model = T.build_engine(cfg, dm)
+    assert dm.train_loader.dataset.transform.geometry == TokenGeometry.of(model.backbone) == model.token_geometry()
+    assert model.backbone.jpm.rearrange is (rearrange == "True")
+    summary = engine.forward_backward(next(iter(dm.train_loader)))
+    assert np.isfinite(summary["vis/gate_bce"]) and summary["vis/gate_bce"] > 0
+
+
+def test_the_trained_vis_model_extracts_searches_and_exports_one_vector(synthetic_root, tmp_path, capsys):
+    from lfem_plugin.cli import main
+    from lfem_plugin.tools.inference import export_onnx, extract_features, list_images, load_trained
+    cfg = _vis_cfg(synthetic_root, tmp_path / "run", "train.max_epoch", "1")
+    T.run(cfg)
+    ckpt = tmp_path / "run" / "model" / "model.pth.tar-1"
+    query = synthetic_root / "synthetic_reid" / "query"
+    paths = list_images(str(query))
+    model, _ = load_trained(str(ckpt))
+    ours, _ = extract_features(model.eval(), paths, 64, 32, [0.5] * 3, [0.5] * 3)
+    assert ours.shape == (len(paths), model.num_features)
+    extractor = TR.utils.FeatureExtractor(model_name="lfem_vit_vis_tiny", model_path=str(ckpt), image_size=(64, 32),
+                                          pixel_mean=[0.5] * 3, pixel_std=[0.5] * 3, device="cpu", verbose=False)
+    assert np.allclose(extractor(paths).numpy(), ours, atol=1e-5)
+    assert export_onnx(model, str(tmp_path / "m.onnx"), 64, 32, with_camera=True)["max_abs_diff"] <= 1e-4
+    gallery = synthetic_root / "synthetic_reid" / "gallery"
+    assert main(["search", "--weights", str(ckpt), "--query", str(query), "--gallery", str(gallery), "--top-k", "2",
+                 "--device", "cpu", "--out", str(tmp_path / "search")]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "search" / "results.csv")))
+    assert len(rows) == 2 * len(paths)
