@@ -71,16 +71,18 @@ def _config(spec: ModelSpec, profile: Profile, seed: int, out_dir: Path, root: s
     if not config_file.is_file():
         raise FileNotFoundError(f"{config_file} not found: the installation lacks the shipped configs; "
                                 f"reinstall lfem_plugin")
-    changes = {**profile.common, **spec.changes, "train.seed": seed,
+    changes = {**profile.common, **spec.change_map, "train.seed": seed,
                "data.save_dir": str(out_dir / "runs" / f"{spec.key}_seed{seed}")}
     if root:
         changes["data.root"] = root
-    if vit_weights and spec.model in MODELS:  # the plugin's ViTs take ImageNet ViT-B/16 weights
-        changes["model.pretrained_path"] = vit_weights
     if not torch.cuda.is_available():
         changes["use_gpu"] = False
-    return load_config(config_file, list(extra), changes=changes,
-                       changes_source=f"the {profile.name} profile's row {spec.key!r}")
+    source = f"the {profile.name} profile's row {spec.key!r}"
+    cfg = load_config(config_file, list(extra), changes=changes, changes_source=source)
+    if vit_weights and cfg.model.name in MODELS:  # the model the loaded config builds: a plugin ViT takes ImageNet
+        changes["model.pretrained_path"] = vit_weights  # ViT-B/16 weights (KEY VALUE overrides still win)
+        cfg = load_config(config_file, list(extra), changes=changes, changes_source=source)
+    return cfg
 
 
 def _target_metrics(metrics: Dict[str, Any]) -> Dict[str, Any]:

@@ -10,8 +10,6 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Dict, Mapping, Optional, Tuple
 
-from ..config import load_yaml_with_base
-
 __all__ = ["ModelSpec", "Profile", "PROFILES", "QUICK", "PAPER", "PEDESTRIANS", "VISIBILITY", "LFEM_VARIANTS",
            "configs_dir"]
 
@@ -22,20 +20,30 @@ def configs_dir() -> Path:
     return inside if inside.is_dir() else Path(__file__).resolve().parents[2] / "configs"
 
 
-def _frozen(changes: Mapping[str, Any]) -> Mapping[str, Any]:
-    return MappingProxyType(dict(changes))
+def _frozen(value: Any) -> Any:
+    """A YAML value that hashes: lists become tuples (all the way down)."""
+    return tuple(_frozen(v) for v in value) if isinstance(value, (list, tuple)) else value
+
+
+def _thawed(value: Any) -> Any:
+    """A value of :func:`_frozen` as YAML gives it: tuples become lists."""
+    return [_thawed(v) for v in value] if isinstance(value, tuple) else value
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """One row of a comparison: a shipped config (under ``configs/``) plus the keys it changes.
+    """One row of a comparison: a shipped config (under ``configs/``) plus the keys it changes. Hashable and
+    picklable (rows go to worker processes and into sets).
+
+    Reference: fast-reid's ``configs/`` (a shipped YAML per recipe plus command-line changes).
 
     Args:
         key: the row's name on the command line and in result files.
         label: the row's name in tables.
         config_file: the config, relative to ``configs/`` (a profile with benchmarks reads the same file name from
             each benchmark's folder).
-        changes: config key -> value (typed, as in a YAML file), applied over the config.
+        changes: config key -> value (typed, as in a YAML file), applied over the config; stored as a sorted tuple
+            of ``(key, value)`` pairs (lists as tuples); :attr:`change_map` reads them as a mapping.
         needs_cuda: the model calls ``.cuda()`` itself (torchreid's HACNN): skipped without a GPU.
         weights: files under ``$TORCH_HOME`` that must exist when the config asks for ImageNet weights.
     """
@@ -43,19 +51,24 @@ class ModelSpec:
     key: str
     label: str
     config_file: str
-    changes: Mapping[str, Any] = field(default_factory=dict)
+    changes: Tuple[Tuple[str, Any], ...] = ()
     needs_cuda: bool = False
     weights: Tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "changes", _frozen(self.changes))
+        items = self.changes.items() if isinstance(self.changes, Mapping) else self.changes
+        object.__setattr__(self, "changes", tuple(sorted((str(k), _frozen(v)) for k, v in items)))
+
+    @property
+    def change_map(self) -> Mapping[str, Any]:
+        """The changes as a read-only mapping, config key -> value as YAML gives it (lists as lists)."""
+        return MappingProxyType({key: _thawed(value) for key, value in self.changes})
 
     @property
     def model(self) -> str:
-        """The registered name the row trains: ``model.name`` of its changes, else of its config file."""
-        if "model.name" in self.changes:
-            return self.changes["model.name"]
-        return load_yaml_with_base(configs_dir() / self.config_file).get("model", {}).get("name", "lfem_vit")
+        """The registered name the row trains: ``model.name`` of its config (defaults, file, then its changes)."""
+        from ..config import load_config
+        return load_config(configs_dir() / self.config_file, changes=self.change_map).model.name
 
 
 @dataclass(frozen=True)

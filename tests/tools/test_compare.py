@@ -17,7 +17,7 @@ TINY = ("train.max_epoch", "1", "data.height", "64", "data.width", "32", "lfem.s
 def test_compare_two_models_writes_json_table_and_plots_and_survives_a_failure(tmp_path, monkeypatch):
     quick = compare.QUICK
     broken = ModelSpec("broken", "Broken", quick.models[0].config_file,
-                       {**quick.models[0].changes, "model.name": "no_such_model"})
+                       {**quick.models[0].change_map, "model.name": "no_such_model"})
     profile = Profile("quick", quick.description, quick.common, quick.models + (broken,))
     monkeypatch.setitem(compare.PROFILES, "quick", profile)
     results = run_compare("quick", ["full", "broken", "baseline_vit"], seeds=[0], out_dir=tmp_path,
@@ -128,13 +128,41 @@ def test_every_row_is_a_shipped_config_plus_known_keys(tmp_path):
     for profile in PROFILES.values():
         for spec in profile.models:
             assert (configs_dir() / spec.config_file).is_file(), spec.key
-            for key in spec.changes:  # dotted keys of the config, typed values: no string mini-language
+            for key in spec.change_map:  # dotted keys of the config, typed values: no string mini-language
                 node = defaults
                 for part in key.split("."):
                     node = node[part]
-                assert not isinstance(spec.changes[key], str) or isinstance(node, str), (spec.key, key)
+                assert not isinstance(spec.change_map[key], str) or isinstance(node, str), (spec.key, key)
     with pytest.raises(TypeError):
-        PROFILES["quick"].models[0].changes["lfem.use_lfem"] = True  # rows are read-only
+        PROFILES["quick"].models[0].change_map["lfem.use_lfem"] = True  # rows are read-only
+    with pytest.raises(AttributeError):
+        PROFILES["quick"].models[0].changes = ()
+
+
+def test_rows_hash_and_pickle_and_keep_their_typed_changes():
+    """Old code: ``changes`` was a mappingproxy, which neither hashes nor pickles (rows go to worker processes)."""
+    import pickle
+    spec = ModelSpec("x", "X", "orl/quick_vit_tiny_96x80.yaml", {"lfem.views": ["original"], "lfem.stride": 8})
+    assert spec.changes == (("lfem.stride", 8), ("lfem.views", ("original",)))  # sorted pairs, lists as tuples
+    assert dict(spec.change_map) == {"lfem.stride": 8, "lfem.views": ["original"]}  # as YAML gives them
+    again = pickle.loads(pickle.dumps(spec))
+    assert again == spec and hash(again) == hash(spec) and len({spec, again}) == 1
+    assert ModelSpec("x", "X", spec.config_file, spec.changes) == spec  # from its stored pairs too
+    rows = compare.PROFILES["quick"].models  # every shipped row
+    assert pickle.loads(pickle.dumps(rows)) == rows and len(set(rows)) == len(rows)
+
+
+def test_vit_weights_go_to_the_model_the_loaded_config_builds(tmp_path):
+    """Old code: the row's YAML was re-read for model.name (default "lfem_vit"), so a KEY VALUE override of the model
+    was missed and ImageNet ViT weights were set on a torchreid model."""
+    from lfem_plugin.tools.compare import QUICK, _config
+    full = next(spec for spec in QUICK.models if spec.key == "full")
+    assert _config(full, QUICK, 0, tmp_path, "", (), "vit.pth").model.pretrained_path == "vit.pth"
+    cnn = _config(full, QUICK, 0, tmp_path, "", ("model.name", "resnet50"), "vit.pth")
+    assert (cnn.model.name, cnn.model.pretrained_path) == ("resnet50", "")
+    mine = _config(full, QUICK, 0, tmp_path, "", ("model.pretrained_path", "mine.pth"), "vit.pth")
+    assert mine.model.pretrained_path == "mine.pth"  # the command line's override still wins
+    assert full.model == "lfem_vit_tiny" and next(s for s in QUICK.models if s.key == "resnet50").model == "resnet50"
 
 
 def test_plugin_models_are_recognised_through_the_registry(tmp_path, monkeypatch):
