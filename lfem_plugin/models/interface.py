@@ -7,11 +7,14 @@ registered plugin model (:class:`~lfem_plugin.models.lfem_vit.LFEMViT`) provides
 """
 from __future__ import annotations
 
-from typing import Any, List, NamedTuple, Optional, Protocol, Sequence, Tuple, Union, runtime_checkable
+import logging
+from typing import Any, List, Mapping, NamedTuple, Optional, Protocol, Sequence, Tuple, Union, runtime_checkable
 
 import torch
 
 from .visibility import TokenGeometry
+
+_logger = logging.getLogger(__name__)
 
 __all__ = ["ReIDModel", "BuildArgs", "BranchFeatures", "BranchOutputs", "Views", "Window", "stack_views"]
 
@@ -21,11 +24,25 @@ Window = Tuple[int, int, int, int]  # (top, left, height, width) in input pixels
 
 class BuildArgs(NamedTuple):
     """The sizes a trained model was built with that its config does not fix (they come from the training data):
-    what a checkpoint needs, with the config, to rebuild the model."""
+    what a checkpoint needs, with the config, to rebuild the model (stored as its ``model_args``).
+
+    Reference: torchreid ``build_model(name, num_classes, ...)`` (the class count the data manager gives) and
+    TransReID's ``camera_num`` (the SIE table size).
+    """
 
     num_classes: int  # training identities (classifier rows)
     num_cameras: int  # SIE rows (0: no SIE)
     camera_ids: Optional[List[int]]  # the raw training camera id of each SIE row (None: no SIE)
+
+    @classmethod
+    def from_stored(cls, stored: Mapping[str, Any]) -> "BuildArgs":
+        """The fields of a checkpoint's ``model_args``; keys this version does not know (written by a newer one)
+        are ignored with a warning. Raises TypeError when one of its fields is missing."""
+        unknown = sorted(set(stored) - set(cls._fields))
+        if unknown:
+            _logger.warning("checkpoint model_args %s are not known to this version of lfem_plugin; ignored",
+                            unknown)
+        return cls(**{key: stored[key] for key in cls._fields if key in stored})
 
 
 class BranchFeatures(NamedTuple):

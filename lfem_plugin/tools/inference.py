@@ -49,9 +49,9 @@ def load_trained(weights: str, config_file: Optional[str] = None, opts: Sequence
     if name not in MODELS:
         raise KeyError(f"{name!r} is not a plugin model; choices: {sorted(MODELS)} (torchreid models: use "
                        f"torchreid.utils.FeatureExtractor)")
-    # the sizes the training data gave: stored by the plugin's engines; a torchreid engine's checkpoint has only the
-    # state dict, whose shapes the model class reads
-    args = BuildArgs(**state["model_args"]) if "model_args" in state else build_args_of(sd)
+    # the sizes the training data gave: stored by the plugin's engines; the legacy path (a torchreid engine's or a
+    # pre-0.2 checkpoint: only the state dict) reads them from its shapes
+    args = BuildArgs.from_stored(state["model_args"]) if "model_args" in state else build_args_of(sd)
     kwargs = dict(model_kwargs(cfg, args.num_cameras, args.camera_ids), pretrained_path=None)
     model = MODELS.get(name)(num_classes=args.num_classes, loss=cfg.loss.name, pretrained=False, **kwargs)
     load_state_strict(model, sd, weights, f"{name} built from its config", trained_size(state))

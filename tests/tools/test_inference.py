@@ -98,3 +98,21 @@ def test_feature_extractor_with_a_checkpoint_at_another_size_is_refused_with_wha
         extractor(image_size=(96, 48), verbose=True, **kwargs)
     with pytest.raises(RuntimeError, match=r"pos_embed was not in the weights loaded.*64x32.*load_trained"):
         extractor(image_size=(64, 32), verbose=False, **kwargs)  # the old advice: the embedding silently lost
+
+
+def test_stored_model_args_from_a_newer_version_load_and_unknown_keys_are_named(tmp_path, caplog):
+    """Old code: ``BuildArgs(**model_args)`` refused a checkpoint whose model_args had a field added later."""
+    import torch
+
+    from lfem_plugin.models.interface import BuildArgs
+    from lfem_plugin.tools.inference import load_trained
+    model = _tiny_checkpoint(tmp_path / "a.pth", (64, 32))
+    state = torch.load(tmp_path / "a.pth", weights_only=True)
+    state["model_args"] = dict(model.build_args()._asdict(), num_classes=4, future_field=[1, 2])
+    torch.save(state, tmp_path / "a.pth")
+    loaded, _ = load_trained(str(tmp_path / "a.pth"))
+    assert loaded.build_args() == model.build_args() and loaded.build_args().num_classes == 4
+    assert "['future_field'] are not known to this version" in caplog.text
+    assert BuildArgs.from_stored({"num_classes": 3, "num_cameras": 2, "camera_ids": [5, 7]}) == (3, 2, [5, 7])
+    with pytest.raises(TypeError, match="camera_ids"):
+        BuildArgs.from_stored({"num_classes": 3, "num_cameras": 2})
