@@ -3,8 +3,8 @@ the loop (:mod:`.loop`), evaluation (:mod:`.evaluation`) and checkpointing (:mod
 from __future__ import annotations
 
 from .checkpointing import NonFiniteLossError
-from .engines import (MAX_SKIPPED_FP16_STEPS, LFEMEngine, TorchreidSoftmaxEngine, TorchreidTripletEngine,
+from .engines import (MAX_SKIPPED_FP16_STEPS, LFEMEngine, Step, TorchreidSoftmaxEngine, TorchreidTripletEngine,
                       print_results)
 
-__all__ = ["LFEMEngine", "NonFiniteLossError", "TorchreidSoftmaxEngine", "TorchreidTripletEngine", "print_results",
-           "MAX_SKIPPED_FP16_STEPS"]
+__all__ = ["LFEMEngine", "Step", "NonFiniteLossError", "TorchreidSoftmaxEngine", "TorchreidTripletEngine",
+           "print_results", "MAX_SKIPPED_FP16_STEPS"]

@@ -42,7 +42,11 @@ MAX_SKIPPED_FP16_STEPS = 20
 
 
 class Step(NamedTuple):
-    """One training step's forward (:meth:`LFEMEngine.compute_loss`)."""
+    """One training step's forward (:meth:`LFEMEngine.compute_loss`).
+
+    Reference: torchreid ``Engine.forward_backward`` (which returns the step's loss summary); fast-reid
+    ``SimpleTrainer.run_step`` (loss dict per step).
+    """
 
     loss: torch.Tensor
     terms: Dict[str, torch.Tensor]  # each branch's CE / triplet term

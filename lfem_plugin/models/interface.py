@@ -85,6 +85,10 @@ class ReIDModel(Protocol):
         num_features: ``D``, the width of one branch feature.
         use_lfem: the model fuses its locals with LFEM (it has gates).
         img_size: the input ``(height, width)``.
+
+    Reference: torchreid's model contract (``forward`` gives logits / ``(logits, features)`` in training, features
+    in eval); fast-reid ``meta_arch.Baseline`` (backbone + heads with named losses); timm's ``forward_features`` /
+    ``forward_head`` split.
     """
 
     branch_names: Tuple[str, ...]

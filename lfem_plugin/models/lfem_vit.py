@@ -216,12 +216,9 @@ class LFEMViT(nn.Module):
 
 
 def build_args_of(state_dict: Dict[str, torch.Tensor]) -> BuildArgs:
-    """The :class:`BuildArgs` of an :class:`LFEMViT` state dict saved without them: the rows of the first classifier
-    and of the SIE table, and the SIE camera ids.
-
-    The legacy path, for checkpoints without ``model_args``: those of torchreid's engines (only the state dict) and
-    of lfem_plugin before 0.2; the plugin's engines store ``model_args`` (read by :meth:`BuildArgs.from_stored`).
-    """
+    """The legacy path, for checkpoints without ``model_args`` (torchreid's engines, lfem_plugin before 0.2): the
+    :class:`BuildArgs` read from the state dict's first classifier rows, SIE table rows and SIE camera ids. The
+    plugin's engines store ``model_args`` (read by :meth:`BuildArgs.from_stored`)."""
     classifier = state_dict.get("heads.0.classifier.weight")
     table = state_dict.get("backbone.sie.table")
     camera_ids = state_dict.get("backbone.sie.camera_ids")

@@ -124,7 +124,11 @@ def family(cfg: CfgNode) -> Family:
 @dataclass
 class Setup:
     """What one run builds from a config, each part once: the model family, the data manager, the raw camera ids
-    of the training set (one SIE row each), the engine and the model on its device."""
+    of the training set (one SIE row each), the engine and the model on its device.
+
+    Reference: torchreid ``scripts/main.py`` (datamanager, model, optimizer, engine built in turn); fast-reid
+    ``DefaultTrainer`` (build_model / build_train_loader / build_optimizer once per run).
+    """
 
     family: Family
     datamanager: Any
