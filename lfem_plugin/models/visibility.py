@@ -48,7 +48,8 @@ def patch_visibility(mask: torch.Tensor, patch_size: int, stride: int) -> torch.
     """
     if mask.dim() != 3:
         raise ValueError(f"mask must be (B, H, W), got shape {tuple(mask.shape)}")
-    return F.avg_pool2d(mask.float().unsqueeze(1), patch_size, stride).flatten(1)
+    mask = mask if mask.is_floating_point() else mask.float()  # float64 masks (gate analysis) stay float64
+    return F.avg_pool2d(mask.unsqueeze(1), patch_size, stride).flatten(1)
 
 
 def group_visibility(patch_vis: torch.Tensor, num_groups: int, rearrange: bool, shift_num: int = 5,
