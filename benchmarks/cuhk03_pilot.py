@@ -5,7 +5,7 @@ validation R1/mAP, seconds per epoch).
 The validation folder is written by ``lfem-reid prepare val-split --source .../cuhk03_pair1_128x64 --out VAL --ids
 100`` (643 training identities; 100 held-out training identities: camera 1 query, camera 2 gallery).
 
-Usage: python benchmarks/cuhk03_pilot.py VAL_FOLDER --model lfem_vit_mini --epochs 3 [--set KEY VALUE ...]
+Usage: python benchmarks/cuhk03_pilot.py VAL_FOLDER --model lfem_vit_tiny --epochs 15 [--set KEY VALUE ...]
        [--out benchmarks/results/cuhk03_pair1_pilot.json]
 """
 from __future__ import annotations
@@ -19,13 +19,13 @@ import platform
 import time
 from pathlib import Path
 
-CONFIG = Path(__file__).resolve().parents[1] / "configs" / "cuhk03_pair1" / "lfem_vit_mini_s12_128x64.yaml"
+CONFIG = Path(__file__).resolve().parents[1] / "configs" / "cuhk03_pair1" / "lfem_vit_tiny_s12_128x64.yaml"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("val_folder", type=Path, help="the validation split (a Market-layout folder)")
-    parser.add_argument("--model", default="lfem_vit_mini", help="registered plugin model")
+    parser.add_argument("--model", default="lfem_vit_tiny", help="registered plugin model")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/cuhk03_pair1_pilot.json"))
     parser.add_argument("--set", nargs=2, action="append", default=[], metavar=("KEY", "VALUE"),

@@ -1,12 +1,15 @@
 """Summarise ``lfem-reid analyze-gates`` over trained runs of several readings and seeds.
 
-Each run folder (``<reading>_seed<N>``, trained with ``configs/orl/quick_vit_tiny_96x80.yaml`` plus the reading's
-keys) holds ``model/model.pth.tar-100`` and its TensorBoard events. For every reading: the mean and spread over
-seeds of Spearman(occluded fraction, gate) on the occluded queries, the mean gate of >= 50% vs <= 10% occluded
-groups, the clean gallery's mean gate, the gates logged during training (last step, TensorBoard ``Train/gate/k``)
-and the run's mAP / R1.
+Each run folder (``<reading>_seed<N>``: a ``lfem-reid compare`` out folder's ``runs/``, or runs of
+``configs/orl/quick_vit_tiny_96x80.yaml`` plus the reading's keys) holds ``model/model.pth.tar-<epoch>`` (the last one
+is read) and its TensorBoard events. For every reading: the mean and spread over seeds of Spearman(occluded fraction,
+gate) on the occluded queries of ``--dataset``, the mean gate of >= 50% vs <= 10% occluded groups, the clean
+gallery's mean gate, the gates logged during training (last step, TensorBoard ``Train/gate/k``) and the run's mAP /
+R1 on that dataset (from ``<run>.log``, the last line `lfem-reid train` prints, or from compare's
+``<run>.json`` beside ``runs/``).
 
-Usage: python benchmarks/gate_readings.py RUNS_DIR [--root DATA_ROOT] [--out benchmarks/results/gate_readings.json]
+Usage: python benchmarks/gate_readings.py RUNS_DIR [--dataset orl_faces_occluded|market_layout_occluded]
+       [--root DATA_ROOT] [--out benchmarks/results/gate_readings.json]
 """
 from __future__ import annotations
 
@@ -29,14 +32,29 @@ def _train_gates(run: Path) -> List[float]:
     return [events.Scalars(t)[-1].value for t in tags]
 
 
-def _one(run: Path, root: str) -> Dict[str, Any]:
+def _last_checkpoint(run: Path) -> Path | None:
+    found = [(int(p.name.rsplit("-", 1)[1]), p) for p in (run / "model").glob("model.pth.tar-*")
+             if p.name.rsplit("-", 1)[1].isdigit()]
+    return max(found)[1] if found else None
+
+
+def _final_metrics(run: Path, dataset: str) -> Dict[str, float]:
+    log = run.parent / f"{run.name}.log"  # `lfem-reid train` ends with {"<target>": {"mAP": ..., "rank1": ...}}
+    if log.is_file():
+        return next(iter(json.loads(log.read_text().strip().splitlines()[-1]).values()))
+    result = run.parent.parent / f"{run.name}.json"  # lfem-reid compare: targets -> {R1, mAP} in %
+    if result.is_file():
+        target = json.loads(result.read_text())["targets"].get(dataset, {})
+        return {"mAP": target.get("mAP", float("nan")) / 100, "rank1": target.get("R1", float("nan")) / 100}
+    return {}
+
+
+def _one(run: Path, root: str, dataset: str) -> Dict[str, Any]:
     from lfem_plugin.tools.gate_analysis import analyze_gates
     from lfem_plugin.tools.inference import load_trained
-    weights = run / "model" / "model.pth.tar-100"
-    model, cfg = load_trained(str(weights))
-    result = analyze_gates(model, cfg, root or cfg.data.root)
-    log = run.parent / f"{run.name}.log"  # `lfem-reid train` ends with {"<target>": {"mAP": ..., "rank1": ...}}
-    final = next(iter(json.loads(log.read_text().strip().splitlines()[-1]).values())) if log.is_file() else {}
+    model, cfg = load_trained(str(_last_checkpoint(run)))
+    result = analyze_gates(model, cfg, root or cfg.data.root, dataset=dataset)
+    final = _final_metrics(run, dataset)
     return {"run": run.name, **result["queries"], "gallery_gate_mean": result["gallery_gate_mean"],
             "query_gate_mean": result["query_gate_mean"], "train_gates_last": _train_gates(run),
             "mAP": 100 * final.get("mAP", float("nan")), "rank1": 100 * final.get("rank1", float("nan"))}
@@ -51,11 +69,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("runs", type=Path)
     parser.add_argument("--root", default="")
+    parser.add_argument("--dataset", default="orl_faces_occluded", help="the occluded-query dataset to analyse")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "gate_readings.json")
     args = parser.parse_args()
     by_reading: Dict[str, List[Dict[str, Any]]] = defaultdict(list)
-    for run in sorted(p for p in args.runs.iterdir() if (p / "model" / "model.pth.tar-100").is_file()):
-        by_reading[run.name.rsplit("_seed", 1)[0]].append(_one(run, args.root))
+    for run in sorted(p for p in args.runs.iterdir() if p.is_dir() and _last_checkpoint(p)):
+        by_reading[run.name.rsplit("_seed", 1)[0]].append(_one(run, args.root, args.dataset))
     summary = {}
     print(f"{'reading':<16} {'seeds':>5} {'spearman':>14} {'gate >=50%':>12} {'gate <=10%':>12} {'gallery':>12} "
           f"{'mAP':>12}")
@@ -71,7 +90,7 @@ def main() -> None:
               f"{cell(row['gate_mean_occluded_le_10']):>12} {cell(row['gallery_gate_mean']):>12} "
               f"{cell(row['mAP']):>12}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "summary": summary,
+    args.out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "dataset": args.dataset, "summary": summary,
                                     "runs": {k: v for k, v in by_reading.items()}}, indent=1) + "\n")
     print(f"written {args.out}")
 

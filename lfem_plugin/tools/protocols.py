@@ -154,16 +154,16 @@ PAPER = Profile(
     ),
 )
 # ---- pedestrians profile: CUHK03 camera pair 1 (a Market-layout folder), clean and occluded queries, CPU ---------
-_PED_LFEM = "cuhk03_pair1/lfem_vit_mini_s12_128x64.yaml"
+_PED_LFEM = "cuhk03_pair1/lfem_vit_tiny_s12_128x64.yaml"
 PEDESTRIANS = Profile(
     name="pedestrians",
     description="CUHK03 camera pair 1 at 128x64 (folder cuhk03_pair1_128x64 under --root: 743 train ids; 100 test "
                 "ids, clean queries = market_layout, occluded = market_layout_occluded, one gallery), random init, "
-                "CPU; ViT rows: lfem_vit_mini (128-d, depth 4, stride 12), AdamW 1e-3, 20 epochs; CNN: osnet_x0_25, "
+                "CPU; ViT rows: lfem_vit_tiny (64-d, depth 3, stride 12), AdamW 1e-3, 15 epochs; CNN: osnet_x0_25, "
                 "torchreid softmax recipe (configs/cuhk03_pair1/)",
     common={},
     models=(
-        ModelSpec("baseline_vit", "Baseline (ViT)", "cuhk03_pair1/vit_transreid_mini_s12_128x64.yaml"),
+        ModelSpec("baseline_vit", "Baseline (ViT)", "cuhk03_pair1/vit_transreid_tiny_s12_128x64.yaml"),
         ModelSpec("lfem_only", "LFEM only", _PED_LFEM, {"lfem.views": ["original"]}),
         ModelSpec("rerc_only", "RE&RC only", _PED_LFEM, {"lfem.use_lfem": False, "lfem.local_feature": "jpm"}),
         ModelSpec("full", "Full (LFEM)", _PED_LFEM),
@@ -178,7 +178,7 @@ VISIBILITY = Profile(
     name="visibility",
     description=QUICK.description.split("; CNN")[0] + "; the paper's Full model and each visibility part on top of "
                 "it (gate supervision 1.0, pasted occluders, stripes, whole-local gating), then all of them",
-    common={},
+    common={"train.save_checkpoints": True, "train.checkpoint_period": 100},  # the last weights, for analyze-gates
     models=(
         ModelSpec("paper_full", "Full (paper)", _QUICK_VIT),
         ModelSpec("plus_supervision", "+gate supervision", _QUICK_VIT, {"lfem.gate_supervision": 1.0}),
@@ -188,4 +188,13 @@ VISIBILITY = Profile(
         ModelSpec("vis_all", "All (lfem_vit_vis)", _QUICK_VIT, {"model.name": "lfem_vit_vis_tiny"}),
     ),
 )
-PROFILES = {"quick": QUICK, "paper": PAPER, "pedestrians": PEDESTRIANS, "visibility": VISIBILITY}
+# The same rows on the pedestrians' recipe and data (CUHK03 camera pair 1; clean and occluded queries in one run).
+VISIBILITY_PEDESTRIANS = Profile(
+    name="visibility_pedestrians",
+    description=PEDESTRIANS.description.split("; CNN")[0] + "; the paper's Full model and each visibility part on "
+                "top of it, then all of them (lfem_vit_vis_tiny)",
+    common={},
+    models=tuple(ModelSpec(m.key, m.label, _PED_LFEM, m.changes) for m in VISIBILITY.models),
+)
+PROFILES = {"quick": QUICK, "paper": PAPER, "pedestrians": PEDESTRIANS, "visibility": VISIBILITY,
+            "visibility_pedestrians": VISIBILITY_PEDESTRIANS}

@@ -189,7 +189,7 @@ def test_pedestrians_profile_scores_clean_and_occluded_queries_one_model_per_cal
         assert result["status"] == "ok", result.get("reason")
         assert set(result["targets"]) == {"market_layout", "market_layout_occluded"}
         assert result["R1"] == result["targets"]["market_layout"]["R1"]  # the first target: the clean queries
-    assert json.loads((tmp_path / "out" / "full_seed0.json").read_text())["registered_name"] == "lfem_vit_mini"
+    assert json.loads((tmp_path / "out" / "full_seed0.json").read_text())["registered_name"] == "lfem_vit_tiny"
     from lfem_plugin.tools.compare import _config
     from lfem_plugin.tools.protocols import PEDESTRIANS
     for spec in PEDESTRIANS.models:  # every row's config names the model it claims and both query sets
