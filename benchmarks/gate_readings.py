@@ -70,11 +70,16 @@ def main() -> None:
     parser.add_argument("runs", type=Path)
     parser.add_argument("--root", default="")
     parser.add_argument("--dataset", default="orl_faces_occluded", help="the occluded-query dataset to analyse")
+    parser.add_argument("--readings", nargs="*", default=None, help="only these readings (run-name prefixes); "
+                        "default: every run with a checkpoint (runs of models without LFEM have no gates: pass the "
+                        "others)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "gate_readings.json")
     args = parser.parse_args()
     by_reading: Dict[str, List[Dict[str, Any]]] = defaultdict(list)
     for run in sorted(p for p in args.runs.iterdir() if p.is_dir() and _last_checkpoint(p)):
-        by_reading[run.name.rsplit("_seed", 1)[0]].append(_one(run, args.root, args.dataset))
+        reading = run.name.rsplit("_seed", 1)[0]
+        if args.readings is None or reading in args.readings:
+            by_reading[reading].append(_one(run, args.root, args.dataset))
     summary = {}
     print(f"{'reading':<16} {'seeds':>5} {'spearman':>14} {'gate >=50%':>12} {'gate <=10%':>12} {'gallery':>12} "
           f"{'mAP':>12}")
