@@ -220,3 +220,24 @@ def test_visibility_profile_rows_change_one_part_each_on_the_quick_recipe(tmp_pa
     for cfg in cfgs.values():  # the quick protocol itself is unchanged
         assert (cfg.data.height, cfg.data.width, cfg.lfem.stride, cfg.train.max_epoch, cfg.lfem.loss_weights) == \
             (full.data.height, full.data.width, full.lfem.stride, full.train.max_epoch, full.lfem.loss_weights)
+
+
+def test_every_profile_is_a_cli_choice():
+    from lfem_plugin.cli import build_parser
+    from lfem_plugin.tools.protocols import PROFILES
+    parser = build_parser()
+    for name in PROFILES:
+        assert parser.parse_args(["compare", "--profile", name, "--report"]).profile == name
+
+
+@pytest.mark.parametrize("profile", ["quick", "pedestrians"])
+def test_cpu_vit_baselines_are_transreid_as_table_2_reads_it(tmp_path, profile):
+    """The CPU profiles' Baseline (ViT) = TransReID: no LFEM, one view, JPM locals, TransReID's concatenated test
+    feature and loss weighting (the CUHK03 file once lost the last two keys). The paper profile keeps the paper's
+    test feature on purpose (configs/occluded_duke/vit_transreid_base_s11_256x128.yaml)."""
+    from lfem_plugin.tools.compare import _config
+    from lfem_plugin.tools.protocols import PROFILES
+    spec = next(s for s in PROFILES[profile].models if s.key == "baseline_vit")
+    lfem = _config(spec, PROFILES[profile], 0, tmp_path, "", (), None).lfem
+    assert (lfem.use_lfem, list(lfem.views), lfem.local_feature, lfem.eval_feature, lfem.loss_weights) == (
+        False, ["original"], "jpm", "concat", "transreid")
