@@ -283,7 +283,7 @@ _variant("lfem_vit_base_patch16_s11_256x128", "vit_base_patch16", _NAMED_GEOMETR
 _variant("lfem_deit_base_patch16_s11_256x128", "deit_base_patch16", _NAMED_GEOMETRY, **_BASE_S11)
 _variant("lfem_deit_small_patch16_s16_256x128", "deit_small_patch16", _NAMED_GEOMETRY, **dict(_BASE_S11, stride=16))
 _variant("lfem_vit_tiny", "vit_tiny_test", **_TINY)
-_variant("lfem_vit_mini", "vit_mini", **_MINI)  # 128-d, depth 4, stride 12 at 128x64: CPU-sized pedestrians
+_variant("lfem_vit_mini", "vit_mini", **_MINI)  # 128-d, depth 4, stride 12 at 128x64 (lost the CUHK03 pilot)
 # The paper's "Baseline (ViT)": TransReID (same backbone and JPM heads), no LFEM, one view, TransReID's eval feature.
 _BASELINE = dict(use_lfem=False, num_views=1, local_feature="jpm", eval_feature="concat")
 _variant("vit_transreid", "vit_base_patch16", ("use_lfem", "num_views"), **_BASE_S11, **_BASELINE)
