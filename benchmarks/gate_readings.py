@@ -32,12 +32,6 @@ def _train_gates(run: Path) -> List[float]:
     return [events.Scalars(t)[-1].value for t in tags]
 
 
-def _last_checkpoint(run: Path) -> Path | None:
-    found = [(int(p.name.rsplit("-", 1)[1]), p) for p in (run / "model").glob("model.pth.tar-*")
-             if p.name.rsplit("-", 1)[1].isdigit()]
-    return max(found)[1] if found else None
-
-
 def _final_metrics(run: Path, dataset: str) -> Dict[str, float]:
     log = run.parent / f"{run.name}.log"  # `lfem-reid train` ends with {"<target>": {"mAP": ..., "rank1": ...}}
     if log.is_file():
@@ -52,7 +46,8 @@ def _final_metrics(run: Path, dataset: str) -> Dict[str, float]:
 def _one(run: Path, root: str, dataset: str) -> Dict[str, Any]:
     from lfem_plugin.tools.gate_analysis import analyze_gates
     from lfem_plugin.tools.inference import load_trained
-    model, cfg = load_trained(str(_last_checkpoint(run)))
+    from lfem_plugin.utils.checkpoint import latest_checkpoint
+    model, cfg = load_trained(str(latest_checkpoint(run / "model")))
     result = analyze_gates(model, cfg, root or cfg.data.root, dataset=dataset)
     final = _final_metrics(run, dataset)
     return {"run": run.name, **result["queries"], "gallery_gate_mean": result["gallery_gate_mean"],
@@ -75,8 +70,9 @@ def main() -> None:
                         "others)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "gate_readings.json")
     args = parser.parse_args()
+    from lfem_plugin.utils.checkpoint import latest_checkpoint
     by_reading: Dict[str, List[Dict[str, Any]]] = defaultdict(list)
-    for run in sorted(p for p in args.runs.iterdir() if p.is_dir() and _last_checkpoint(p)):
+    for run in sorted(p for p in args.runs.iterdir() if latest_checkpoint(p / "model")):
         reading = run.name.rsplit("_seed", 1)[0]
         if args.readings is None or reading in args.readings:
             by_reading[reading].append(_one(run, args.root, args.dataset))
