@@ -19,6 +19,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=None, help="val-split: the folder to write")
     parser.add_argument("--ids", type=int, default=100, help="val-split: training identities held out")
     parser.add_argument("--seed", type=int, default=0, help="val-split: which identities (seeded draw)")
+    parser.add_argument("--occlude", type=float, nargs=2, default=None, metavar=("LO", "HI"),
+                        help="val-split: also write query_occluded/ and occlusion.json, one occluder over LO..HI of "
+                             "each query's area (e.g. 0.2 0.5), for choosing occlusion settings on training ids")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
 
 
@@ -32,7 +35,8 @@ def run(args: argparse.Namespace) -> int:
     if args.dataset == "val-split":
         from ..data.prepare_val_split import write_val_split
         _required(args, "source", "out")
-        target = write_val_split(args.source, args.out, args.ids, args.seed, args.overwrite)
+        occlude = tuple(args.occlude) if args.occlude else None
+        target = write_val_split(args.source, args.out, args.ids, args.seed, args.overwrite, occlude)
         print(f"validation split written to {target} (use it with data.market_layout.folder {target})")
         return 0
     from ..data.prepare_occluded_duke import prepare_occluded_duke

@@ -66,7 +66,8 @@ MODEL_ARG_KEYS = {"stride": "lfem.stride", "sie_coef": "lfem.sie_coef", "drop_pa
                   "shuffle_groups": "lfem.shuffle_groups", "use_lfem": "lfem.use_lfem",
                   "lfem_scale_gate": "lfem.scale_gate", "lfem_share": "lfem.share",
                   "local_feature": "lfem.local_feature", "neck_feat": "lfem.neck_feat",
-                  "eval_feature": "lfem.eval_feature", "gate_scope": "lfem.gate_scope"}
+                  "eval_feature": "lfem.eval_feature", "gate_scope": "lfem.gate_scope",
+                  "gate_input": "lfem.gate_input"}
 # A registered variant's training settings (not builder arguments) -> their config keys (loader.apply_variant).
 TRAINING_KEYS = {"gate_supervision": "lfem.gate_supervision", "occluder": "lfem.occluder"}
 

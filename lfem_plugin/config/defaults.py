@@ -131,7 +131,8 @@ def add_lfem_config(cfg: CN) -> None:
     cfg.lfem.grad_clip = 0.0  # max gradient norm (0: off)
     cfg.lfem.compile = False  # torch.compile the training step (model + loss) and the model (checkpoints keep keys)
     cfg.lfem.tf32 = True  # TF32 matmuls/convolutions on Ampere+ GPUs for what runs in fp32 (CUDA only)
-    # Visibility-aware LFEM (beyond the paper; the model lfem_vit_vis sets all three, docs/VISIBILITY.md):
+    # Visibility-aware LFEM (beyond the paper; the model lfem_vit_vis sets them, docs/VISIBILITY.md):
     cfg.lfem.gate_supervision = 0.0  # weight of BCE(gate logit, group visible fraction of its own view); 0 = paper
     cfg.lfem.occluder = "noise"  # erased rectangles: 'noise' (paper, timm pixel mode) or 'paste' (another identity)
     cfg.lfem.gate_scope = "refined"  # the gate scales 'refined' (paper: f' only) or 'local' (f_l + f')
+    cfg.lfem.gate_input = "relation"  # the gate logit reads 'relation' (paper) or 'relation_tokens' (+ patch tokens)

@@ -199,7 +199,8 @@ def paste_occluder(image: np.ndarray, other: np.ndarray, rng: np.random.Generato
     top, left, h, w = box
     out = image.copy()
     if rng.random() < 0.5:
-        out[top:top + h, left:left + w] = rng.integers(0, 256, size=(h, w), dtype=np.uint8)
+        out[top:top + h, left:left + w] = rng.integers(0, 256, size=out[top:top + h, left:left + w].shape,
+                                                       dtype=np.uint8)  # (h, w) grey or (h, w, 3) colour
         return out, "noise"
     out[top:top + h, left:left + w] = other[top:top + h, left:left + w]
     return out, "image"

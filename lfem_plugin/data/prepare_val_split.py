@@ -7,6 +7,12 @@ other cameras the gallery: on a two-camera folder (c1 query, c2 gallery) this is
 hard-linked (copied across file systems) under their own names, and ``val_split.json`` records what was held out.
 The folder is written to a temporary sibling and renamed when complete.
 
+With ``occlude=(lo, hi)`` the split also gets ``query_occluded/``: every validation query with one occluder pasted
+over ``lo..hi`` of its area (a rectangle of noise or of an image of another identity left for training, the ORL
+proxy's occluders: :func:`~lfem_plugin.data.datasets.occluder_box`), and ``occlusion.json`` with each box, so that
+``market_layout_occluded`` and ``lfem-reid analyze-gates`` read it as they read a test set's occluded queries:
+occlusion settings are then chosen on training identities, never on the test queries.
+
 Reference: the usual ReID practice of holding out training identities for validation (e.g. torchreid's
 ``Market1501`` users; fast-reid's ``DATASETS.VAL``-style splits).
 """
@@ -19,17 +25,22 @@ import shutil
 import tempfile
 from collections import defaultdict
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
-from .datasets import DUKE_SPLITS
+from PIL import Image
+
+from .datasets import DUKE_SPLITS, _box_entry, occluder_box, paste_occluder
 from .market_layout import scan_market_split
 from .occluded_benchmarks import _pick
+from .occlusion import OCCLUSION_FILE, write_occlusion_file
 
-__all__ = ["split_identities", "write_val_split"]
+__all__ = ["split_identities", "write_val_split", "write_occluded_queries"]
 
 _logger = logging.getLogger(__name__)
+
+OCCLUDED_QUERY = "query_occluded"  # market_layout_occluded's default query folder
 
 
 def split_identities(items: List[tuple], num_ids: int, seed: int = 0) -> Dict[str, List[tuple]]:
@@ -58,11 +69,43 @@ def _place(src: str, dst: Path) -> None:
         shutil.copy2(src, dst)
 
 
+def _check_coverage(coverage: Tuple[float, float]) -> None:
+    if not 0 < coverage[0] <= coverage[1] < 1:
+        raise ValueError(f"occluder coverage {tuple(coverage)}: need 0 < LO <= HI < 1 (fractions of the image area)")
+
+
+def write_occluded_queries(queries: List[tuple], donors: List[tuple], folder: Path,
+                           coverage: Tuple[float, float] = (0.2, 0.5), seed: int = 0) -> Dict[str, dict]:
+    """Write every query ``(path, pid, camid)`` under its own name into ``folder`` with one occluder over a random
+    ``coverage`` fraction of it, the pixels of a donor image (drawn among ``donors``, resized to the query's size)
+    or uniform noise; returns the :mod:`~lfem_plugin.data.occlusion` entries by file name. The draws of query ``i``
+    come from ``numpy.random.default_rng([seed, i])``, so the result depends on ``seed`` and the list alone."""
+    _check_coverage(coverage)
+    folder.mkdir(parents=True, exist_ok=True)
+    boxes = {}
+    for i, (path, _, _) in enumerate(queries):
+        rng = np.random.default_rng([seed, i])
+        with Image.open(path) as img:
+            image = np.asarray(img.convert("RGB"))
+        with Image.open(donors[int(rng.integers(len(donors)))][0]) as img:
+            other = np.asarray(img.convert("RGB").resize(image.shape[1::-1], Image.BICUBIC))
+        box = occluder_box(*image.shape[:2], rng, coverage)
+        occluded, kind = paste_occluder(image, other, rng, box)
+        name = Path(path).name
+        Image.fromarray(occluded).save(folder / name, quality=95)
+        boxes[name] = _box_entry(box, *image.shape[:2], kind)
+    return boxes
+
+
 def write_val_split(source: str | os.PathLike, out: str | os.PathLike, num_ids: int = 100, seed: int = 0,
-                    overwrite: bool = False) -> Path:
+                    overwrite: bool = False, occlude: Optional[Tuple[float, float]] = None) -> Path:
     """Write ``out`` (a Market-layout folder) from ``source``'s ``bounding_box_train/``: see the module docstring.
-    Raises ``FileExistsError`` when ``out`` exists (unless ``overwrite``) and ``FileNotFoundError`` naming
-    ``source`` when it has no training folder."""
+    ``occlude``: also write ``query_occluded/`` and ``occlusion.json`` (occluders over this fraction range of each
+    query's area; donors from the identities left for training). Raises ``FileExistsError`` when ``out`` exists
+    (unless ``overwrite``), ``FileNotFoundError`` naming ``source`` when it has no training folder and
+    ``ValueError`` for a coverage outside (0, 1)."""
+    if occlude is not None:
+        _check_coverage(occlude)
     source, out = Path(source).expanduser(), Path(out).expanduser()
     train_dir = _pick(source, [DUKE_SPLITS["train"]]) if source.is_dir() else None
     if train_dir is None:
@@ -82,6 +125,11 @@ def write_val_split(source: str | os.PathLike, out: str | os.PathLike, num_ids: 
         held = sorted({pid for _, pid, _ in splits["query"]})
         record = {"source": str(source), "seed": seed, "held_out_ids": held,
                   "images": {split: len(items) for split, items in splits.items()}}
+        if occlude is not None:
+            boxes = write_occluded_queries(splits["query"], splits["train"], tmp / OCCLUDED_QUERY, occlude, seed)
+            write_occlusion_file(tmp / OCCLUSION_FILE, boxes, about=f"validation queries of {source} (seed {seed}, "
+                                                                    f"coverage {list(occlude)}): one occluder each")
+            record["occluded_queries"] = {"coverage": list(occlude), "folder": OCCLUDED_QUERY}
         (tmp / "val_split.json").write_text(json.dumps(record, indent=1) + "\n")
         if out.exists():
             shutil.rmtree(out)

@@ -12,10 +12,12 @@ import torch
 from timm.layers import trunc_normal_
 from torch import nn
 
-__all__ = ["LFEM", "LFEMOutput", "SequentialFusion", "FusionOutput", "GATE_SCOPES"]
+__all__ = ["LFEM", "LFEMOutput", "SequentialFusion", "FusionOutput", "GATE_SCOPES", "GATE_INPUTS"]
 
 
 GATE_SCOPES = ("refined", "local")  # what the gate r scales in the fusion: f' only (paper) or the whole local
+# what the gate logit reads: the relation f_l1 . f_g' (paper) or the relation plus a score of the group's patch tokens
+GATE_INPUTS = ("relation", "relation_tokens")
 
 
 class LFEMOutput(NamedTuple):
@@ -44,6 +46,13 @@ class LFEM(nn.Module):
     at low weight; in the paper (``'refined'``, the default) only ``f'`` is gated and ``f_l`` always enters at full
     weight. The pre-sigmoid relation is returned as ``logit`` for a with-logits loss (one sigmoid, never two).
 
+    Beyond the paper (``gate_input='relation_tokens'``): the logit adds a linear score of the group's patch tokens,
+    ``r = sigmoid(s f_l1 . f_g' + w . t + b)``, ``t`` the mean of the group's output patch tokens from the JPM's
+    local branch (:meth:`~lfem_plugin.models.jpm.JigsawPatchModule.forward_with_tokens`). The paper's gate reads only
+    ``f_l`` and ``f_g``, which the identity losses train to be the same with and without an occluder; the patch
+    tokens get no identity loss, so they can say what a group shows. ``w`` and ``b`` start at 0 (the gate starts as
+    the paper's). Scoring patch tokens for occlusion follows FED's Occlusion Erasing Module (Wang et al., CVPR 2022).
+
     Reference: LFEM paper, Sec. 3.3, equations for ``f_l1, f_l2, f_g', r, f', f_final``.
 
     Args:
@@ -51,14 +60,18 @@ class LFEM(nn.Module):
         proj_dim: width of ``W_l1, W_l2, W_g`` outputs (``W_1`` maps it back to ``D``); ``None`` means ``D``.
         scale_gate: scale the relation dot product by ``1/sqrt(proj_dim)``.
         gate_scope: ``'refined'`` (paper: ``r`` gates ``f'``) or ``'local'`` (``r`` gates ``f_l + f'``).
+        gate_input: ``'relation'`` (paper) or ``'relation_tokens'`` (plus a score of the group's patch tokens).
     """
 
     def __init__(self, dim: int, proj_dim: Optional[int] = None, scale_gate: bool = True,
-                 gate_scope: str = "refined") -> None:
+                 gate_scope: str = "refined", gate_input: str = "relation") -> None:
         super().__init__()
         if gate_scope not in GATE_SCOPES:
             raise ValueError(f"gate_scope={gate_scope!r} is not one of {GATE_SCOPES}")
+        if gate_input not in GATE_INPUTS:
+            raise ValueError(f"gate_input={gate_input!r} is not one of {GATE_INPUTS}")
         self.gate_scope = gate_scope
+        self.gate_input = gate_input
         proj_dim = proj_dim or dim
         self.proj_local_key = nn.Linear(dim, proj_dim, bias=False)  # W_l1
         self.proj_local_value = nn.Linear(dim, proj_dim, bias=False)  # W_l2
@@ -67,16 +80,27 @@ class LFEM(nn.Module):
         self.scale = 1.0 / math.sqrt(proj_dim) if scale_gate else 1.0
         for layer in (self.proj_local_key, self.proj_local_value, self.proj_global, self.proj_out):
             trunc_normal_(layer.weight, std=0.02)
+        self.token_score = nn.Linear(dim, 1) if gate_input == "relation_tokens" else None  # w, b
+        if self.token_score is not None:
+            nn.init.zeros_(self.token_score.weight)
+            nn.init.zeros_(self.token_score.bias)
 
-    def forward(self, local_feat: torch.Tensor, global_feat: torch.Tensor) -> LFEMOutput:
+    def forward(self, local_feat: torch.Tensor, global_feat: torch.Tensor,
+                local_tokens: Optional[torch.Tensor] = None) -> LFEMOutput:
+        """``local_feat``, ``global_feat``: ``(B, D)``; ``local_tokens``: ``(B, D)`` the group's mean patch token,
+        needed by ``gate_input='relation_tokens'`` (ValueError without it), ignored otherwise."""
         relation = (self.proj_local_key(local_feat) * self.proj_global(global_feat)).sum(dim=-1) * self.scale
+        if self.token_score is not None:
+            if local_tokens is None:
+                raise ValueError("gate_input='relation_tokens' needs the group's patch tokens (local_tokens)")
+            relation = relation + self.token_score(local_tokens).squeeze(-1)
         gate = torch.sigmoid(relation)
         refined = gate.unsqueeze(-1) * self.proj_out(self.proj_local_value(local_feat))
         local = local_feat if self.gate_scope == "refined" else gate.unsqueeze(-1) * local_feat
         return LFEMOutput(local + global_feat + refined, refined, gate, relation)
 
     def extra_repr(self) -> str:
-        return f"gate_scope={self.gate_scope!r}"
+        return f"gate_scope={self.gate_scope!r}, gate_input={self.gate_input!r}"
 
 
 class FusionOutput(NamedTuple):
@@ -99,25 +123,30 @@ class SequentialFusion(nn.Module):
         proj_dim: see :class:`LFEM`.
         scale_gate: see :class:`LFEM`.
         gate_scope: see :class:`LFEM`.
+        gate_input: see :class:`LFEM`.
     """
 
     def __init__(self, dim: int, num_groups: int = 4, share: bool = False, proj_dim: Optional[int] = None,
-                 scale_gate: bool = True, gate_scope: str = "refined") -> None:
+                 scale_gate: bool = True, gate_scope: str = "refined", gate_input: str = "relation") -> None:
         super().__init__()
         count = 1 if share else num_groups
-        self.lfems = nn.ModuleList(LFEM(dim, proj_dim, scale_gate, gate_scope) for _ in range(count))
+        self.lfems = nn.ModuleList(LFEM(dim, proj_dim, scale_gate, gate_scope, gate_input) for _ in range(count))
         self.num_groups = num_groups
 
-    def forward(self, global_feat: torch.Tensor, local_feats: Sequence[torch.Tensor]) -> FusionOutput:
+    def forward(self, global_feat: torch.Tensor, local_feats: Sequence[torch.Tensor],
+                local_tokens: Sequence[torch.Tensor] = ()) -> FusionOutput:
+        """``local_tokens``: each group's mean patch token (``gate_input='relation_tokens'``), or empty."""
         if len(local_feats) != self.num_groups:
             raise ValueError(f"expected {self.num_groups} local features, got {len(local_feats)}")
+        if local_tokens and len(local_tokens) != self.num_groups:
+            raise ValueError(f"expected {self.num_groups} local token means, got {len(local_tokens)}")
         current = global_feat
         stages: List[torch.Tensor] = []
         refined: List[torch.Tensor] = []
         gates: List[torch.Tensor] = []
         logits: List[torch.Tensor] = []
         for k, local in enumerate(local_feats):
-            out = self.lfems[k % len(self.lfems)](local, current)
+            out = self.lfems[k % len(self.lfems)](local, current, local_tokens[k] if local_tokens else None)
             current = out.fused
             stages.append(out.fused)
             refined.append(out.refined)

@@ -64,6 +64,8 @@ class LFEMViT(nn.Module):
         eval_feature: ``'final' | 'concat'``.
         gate_scope: what the LFEM gate scales: ``'refined'`` (paper, ``f'`` only) or ``'local'`` (``f_l + f'``;
             beyond the paper, see :class:`~lfem_plugin.models.lfem.LFEM`).
+        gate_input: what the gate logit reads: ``'relation'`` (paper) or ``'relation_tokens'`` (plus a score of the
+            group's patch tokens; beyond the paper, see :class:`~lfem_plugin.models.lfem.LFEM`).
     """
 
     def __init__(self, num_classes: int, backbone: TransReIDViT, loss: Literal["softmax", "triplet"] = "softmax",
@@ -73,7 +75,8 @@ class LFEMViT(nn.Module):
                  local_feature: Literal["refined", "jpm", "fused"] = "refined",
                  neck_feat: Literal["before", "after"] = "before",
                  eval_feature: Literal["final", "concat"] = "final",
-                 gate_scope: Literal["refined", "local"] = "refined") -> None:
+                 gate_scope: Literal["refined", "local"] = "refined",
+                 gate_input: Literal["relation", "relation_tokens"] = "relation") -> None:
         super().__init__()
         if backbone.jpm is None:
             raise ValueError("LFEMViT needs a backbone built with jpm=True")
@@ -98,7 +101,7 @@ class LFEMViT(nn.Module):
         dim = self.num_features = backbone.num_features
         groups = backbone.num_groups
         self.fusion = SequentialFusion(dim, groups, lfem_share, lfem_proj_dim, lfem_scale_gate,
-                                       gate_scope) if use_lfem else None
+                                       gate_scope, gate_input) if use_lfem else None
         self.branch_names = views + tuple(f"local{k + 1}" for k in range(groups))  # named as the data's views
         self.heads = nn.ModuleList(BNNeckHead(dim, num_classes) for _ in self.branch_names)
 
@@ -141,7 +144,7 @@ class LFEMViT(nn.Module):
         out = self.backbone(x, camera)
         if self.fusion is None:
             return out.global_feat, list(out.local_feats), None, None
-        fused = self.fusion(out.global_feat, out.local_feats)
+        fused = self.fusion(out.global_feat, out.local_feats, out.local_tokens)
         if self.local_feature == "jpm":
             locals_ = list(out.local_feats)
         elif self.local_feature == "refined":
@@ -289,10 +292,3 @@ _BASELINE = dict(use_lfem=False, num_views=1, local_feature="jpm", eval_feature=
 _variant("vit_transreid", "vit_base_patch16", ("use_lfem", "num_views"), **_BASE_S11, **_BASELINE)
 _variant("vit_transreid_tiny", "vit_tiny_test", ("use_lfem", "num_views"), **_TINY, **_BASELINE)
 _variant("vit_transreid_mini", "vit_mini", ("use_lfem", "num_views"), **_MINI, **_BASELINE)
-# Beyond the paper: the visibility-aware LFEM (issue 25), every part on - gates supervised by each view's group
-# visibility (weight 1.0, not tuned: choose it on a validation split), occluders pasted from other identities, JPM
-# stripes (rearrange off, so groups can be occluded apart) and the gate scaling the whole local (models/lfem.py).
-_VIS = dict(rearrange=False, gate_scope="local")
-_VIS_TRAINING = dict(gate_supervision=1.0, occluder="paste")
-_variant("lfem_vit_vis", "vit_base_patch16", training=_VIS_TRAINING, **_BASE_S11, **_VIS)
-_variant("lfem_vit_vis_tiny", "vit_tiny_test", training=_VIS_TRAINING, **_TINY, **_VIS)

@@ -25,10 +25,12 @@ def _same_storage(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 
 class BackboneOutput(NamedTuple):
-    """What the backbone gives the heads: a global feature and (with JPM) one feature per local group."""
+    """What the backbone gives the heads: a global feature and (with JPM) one feature per local group, and the mean
+    of each group's patch tokens out of the JPM's local branch (``(B, D)`` each; empty without JPM)."""
 
     global_feat: torch.Tensor
     local_feats: Tuple[torch.Tensor, ...]
+    local_tokens: Tuple[torch.Tensor, ...] = ()
 
 
 class TransReIDViT(nn.Module):
@@ -148,5 +150,4 @@ class TransReIDViT(nn.Module):
         tokens = self.forward_tokens(x, camera)
         if self.jpm is None:
             return BackboneOutput(self.norm(tokens)[:, 0], ())
-        global_feat, local_feats = self.jpm(tokens)
-        return BackboneOutput(global_feat, local_feats)
+        return BackboneOutput(*self.jpm.forward_with_tokens(tokens))

@@ -19,7 +19,7 @@ from ..config import target_sie, visibility_targets
 from ..data.datasets import DUKE_SPLITS
 from ..data.occluded_benchmarks import TEST_ONLY
 from ..data.occluders import OCCLUDERS
-from ..models.lfem import GATE_SCOPES
+from ..models.lfem import GATE_INPUTS, GATE_SCOPES
 from ..models.sie import SIE_MODES
 
 __all__ = ["check_config", "check_data", "check_sampler", "check_test_images", "check_query_matches",
@@ -72,12 +72,13 @@ def check_config(cfg: CfgNode) -> None:
 
 
 def _check_visibility(cfg: CfgNode) -> None:
-    """The visibility-aware keys (lfem.gate_supervision, lfem.occluder, lfem.gate_scope)."""
+    """The visibility-aware keys (lfem.gate_supervision, lfem.occluder, lfem.gate_scope, lfem.gate_input)."""
     if cfg.lfem.gate_supervision < 0:
         raise PreflightError(f"lfem.gate_supervision is {cfg.lfem.gate_supervision}; use 0 (off, the paper) or a "
                              f"positive weight")
     for key, value, choices in (("lfem.occluder", cfg.lfem.occluder, OCCLUDERS),
-                                ("lfem.gate_scope", cfg.lfem.gate_scope, GATE_SCOPES)):
+                                ("lfem.gate_scope", cfg.lfem.gate_scope, GATE_SCOPES),
+                                ("lfem.gate_input", cfg.lfem.gate_input, GATE_INPUTS)):
         if value not in choices:
             raise PreflightError(f"{key} {value!r} is not one of {', '.join(map(repr, choices))}")
     if cfg.lfem.gate_supervision > 0 and not cfg.lfem.use_lfem:

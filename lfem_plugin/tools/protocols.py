@@ -186,6 +186,12 @@ VISIBILITY = Profile(
         ModelSpec("plus_stripes", "+stripes", _QUICK_VIT, {"lfem.rearrange": False}),
         ModelSpec("plus_local_gate", "+whole-local gating", _QUICK_VIT, {"lfem.gate_scope": "local"}),
         ModelSpec("vis_all", "All (lfem_vit_vis)", _QUICK_VIT, {"model.name": "lfem_vit_vis_tiny"}),
+        # the gate logit also reads the group's patch tokens (lfem.gate_input, models/lfem.py): with supervision
+        # alone, and with every other part
+        ModelSpec("plus_token_gate", "+supervision, token-read gate", _QUICK_VIT,
+                  {"lfem.gate_supervision": 1.0, "lfem.gate_input": "relation_tokens"}),
+        ModelSpec("vis_all_tokens", "All, token-read gate", _QUICK_VIT,
+                  {"model.name": "lfem_vit_vis_tiny", "lfem.gate_input": "relation_tokens"}),
     ),
 )
 # The same rows on the pedestrians' recipe and data (CUHK03 camera pair 1; clean and occluded queries in one run).

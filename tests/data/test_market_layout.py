@@ -206,6 +206,52 @@ def test_val_split_holds_training_ids_out_as_query_and_gallery(tmp_path, capsys)
     assert "exists" in capsys.readouterr().err
 
 
+def test_val_split_occluded_queries_are_the_queries_with_one_box_each(tmp_path, capsys):
+    """--occlude writes query_occluded/ (same names) and occlusion.json; each box covers its fraction, the pixels
+    inside change (noise or another identity) and the rest stay; the same seed gives the same files."""
+    import json
+
+    from lfem_plugin.cli import main
+    from lfem_plugin.data.occlusion import read_occlusion_file
+    src = write_market_folder(tmp_path / "mine", size=(64, 32))
+    for out in ("val", "again"):
+        assert main(["prepare", "val-split", "--source", str(src), "--out", str(tmp_path / out), "--ids", "2",
+                     "--occlude", "0.2", "0.5"]) == 0
+    val = tmp_path / "val"
+    names = sorted(p.name for p in (val / "query").iterdir())
+    assert sorted(p.name for p in (val / "query_occluded").iterdir()) == names
+    boxes = read_occlusion_file(val / "occlusion.json")
+    assert sorted(boxes) == names
+    record = json.loads((val / "val_split.json").read_text())
+    assert record["occluded_queries"] == {"coverage": [0.2, 0.5], "folder": "query_occluded"}
+    entries = json.loads((val / "occlusion.json").read_text())["queries"]
+    for name in names:
+        top, left, h, w = boxes[name].top_left_height_width()
+        assert boxes[name].image_height_width() == (64, 32)
+        assert 0.2 - 0.05 <= h * w / (64 * 32) <= 0.5 + 0.05  # rounding to whole pixels
+        assert entries[name]["kind"] in ("noise", "image")
+        clean = np.asarray(Image.open(val / "query" / name), dtype=float)
+        occluded = np.asarray(Image.open(val / "query_occluded" / name), dtype=float)
+        inside = np.zeros((64, 32), bool)
+        inside[top:top + h, left:left + w] = True
+        diff = np.abs(occluded - clean).mean(-1)
+        assert diff[inside].mean() > 20 and diff[~inside].mean() < 4  # JPEG blurs the box edge by a few levels
+        again = np.asarray(Image.open(tmp_path / "again" / "query_occluded" / name), dtype=float)
+        assert np.array_equal(again, occluded)
+    # the occluded queries load as market_layout_occluded over the same gallery
+    with market_layout_options(folder=str(val)):
+        ds = MarketLayoutOccluded(root="", verbose=False)
+    assert sorted(Path(p).name for p, *_ in ds.query) == names
+
+
+def test_val_split_refuses_a_coverage_outside_the_image(tmp_path, capsys):
+    from lfem_plugin.cli import main
+    src = write_market_folder(tmp_path / "mine")
+    assert main(["prepare", "val-split", "--source", str(src), "--out", str(tmp_path / "val"), "--ids", "1",
+                 "--occlude", "0.5", "1.2"]) == 2
+    assert "coverage" in capsys.readouterr().err and not (tmp_path / "val").exists()
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--ids", "3"], "cannot hold out 3 identities"),
     (["--ids", "0"], "cannot hold out 0 identities"),

@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 from timm.data.random_erasing import RandomErasing
+from torch import nn
 from torch.utils.data import default_collate
 
 from lfem_plugin import config as C
@@ -17,6 +18,7 @@ from lfem_plugin.data.occluders import MarkedErasing, paste_occluders, split_vie
 from lfem_plugin.data.transforms import build_train_transform
 from lfem_plugin.engine import LFEMEngine
 from lfem_plugin.losses import GateVisibilityLoss
+from lfem_plugin.models.jpm import JigsawPatchModule, group_token_indices
 from lfem_plugin.models.lfem import LFEM
 from lfem_plugin.models.interface import stack_views
 from lfem_plugin.models.visibility import TokenGeometry
@@ -174,7 +176,63 @@ def test_gate_scope_fusion_by_hand(scope):
         LFEM(4, gate_scope="all")
 
 
-# ---- registration and configuration --------------------------------------------------------------------------
+# ---- a gate that reads the group's patch tokens -----------------------------------------------------------------
+def test_token_gate_by_hand_and_paper_gate_at_init():
+    torch.manual_seed(0)
+    paper, tokens_gate = LFEM(4, 4), LFEM(4, 4, gate_input="relation_tokens")
+    missing = tokens_gate.load_state_dict(paper.state_dict(), strict=False).missing_keys
+    assert sorted(missing) == ["token_score.bias", "token_score.weight"]
+    f_l, f_g, t = torch.randn(2, 4), torch.randn(2, 4), torch.randn(2, 4)
+    # w and b start at 0: the gate starts as the paper's
+    assert torch.equal(tokens_gate(f_l, f_g, t).logit, paper(f_l, f_g).logit)
+    with torch.no_grad():
+        tokens_gate.token_score.weight.copy_(torch.tensor([[1.0, -2.0, 0.5, 0.0]]))
+        tokens_gate.token_score.bias.fill_(0.25)
+    relation = (tokens_gate.proj_local_key(f_l) * tokens_gate.proj_global(f_g)).sum(-1) / 2  # 1/sqrt(4)
+    expected = relation + t[:, 0] - 2 * t[:, 1] + 0.5 * t[:, 2] + 0.25
+    out = tokens_gate(f_l, f_g, t)
+    assert torch.allclose(out.logit, expected) and torch.allclose(out.gate, torch.sigmoid(expected))
+    assert torch.equal(paper(f_l, f_g, t).logit, paper(f_l, f_g).logit)  # the paper's gate ignores tokens
+    with pytest.raises(ValueError, match="needs the group's patch tokens"):
+        tokens_gate(f_l, f_g)
+    with pytest.raises(ValueError, match="gate_input"):
+        LFEM(4, gate_input="tokens")
+
+
+@pytest.mark.parametrize("rearrange", [True, False])
+def test_each_groups_token_mean_is_its_own_branch_output(rearrange):
+    """The pooled tokens are the local branch's output patch tokens of that group (the same block call that gives
+    the local feature), and changing one group's tokens changes no other group's mean."""
+    torch.manual_seed(0)
+    block = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True)
+    jpm = JigsawPatchModule(block, nn.LayerNorm(8), num_groups=4, rearrange=rearrange).eval()
+    tokens = torch.randn(2, 1 + 21, 8)
+    global_feat, local_feats, pooled = jpm.forward_with_tokens(tokens)
+    plain_global, plain_locals = jpm(tokens)
+    assert torch.equal(global_feat, plain_global) and all(map(torch.equal, local_feats, plain_locals))
+    groups = group_token_indices(21, 4, rearrange)
+    for k, ids in enumerate(groups):
+        out = jpm.local_branch.norm(jpm.local_branch.block(torch.cat([tokens[:, :1], tokens[:, 1:][:, ids]], 1)))
+        assert torch.allclose(out[:, 0], local_feats[k], atol=1e-6)
+        assert torch.allclose(out[:, 1:].mean(1), pooled[k], atol=1e-6)
+    changed = tokens.clone()
+    changed[:, 1 + groups[2][0]] += 5.0
+    moved = [not torch.allclose(a, b) for a, b in zip(pooled, jpm.forward_with_tokens(changed)[2])]
+    assert moved == [False, False, True, False]
+
+
+def test_the_token_gate_key_reaches_the_model_and_is_trained_by_the_gate_loss():
+    cfg = C.load_config(None, ["model.name", "lfem_vit_vis_tiny", "lfem.gate_input", "relation_tokens"])
+    assert C.load_config(None, ["model.name", "lfem_vit_vis_tiny"]).lfem.gate_input == "relation"
+    model = T.family(cfg).build_model(cfg, num_classes=4, num_cameras=2)  # the config's path to the builder
+    assert all(lfem.gate_input == "relation_tokens" for lfem in model.fusion.lfems)
+    torch.manual_seed(0)
+    images = torch.randn(3, 2, 3, 64, 32)
+    out = model.train()(list(images), torch.tensor([0, 1]), branch_features=True)
+    GateVisibilityLoss(1.0)(out.gate_logits, torch.rand(2, 3, 4)).backward()
+    assert all(lfem.token_score.weight.grad.abs().sum() > 0 for lfem in model.fusion.lfems)
+
+
 def test_the_paper_keys_stay_off_and_the_vis_name_turns_every_part_on():
     paper = C.load_config(None, ["model.name", "lfem_vit"])
     assert (paper.lfem.gate_supervision, paper.lfem.occluder, paper.lfem.gate_scope, paper.lfem.rearrange) == \
@@ -190,6 +248,7 @@ def test_the_paper_keys_stay_off_and_the_vis_name_turns_every_part_on():
 @pytest.mark.parametrize("opts, match", [(["lfem.gate_supervision", "-1.0"], "gate_supervision is -1.0"),
                                          (["lfem.occluder", "cutout"], "lfem.occluder 'cutout'"),
                                          (["lfem.gate_scope", "all"], "lfem.gate_scope 'all'"),
+                                         (["lfem.gate_input", "tokens"], "lfem.gate_input 'tokens'"),
                                          (["lfem.use_lfem", "False"], "use_lfem is false")])
 def test_bad_visibility_keys_fail_before_training(opts, match):
     from lfem_plugin.tools.preflight import PreflightError, check_config
@@ -215,10 +274,11 @@ def test_a_training_step_gets_targets_in_the_models_own_token_order(synthetic_ro
     assert np.isfinite(summary["vis/gate_bce"]) and summary["vis/gate_bce"] > 0
 
 
-def test_the_trained_vis_model_extracts_searches_and_exports_one_vector(synthetic_root, tmp_path, capsys):
+@pytest.mark.parametrize("name", ["lfem_vit_vis_tiny", "lfem_vit_vis_tokens_tiny"])
+def test_the_trained_vis_model_extracts_searches_and_exports_one_vector(synthetic_root, tmp_path, capsys, name):
     from lfem_plugin.cli import main
     from lfem_plugin.tools.inference import export_onnx, extract_features, list_images, load_trained
-    cfg = _vis_cfg(synthetic_root, tmp_path / "run", "train.max_epoch", "1")
+    cfg = _vis_cfg(synthetic_root, tmp_path / "run", "train.max_epoch", "1", "model.name", name)
     T.run(cfg)
     ckpt = tmp_path / "run" / "model" / "model.pth.tar-1"
     query = synthetic_root / "synthetic_reid" / "query"
@@ -226,7 +286,7 @@ def test_the_trained_vis_model_extracts_searches_and_exports_one_vector(syntheti
     model, _ = load_trained(str(ckpt))
     ours, _ = extract_features(model.eval(), paths, 64, 32, [0.5] * 3, [0.5] * 3)
     assert ours.shape == (len(paths), model.num_features)
-    extractor = TR.utils.FeatureExtractor(model_name="lfem_vit_vis_tiny", model_path=str(ckpt), image_size=(64, 32),
+    extractor = TR.utils.FeatureExtractor(model_name=name, model_path=str(ckpt), image_size=(64, 32),
                                           pixel_mean=[0.5] * 3, pixel_std=[0.5] * 3, device="cpu", verbose=False)
     assert np.allclose(extractor(paths).numpy(), ours, atol=1e-5)
     assert export_onnx(model, str(tmp_path / "m.onnx"), 64, 32, with_camera=True)["max_abs_diff"] <= 1e-4
