@@ -108,6 +108,40 @@ class MultiBranchLoss(nn.Module):
         return total, terms
 
 
+class TokenVisibilityLoss(nn.Module):
+    """Binary cross-entropy of every view's per-patch-token gate scores against each patch's own visible fraction.
+
+    ``mean over views v, images b, groups k, tokens j of BCEWithLogits(s[v*B + b, k, j], t[b, v, k, j])``, times
+    ``weight``. The scores ``s`` are the LFEM's ``w . t_j + b`` (``gate_input='relation_tokens'``, before any
+    sigmoid), whose mean over a group enters that group's gate logit; the targets come from the same view's own
+    occluder through the JPM's token order (:meth:`~lfem_plugin.models.visibility.TokenGeometry.tokens_from_boxes`)
+    and are reordered from image-major ``(B, V, K, n)`` to the model's view-major rows, as
+    :class:`GateVisibilityLoss` does. A patch is sharper evidence than a group's mean: most patches are wholly
+    visible or wholly hidden.
+
+    Beyond the paper; per-patch occlusion scores trained against synthetic occluders follow FED (CVPR 2022).
+
+    Args:
+        weight: the loss weight (0: off).
+    """
+
+    def __init__(self, weight: float = 1.0) -> None:
+        super().__init__()
+        self.weight = weight
+
+    def forward(self, token_logits: torch.Tensor, visibility: torch.Tensor) -> torch.Tensor:
+        """``token_logits``: ``(V*B, K, n)``; ``visibility``: ``(B, V, K, n)`` in [0, 1]. Returns the weighted
+        loss."""
+        if token_logits is None:
+            raise ValueError("token supervision needs per-token gate scores: set lfem.gate_input relation_tokens")
+        batch, num_views, groups, size = visibility.shape
+        if token_logits.shape != (num_views * batch, groups, size):
+            raise ValueError(f"token logits {tuple(token_logits.shape)} do not match the targets of {num_views} "
+                             f"views x {batch} images x {groups} groups x {size} tokens")
+        targets = visibility.transpose(0, 1).reshape(num_views * batch, groups, size).to(token_logits.device)
+        return self.weight * F.binary_cross_entropy_with_logits(token_logits.float(), targets.float())
+
+
 class GateVisibilityLoss(nn.Module):
     """Binary cross-entropy of every view's LFEM gate logits against that view's JPM group visible fractions.
 

@@ -69,7 +69,8 @@ MODEL_ARG_KEYS = {"stride": "lfem.stride", "sie_coef": "lfem.sie_coef", "drop_pa
                   "eval_feature": "lfem.eval_feature", "gate_scope": "lfem.gate_scope",
                   "gate_input": "lfem.gate_input"}
 # A registered variant's training settings (not builder arguments) -> their config keys (loader.apply_variant).
-TRAINING_KEYS = {"gate_supervision": "lfem.gate_supervision", "occluder": "lfem.occluder"}
+TRAINING_KEYS = {"gate_supervision": "lfem.gate_supervision", "occluder": "lfem.occluder",
+                 "token_supervision": "lfem.token_supervision"}
 
 
 def config_value(cfg: CN, key: str) -> Any:
@@ -141,13 +142,13 @@ def token_geometry_kwargs(cfg: CN) -> Dict[str, Any]:
 
 def visibility_targets(cfg: CN) -> bool:
     """Does training need each view's hidden rectangle and group visibility (gate supervision or pasting)?"""
-    return cfg.lfem.gate_supervision > 0 or cfg.lfem.occluder == "paste"
+    return cfg.lfem.gate_supervision > 0 or cfg.lfem.token_supervision > 0 or cfg.lfem.occluder == "paste"
 
 
 def lfem_engine_kwargs(cfg: CN) -> Dict[str, Any]:
     return dict(amp=cfg.lfem.amp, eval_amp=cfg.test.amp, grad_clip=cfg.lfem.grad_clip,
                 use_cameras=cfg.test.use_cameras, gate_supervision=cfg.lfem.gate_supervision,
-                occluder=cfg.lfem.occluder,
+                token_supervision=cfg.lfem.token_supervision, occluder=cfg.lfem.occluder,
                 target_sie=target_sie(cfg),
                 checkpoint_period=cfg.train.checkpoint_period, save_checkpoints=cfg.train.save_checkpoints,
                 config_text=cfg.dump())

@@ -22,7 +22,7 @@ from torch import nn
 
 from .. import _torchreid
 from ..data.occluders import OCCLUDERS, paste_occluders, split_views
-from ..losses import GateVisibilityLoss, MultiBranchLoss
+from ..losses import GateVisibilityLoss, MultiBranchLoss, TokenVisibilityLoss
 from ..models.interface import ReIDModel
 from ..optim import guarded_step
 from ..utils import distributed as D
@@ -89,6 +89,9 @@ class LFEMEngine(_PluginParts, _TR.engine.Engine):
         config_text: the run's config (YAML), stored in every checkpoint.
         gate_supervision: weight of :class:`~lfem_plugin.losses.GateVisibilityLoss` (0: off, the paper); needs a
             train transform that gives visibility targets (:class:`~lfem_plugin.data.occluders.VisibilityMultiView`).
+        token_supervision: weight of :class:`~lfem_plugin.losses.TokenVisibilityLoss` (0: off): the per-token gate
+            scores of a model with ``gate_input='relation_tokens'`` against each patch's visible fraction, from the
+            same boxes (needs the same transform).
         occluder: ``'noise'`` (paper) or ``'paste'``: erased rectangles are filled from another identity's first
             view (:func:`~lfem_plugin.data.occluders.paste_occluders`; needs the same transform).
 
@@ -102,7 +105,7 @@ class LFEMEngine(_PluginParts, _TR.engine.Engine):
                  criterion: MultiBranchLoss, use_gpu: bool = True, amp: str = "bf16", grad_clip: float = 0.0,
                  use_cameras: bool = True, checkpoint_period: int = 0, save_checkpoints: bool = True,
                  config_text: str = "", target_sie: Optional[Dict[str, str]] = None, eval_amp: str = "off",
-                 gate_supervision: float = 0.0, occluder: str = "noise") -> None:
+                 gate_supervision: float = 0.0, occluder: str = "noise", token_supervision: float = 0.0) -> None:
         if not isinstance(D.unwrap(model), ReIDModel):
             raise TypeError(f"LFEMEngine trains a model implementing lfem_plugin.models.interface.ReIDModel "
                             f"(branch_names, num_views, classify, gates, ...); got {type(D.unwrap(model)).__name__}. "
@@ -119,6 +122,9 @@ class LFEMEngine(_PluginParts, _TR.engine.Engine):
             raise ValueError(f"occluder={occluder!r}; choices: {OCCLUDERS}")
         self.occluder = occluder
         self.gate_loss = GateVisibilityLoss(gate_supervision) if gate_supervision else None
+        self.token_loss = TokenVisibilityLoss(token_supervision) if token_supervision else None
+        # per-token targets come from the model's own patch grid and JPM order (the boxes are the views')
+        self.token_geometry = D.unwrap(model).token_geometry() if token_supervision else None
         self.num_views = getattr(D.unwrap(model), "num_views", 1)
         self.skipped_steps = 0
         self.train_step = self._train_step
@@ -132,11 +138,13 @@ class LFEMEngine(_PluginParts, _TR.engine.Engine):
         return torch.autocast("cuda", dtype=torch.bfloat16 if self.amp == "bf16" else torch.float16)
 
     def _views(self, data: Dict[str, Any], pids: torch.Tensor):
-        """The stacked views ``(V, B, C, H, W)`` (occluders pasted in ``'paste'`` mode) and their visibility
-        targets ``(B, V, K)`` (None from a plain multi-view transform)."""
+        """The stacked views ``(V, B, C, H, W)`` (occluders pasted in ``'paste'`` mode), their visibility
+        targets ``(B, V, K)`` (None from a plain multi-view transform) and, with token supervision, the per-token
+        ones ``(B, V, K, n)`` (else None)."""
         views, visibility, boxes = split_views(data["img"])
         images = torch.stack([v.to(self.device, non_blocking=True) for v in views])
-        if (self.gate_loss is not None or self.occluder == "paste") and visibility is None:
+        needs = self.gate_loss is not None or self.token_loss is not None or self.occluder == "paste"
+        if needs and visibility is None:
             raise ValueError("lfem.gate_supervision > 0 or lfem.occluder paste needs visibility targets from the "
                              "train transform; build the data manager with lfem_plugin.build_datamanager(cfg), which "
                              "gives them for these keys (data.occluders.VisibilityMultiView)")
@@ -144,7 +152,12 @@ class LFEMEngine(_PluginParts, _TR.engine.Engine):
             images = paste_occluders(images, boxes.to(self.device, non_blocking=True), pids)
         if visibility is not None:
             visibility = visibility.to(self.device, non_blocking=True)
-        return images, visibility
+        tokens = None
+        if self.token_loss is not None:
+            batch, num_views = boxes.shape[:2]
+            tokens = self.token_geometry.tokens_from_boxes(boxes.to(self.device, non_blocking=True))
+            tokens = tokens.view(batch, num_views, *tokens.shape[1:])
+        return images, visibility, tokens
 
     def compute_loss(self, data: Dict[str, Any]) -> Step:
         """The training step's forward: the views of a batch (with camera ids) through the model, the heads on the
@@ -153,8 +166,8 @@ class LFEMEngine(_PluginParts, _TR.engine.Engine):
         to the device without waiting."""
         pids = data["pid"].to(self.device, non_blocking=True)
         cameras = data["camid"].to(self.device, non_blocking=True)
-        images, visibility = self._views(data, pids)
-        return self.train_step(images, cameras, pids, visibility)
+        images, visibility, token_visibility = self._views(data, pids)
+        return self.train_step(images, cameras, pids, visibility, token_visibility)
 
     def forward_backward(self, data: Dict[str, Any]) -> Dict[str, torch.Tensor]:
         """One training step; returns its summary (loss, acc in %, every term, mean gates) as 0-dim device
@@ -182,9 +195,11 @@ class LFEMEngine(_PluginParts, _TR.engine.Engine):
         return summary
 
     def _train_step(self, images: torch.Tensor, cameras: torch.Tensor, pids: torch.Tensor,
-                    visibility: Optional[torch.Tensor] = None) -> Step:
+                    visibility: Optional[torch.Tensor] = None,
+                    token_visibility: Optional[torch.Tensor] = None) -> Step:
         """Forward, classify and loss of one batch on the device: one graph for ``torch.compile`` (no host read, no
-        data-dependent branch). ``visibility``: ``(B, V, K)`` targets of the gate visibility loss."""
+        data-dependent branch). ``visibility``: ``(B, V, K)`` targets of the gate visibility loss;
+        ``token_visibility``: ``(B, V, K, n)`` targets of the token visibility loss."""
         out = self.model(images, camera=cameras, branch_features=True)
         # Under DDP, heads and losses see the global batch (BNNeck statistics, batch-hard mining), as a single
         # process would; gradients flow back to each rank through the differentiable gather.
@@ -195,6 +210,9 @@ class LFEMEngine(_PluginParts, _TR.engine.Engine):
         if self.gate_loss is not None:  # this rank's own views: gates and targets never leave their images
             terms["vis/gate_bce"] = self.gate_loss(out.gate_logits, visibility)
             loss = loss + terms["vis/gate_bce"]
+        if self.token_loss is not None:
+            terms["vis/token_bce"] = self.token_loss(out.token_logits, token_visibility)
+            loss = loss + terms["vis/token_bce"]
         return Step(loss, terms, logits, pids, out.gates)
 
     def compile(self, **kwargs: Any) -> None:

@@ -54,10 +54,10 @@ class Branch(nn.Module):
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.norm(self.block(tokens))[:, 0]
 
-    def forward_pooled(self, tokens: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        """The token at position 0 (as :meth:`forward`) and the mean of the other output tokens, both ``(B, D)``."""
+    def forward_tokens(self, tokens: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The token at position 0 (as :meth:`forward`), ``(B, D)``, and the other output tokens, ``(B, N, D)``."""
         out = self.norm(self.block(tokens))
-        return out[:, 0], out[:, 1:].mean(1)
+        return out[:, 0], out[:, 1:]
 
 
 class JigsawPatchModule(nn.Module):
@@ -97,10 +97,10 @@ class JigsawPatchModule(nn.Module):
 
     def forward_with_tokens(self, tokens: torch.Tensor) -> Tuple[torch.Tensor, Tuple[torch.Tensor, ...],
                                                                  Tuple[torch.Tensor, ...]]:
-        """As :meth:`forward`, plus each group's *patch tokens* out of the local branch, averaged: ``num_groups``
-        tensors ``(B, D)``. TransReID keeps only the cls position; the patch positions are computed by the same
-        block anyway and receive no identity loss, which is why a visibility score reads them
-        (:class:`~lfem_plugin.models.lfem.LFEM`, ``gate_input='relation_tokens'``)."""
+        """As :meth:`forward`, plus each group's *patch tokens* out of the local branch, in the group's (JPM) order:
+        ``num_groups`` tensors ``(B, N // num_groups, D)``. TransReID keeps only the cls position; the patch positions
+        are computed by the same block anyway and receive no identity loss, which is why a visibility score reads
+        them (:class:`~lfem_plugin.models.lfem.LFEM`, ``gate_input='relation_tokens'``)."""
         global_feat = self.global_branch(tokens)
         cls_token, patches = tokens[:, :1], tokens[:, 1:]
         size = patches.shape[1] // self.num_groups
@@ -109,10 +109,10 @@ class JigsawPatchModule(nn.Module):
         # All groups go through the shared branch in one batched call: (G*B, 1 + size, D).
         groups = patches[:, :size * self.num_groups].reshape(patches.shape[0], self.num_groups, size, -1)
         groups = torch.cat([cls_token.unsqueeze(1).expand(-1, self.num_groups, -1, -1), groups], dim=2)
-        local, pooled = self.local_branch.forward_pooled(groups.transpose(0, 1).flatten(0, 1))
+        local, group_tokens = self.local_branch.forward_tokens(groups.transpose(0, 1).flatten(0, 1))
         batch = patches.shape[0]
         return (global_feat, tuple(local.view(self.num_groups, batch, -1).unbind(0)),
-                tuple(pooled.view(self.num_groups, batch, -1).unbind(0)))
+                tuple(group_tokens.view(self.num_groups, batch, size, -1).unbind(0)))
 
     def extra_repr(self) -> str:
         return (f"num_groups={self.num_groups}, rearrange={self.rearrange}, shift_num={self.shift_num}, "

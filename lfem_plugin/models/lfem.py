@@ -25,6 +25,7 @@ class LFEMOutput(NamedTuple):
     refined: torch.Tensor  # f' = r * (f_l2 W_1)
     gate: torch.Tensor  # r, shape (B,)
     logit: torch.Tensor  # the relation before the sigmoid, r = sigmoid(logit), shape (B,)
+    token_logits: Optional[torch.Tensor] = None  # (B, n) w . t_j + b per patch token ('relation_tokens'), else None
 
 
 class LFEM(nn.Module):
@@ -47,11 +48,13 @@ class LFEM(nn.Module):
     weight. The pre-sigmoid relation is returned as ``logit`` for a with-logits loss (one sigmoid, never two).
 
     Beyond the paper (``gate_input='relation_tokens'``): the logit adds a linear score of the group's patch tokens,
-    ``r = sigmoid(s f_l1 . f_g' + w . t + b)``, ``t`` the mean of the group's output patch tokens from the JPM's
-    local branch (:meth:`~lfem_plugin.models.jpm.JigsawPatchModule.forward_with_tokens`). The paper's gate reads only
-    ``f_l`` and ``f_g``, which the identity losses train to be the same with and without an occluder; the patch
-    tokens get no identity loss, so they can say what a group shows. ``w`` and ``b`` start at 0 (the gate starts as
-    the paper's). Scoring patch tokens for occlusion follows FED's Occlusion Erasing Module (Wang et al., CVPR 2022).
+    ``r = sigmoid(s f_l1 . f_g' + mean_j (w . t_j + b))`` over the group's output patch tokens ``t_j`` from the
+    JPM's local branch (:meth:`~lfem_plugin.models.jpm.JigsawPatchModule.forward_with_tokens`); the per-token scores
+    are returned as ``token_logits``, which :class:`~lfem_plugin.losses.TokenVisibilityLoss` can train against each
+    patch's own visible fraction. The paper's gate reads only ``f_l`` and ``f_g``, which the identity losses train
+    to be the same with and without an occluder; the patch tokens get no identity loss, so they can say what a group
+    shows. ``w`` and ``b`` start at 0 (the gate starts as the paper's). Scoring patch tokens for occlusion follows
+    FED's Occlusion Erasing Module (Wang et al., CVPR 2022).
 
     Reference: LFEM paper, Sec. 3.3, equations for ``f_l1, f_l2, f_g', r, f', f_final``.
 
@@ -87,17 +90,20 @@ class LFEM(nn.Module):
 
     def forward(self, local_feat: torch.Tensor, global_feat: torch.Tensor,
                 local_tokens: Optional[torch.Tensor] = None) -> LFEMOutput:
-        """``local_feat``, ``global_feat``: ``(B, D)``; ``local_tokens``: ``(B, D)`` the group's mean patch token,
+        """``local_feat``, ``global_feat``: ``(B, D)``; ``local_tokens``: ``(B, n, D)`` the group's patch tokens,
         needed by ``gate_input='relation_tokens'`` (ValueError without it), ignored otherwise."""
         relation = (self.proj_local_key(local_feat) * self.proj_global(global_feat)).sum(dim=-1) * self.scale
+        token_logits = None
         if self.token_score is not None:
-            if local_tokens is None:
-                raise ValueError("gate_input='relation_tokens' needs the group's patch tokens (local_tokens)")
-            relation = relation + self.token_score(local_tokens).squeeze(-1)
+            if local_tokens is None or local_tokens.dim() != 3:
+                raise ValueError("gate_input='relation_tokens' needs the group's patch tokens (local_tokens, "
+                                 "(B, n, D))")
+            token_logits = self.token_score(local_tokens).squeeze(-1)
+            relation = relation + token_logits.mean(1)
         gate = torch.sigmoid(relation)
         refined = gate.unsqueeze(-1) * self.proj_out(self.proj_local_value(local_feat))
         local = local_feat if self.gate_scope == "refined" else gate.unsqueeze(-1) * local_feat
-        return LFEMOutput(local + global_feat + refined, refined, gate, relation)
+        return LFEMOutput(local + global_feat + refined, refined, gate, relation, token_logits)
 
     def extra_repr(self) -> str:
         return f"gate_scope={self.gate_scope!r}, gate_input={self.gate_input!r}"
@@ -109,6 +115,7 @@ class FusionOutput(NamedTuple):
     refined: Tuple[torch.Tensor, ...]  # f'_1 .. f'_K
     gates: torch.Tensor  # (B, K)
     logits: torch.Tensor  # (B, K) the gates before the sigmoid
+    token_logits: Optional[torch.Tensor] = None  # (B, K, n) per-token scores ('relation_tokens'), else None
 
 
 class SequentialFusion(nn.Module):
@@ -135,7 +142,7 @@ class SequentialFusion(nn.Module):
 
     def forward(self, global_feat: torch.Tensor, local_feats: Sequence[torch.Tensor],
                 local_tokens: Sequence[torch.Tensor] = ()) -> FusionOutput:
-        """``local_tokens``: each group's mean patch token (``gate_input='relation_tokens'``), or empty."""
+        """``local_tokens``: each group's patch tokens ``(B, n, D)`` (``gate_input='relation_tokens'``), or empty."""
         if len(local_feats) != self.num_groups:
             raise ValueError(f"expected {self.num_groups} local features, got {len(local_feats)}")
         if local_tokens and len(local_tokens) != self.num_groups:
@@ -145,6 +152,7 @@ class SequentialFusion(nn.Module):
         refined: List[torch.Tensor] = []
         gates: List[torch.Tensor] = []
         logits: List[torch.Tensor] = []
+        token_logits: List[torch.Tensor] = []
         for k, local in enumerate(local_feats):
             out = self.lfems[k % len(self.lfems)](local, current, local_tokens[k] if local_tokens else None)
             current = out.fused
@@ -152,5 +160,7 @@ class SequentialFusion(nn.Module):
             refined.append(out.refined)
             gates.append(out.gate)
             logits.append(out.logit)
+            if out.token_logits is not None:
+                token_logits.append(out.token_logits)
         return FusionOutput(current, tuple(stages), tuple(refined), torch.stack(gates, dim=1),
-                            torch.stack(logits, dim=1))
+                            torch.stack(logits, dim=1), torch.stack(token_logits, dim=1) if token_logits else None)

@@ -143,7 +143,7 @@ class LFEMViT(nn.Module):
     def _global_and_locals(self, x: torch.Tensor, camera: Optional[torch.Tensor]):
         out = self.backbone(x, camera)
         if self.fusion is None:
-            return out.global_feat, list(out.local_feats), None, None
+            return out.global_feat, list(out.local_feats), None, None, None
         fused = self.fusion(out.global_feat, out.local_feats, out.local_tokens)
         if self.local_feature == "jpm":
             locals_ = list(out.local_feats)
@@ -151,7 +151,7 @@ class LFEMViT(nn.Module):
             locals_ = [f + r for f, r in zip(out.local_feats, fused.refined)]
         else:
             locals_ = list(fused.stages)
-        return fused.final, locals_, fused.gates, fused.logits
+        return fused.final, locals_, fused.gates, fused.logits, fused.token_logits
 
     def forward_branch_features(self, x: Views, camera: Optional[torch.Tensor] = None) -> BranchFeatures:
         """Training forward over all views in one batch, up to the pre-BN branch features (no heads)."""
@@ -164,11 +164,11 @@ class LFEMViT(nn.Module):
         batch = images.shape[0] // num_views
         if camera is not None:
             camera = torch.as_tensor(camera, device=images.device).reshape(-1).repeat(num_views)
-        final, locals_, gates, logits = self._global_and_locals(images, camera)
+        final, locals_, gates, logits, token_logits = self._global_and_locals(images, camera)
         features = list(final.split(batch)) + [local[:batch] for local in locals_]
         names = self.branch_names[:num_views] + self.branch_names[self.num_views:]
         gates = None if gates is None else gates[:batch]
-        return BranchFeatures(names, features, gates, logits)
+        return BranchFeatures(names, features, gates, logits, token_logits)
 
     def _warn_what_is_lost(self, num_views: int, camera: Optional[torch.Tensor]) -> None:
         """Once per model: training on fewer views than it has (torchreid's stock ``ImageDataManager`` gives one) or
@@ -198,7 +198,7 @@ class LFEMViT(nn.Module):
 
     def forward_eval(self, x: torch.Tensor, camera: Optional[torch.Tensor] = None) -> torch.Tensor:
         """One view in, the retrieval feature out (see ``eval_feature`` / ``neck_feat``)."""
-        final, locals_, _, _ = self._global_and_locals(x, camera)
+        final, locals_, *_ = self._global_and_locals(x, camera)
         feats = [final] + (locals_ if self.eval_feature == "concat" else [])
         if self.neck_feat == "after":
             heads = [self.heads[0]] + list(self.heads[self.num_views:])

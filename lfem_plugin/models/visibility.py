@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from .jpm import rearrange_tokens
 from .patch_embed import patch_grid
 
-__all__ = ["TokenGeometry", "box_mask", "group_visibility", "patch_visibility"]
+__all__ = ["TokenGeometry", "box_mask", "group_visibility", "grouped_patch_visibility", "patch_visibility"]
 
 Box = tuple[int, int, int, int]  # top, left, height, width in pixels of the model's input
 
@@ -52,9 +52,10 @@ def patch_visibility(mask: torch.Tensor, patch_size: int, stride: int) -> torch.
     return F.avg_pool2d(mask.unsqueeze(1), patch_size, stride).flatten(1)
 
 
-def group_visibility(patch_vis: torch.Tensor, num_groups: int, rearrange: bool, shift_num: int = 5,
-                     shuffle_groups: int = 2) -> torch.Tensor:
-    """Mean visible fraction of each JPM group: ``patch_vis`` ``(B, N)`` row-major -> ``(B, num_groups)``.
+def grouped_patch_visibility(patch_vis: torch.Tensor, num_groups: int, rearrange: bool, shift_num: int = 5,
+                             shuffle_groups: int = 2) -> torch.Tensor:
+    """Per-patch visible fractions in the JPM's groups: ``patch_vis`` ``(B, N)`` row-major -> ``(B, num_groups,
+    N // num_groups)``, element ``[b, k, j]`` the ``j``-th token of group ``k`` as the JPM orders it.
 
     The per-patch values go through :func:`~lfem_plugin.models.jpm.rearrange_tokens` - the function the JPM applies
     to its tokens - and are then cut into ``num_groups`` runs of ``N // num_groups``, exactly as
@@ -64,7 +65,14 @@ def group_visibility(patch_vis: torch.Tensor, num_groups: int, rearrange: bool, 
     tokens = patch_vis.unsqueeze(-1)
     if rearrange:
         tokens = rearrange_tokens(tokens, shift_num, shuffle_groups)
-    return tokens[:, :size * num_groups, 0].reshape(patch_vis.shape[0], num_groups, size).mean(-1)
+    return tokens[:, :size * num_groups, 0].reshape(patch_vis.shape[0], num_groups, size)
+
+
+def group_visibility(patch_vis: torch.Tensor, num_groups: int, rearrange: bool, shift_num: int = 5,
+                     shuffle_groups: int = 2) -> torch.Tensor:
+    """Mean visible fraction of each JPM group: ``patch_vis`` ``(B, N)`` row-major -> ``(B, num_groups)``, the mean
+    over each group's tokens of :func:`grouped_patch_visibility`."""
+    return grouped_patch_visibility(patch_vis, num_groups, rearrange, shift_num, shuffle_groups).mean(-1)
 
 
 @dataclass(frozen=True)
@@ -107,6 +115,14 @@ class TokenGeometry:
             raise ValueError(f"mask of size {tuple(mask.shape[-2:])} for a model input of {tuple(self.img_size)}")
         return group_visibility(patch_visibility(mask, self.patch_size, self.stride), self.num_groups,
                                 self.rearrange, self.shift_num, self.shuffle_groups)
+
+    def tokens_from_boxes(self, boxes: Sequence[Box] | torch.Tensor) -> torch.Tensor:
+        """Per-token visible fractions ``(B, K, N // K)`` of hidden rectangles ``(B, 4)``, each group's tokens in
+        the JPM's order (:func:`grouped_patch_visibility`)."""
+        boxes = torch.as_tensor(boxes).reshape(-1, 4)
+        mask = box_mask(boxes, *self.img_size)
+        return grouped_patch_visibility(patch_visibility(mask, self.patch_size, self.stride), self.num_groups,
+                                        self.rearrange, self.shift_num, self.shuffle_groups)
 
     def from_boxes(self, boxes: Sequence[Box] | torch.Tensor) -> torch.Tensor:
         """Group visible fractions ``(B, K)`` of hidden rectangles ``(B, 4)`` (``top, left, height, width``)."""

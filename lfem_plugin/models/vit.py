@@ -25,8 +25,8 @@ def _same_storage(a: torch.Tensor, b: torch.Tensor) -> bool:
 
 
 class BackboneOutput(NamedTuple):
-    """What the backbone gives the heads: a global feature and (with JPM) one feature per local group, and the mean
-    of each group's patch tokens out of the JPM's local branch (``(B, D)`` each; empty without JPM)."""
+    """What the backbone gives the heads: a global feature and (with JPM) one feature per local group, and each
+    group's patch tokens out of the JPM's local branch (``(B, N // K, D)`` each, JPM order; empty without JPM)."""
 
     global_feat: torch.Tensor
     local_feats: Tuple[torch.Tensor, ...]

@@ -81,6 +81,12 @@ def _check_visibility(cfg: CfgNode) -> None:
                                 ("lfem.gate_input", cfg.lfem.gate_input, GATE_INPUTS)):
         if value not in choices:
             raise PreflightError(f"{key} {value!r} is not one of {', '.join(map(repr, choices))}")
+    if cfg.lfem.token_supervision < 0:
+        raise PreflightError(f"lfem.token_supervision is {cfg.lfem.token_supervision}; use 0 (off) or a positive "
+                             f"weight")
+    if cfg.lfem.token_supervision > 0 and cfg.lfem.gate_input != "relation_tokens":
+        raise PreflightError("lfem.token_supervision > 0 trains the gate's per-token scores, which only "
+                             "lfem.gate_input relation_tokens has; set it (or lfem.token_supervision 0)")
     if cfg.lfem.gate_supervision > 0 and not cfg.lfem.use_lfem:
         raise PreflightError("lfem.gate_supervision > 0 supervises the LFEM gates, but lfem.use_lfem is false (no "
                              "gates); set lfem.use_lfem true or lfem.gate_supervision 0")

@@ -143,8 +143,9 @@ def test_each_view_is_supervised_by_its_own_box_pitfall_2():
     views = [torch.full((3, 3, 64, 32), float(v)) + torch.arange(3.0).view(3, 1, 1, 1) * 10 for v in range(3)]
     codes = torch.tensor([[[(10 * b + v + 1) / 40] * 4 for v in range(3)] for b in range(3)])  # (B, V, K)
     data = {"img": {"views": views, "visibility": codes, "boxes": torch.zeros(3, 3, 4, dtype=torch.long)}}
-    engine = types.SimpleNamespace(device=torch.device("cpu"), gate_loss=GateVisibilityLoss(), occluder="noise")
-    images, visibility = LFEMEngine._views(engine, data, torch.arange(3))
+    engine = types.SimpleNamespace(device=torch.device("cpu"), gate_loss=GateVisibilityLoss(), token_loss=None,
+                                   occluder="noise")
+    images, visibility, _ = LFEMEngine._views(engine, data, torch.arange(3))
     rows, _ = stack_views(images)  # the model's rows: view-major
     own = (rows[:, 0, 0, 0] + 1) / 40  # row v*B + b holds pixel 10 b + v, its target is (10 b + v + 1) / 40
     z = torch.logit(own).unsqueeze(1).repeat(1, 4).requires_grad_()
@@ -156,7 +157,8 @@ def test_each_view_is_supervised_by_its_own_box_pitfall_2():
 
 
 def test_missing_targets_are_a_clear_error():
-    engine = types.SimpleNamespace(device=torch.device("cpu"), gate_loss=GateVisibilityLoss(), occluder="noise")
+    engine = types.SimpleNamespace(device=torch.device("cpu"), gate_loss=GateVisibilityLoss(), token_loss=None,
+                                   occluder="noise")
     with pytest.raises(ValueError, match="needs visibility targets"):
         LFEMEngine._views(engine, {"img": [torch.zeros(2, 3, 64, 32)]}, torch.arange(2))
 
@@ -182,42 +184,45 @@ def test_token_gate_by_hand_and_paper_gate_at_init():
     paper, tokens_gate = LFEM(4, 4), LFEM(4, 4, gate_input="relation_tokens")
     missing = tokens_gate.load_state_dict(paper.state_dict(), strict=False).missing_keys
     assert sorted(missing) == ["token_score.bias", "token_score.weight"]
-    f_l, f_g, t = torch.randn(2, 4), torch.randn(2, 4), torch.randn(2, 4)
+    f_l, f_g, t = torch.randn(2, 4), torch.randn(2, 4), torch.randn(2, 3, 4)  # 3 patch tokens per group
     # w and b start at 0: the gate starts as the paper's
     assert torch.equal(tokens_gate(f_l, f_g, t).logit, paper(f_l, f_g).logit)
     with torch.no_grad():
         tokens_gate.token_score.weight.copy_(torch.tensor([[1.0, -2.0, 0.5, 0.0]]))
         tokens_gate.token_score.bias.fill_(0.25)
     relation = (tokens_gate.proj_local_key(f_l) * tokens_gate.proj_global(f_g)).sum(-1) / 2  # 1/sqrt(4)
-    expected = relation + t[:, 0] - 2 * t[:, 1] + 0.5 * t[:, 2] + 0.25
+    per_token = t[..., 0] - 2 * t[..., 1] + 0.5 * t[..., 2] + 0.25  # (2, 3)
+    expected = relation + per_token.mean(1)
     out = tokens_gate(f_l, f_g, t)
     assert torch.allclose(out.logit, expected) and torch.allclose(out.gate, torch.sigmoid(expected))
+    assert torch.allclose(out.token_logits, per_token) and paper(f_l, f_g).token_logits is None
     assert torch.equal(paper(f_l, f_g, t).logit, paper(f_l, f_g).logit)  # the paper's gate ignores tokens
-    with pytest.raises(ValueError, match="needs the group's patch tokens"):
-        tokens_gate(f_l, f_g)
+    for bad in (None, t.mean(1)):
+        with pytest.raises(ValueError, match="needs the group's patch tokens"):
+            tokens_gate(f_l, f_g, bad)
     with pytest.raises(ValueError, match="gate_input"):
         LFEM(4, gate_input="tokens")
 
 
 @pytest.mark.parametrize("rearrange", [True, False])
-def test_each_groups_token_mean_is_its_own_branch_output(rearrange):
-    """The pooled tokens are the local branch's output patch tokens of that group (the same block call that gives
-    the local feature), and changing one group's tokens changes no other group's mean."""
+def test_each_groups_tokens_are_its_own_branch_output(rearrange):
+    """A group's tokens are the local branch's output patch tokens of that group, in the JPM's order (the same block
+    call that gives the local feature), and changing one group's input tokens changes no other group's."""
     torch.manual_seed(0)
     block = nn.TransformerEncoderLayer(8, 2, 16, dropout=0.0, batch_first=True)
     jpm = JigsawPatchModule(block, nn.LayerNorm(8), num_groups=4, rearrange=rearrange).eval()
     tokens = torch.randn(2, 1 + 21, 8)
-    global_feat, local_feats, pooled = jpm.forward_with_tokens(tokens)
+    global_feat, local_feats, group_tokens = jpm.forward_with_tokens(tokens)
     plain_global, plain_locals = jpm(tokens)
     assert torch.equal(global_feat, plain_global) and all(map(torch.equal, local_feats, plain_locals))
     groups = group_token_indices(21, 4, rearrange)
     for k, ids in enumerate(groups):
         out = jpm.local_branch.norm(jpm.local_branch.block(torch.cat([tokens[:, :1], tokens[:, 1:][:, ids]], 1)))
         assert torch.allclose(out[:, 0], local_feats[k], atol=1e-6)
-        assert torch.allclose(out[:, 1:].mean(1), pooled[k], atol=1e-6)
+        assert torch.allclose(out[:, 1:], group_tokens[k], atol=1e-6) and group_tokens[k].shape == (2, 5, 8)
     changed = tokens.clone()
     changed[:, 1 + groups[2][0]] += 5.0
-    moved = [not torch.allclose(a, b) for a, b in zip(pooled, jpm.forward_with_tokens(changed)[2])]
+    moved = [not torch.allclose(a, b) for a, b in zip(group_tokens, jpm.forward_with_tokens(changed)[2])]
     assert moved == [False, False, True, False]
 
 
@@ -231,6 +236,38 @@ def test_the_token_gate_key_reaches_the_model_and_is_trained_by_the_gate_loss():
     out = model.train()(list(images), torch.tensor([0, 1]), branch_features=True)
     GateVisibilityLoss(1.0)(out.gate_logits, torch.rand(2, 3, 4)).backward()
     assert all(lfem.token_score.weight.grad.abs().sum() > 0 for lfem in model.fusion.lfems)
+    assert out.token_logits.shape == (6, 4, 5)  # 3 views x 2 images, 4 groups of 5 tokens (7 x 3 grid)
+    # the group's gate logit holds the mean of its tokens' scores (checked in the by-hand test above)
+
+
+def test_token_targets_are_the_patches_of_each_group_in_jpm_order():
+    """Per-token targets: the patch visible fractions of TOP_BAND (rows 0-15 of 64x32, 7 x 3 grid at stride 8:
+    patch row 0 hidden, row 1 half) in each group's token order; their group means are the group targets."""
+    for rearrange in (False, True):
+        geometry = TokenGeometry((64, 32), 16, 8, 4, rearrange=rearrange)
+        tokens = geometry.tokens_from_boxes([(0, 0, 16, 32)])
+        patch = [0.0] * 3 + [0.5] * 3 + [1.0] * 15
+        expected = [[patch[i] for i in ids] for ids in group_token_indices(21, 4, rearrange)]
+        assert tokens[0].tolist() == expected
+        assert torch.allclose(tokens.mean(-1), geometry.from_boxes([(0, 0, 16, 32)]))
+
+
+def test_token_loss_pairs_each_row_with_its_own_views_tokens():
+    """As pitfall 2 for the gate: row v*B + b of the token scores is scored against view v of image b; logits equal
+    to their own targets give zero gradient, a swap of views does not; a wrong shape is refused."""
+    from lfem_plugin.losses import TokenVisibilityLoss
+    targets = torch.rand(2, 3, 4, 5) * 0.9 + 0.05  # (B, V, K, n)
+    z = torch.logit(targets.transpose(0, 1).reshape(6, 4, 5)).requires_grad_()
+    (grad,) = torch.autograd.grad(TokenVisibilityLoss()(z, targets), z)
+    assert grad.abs().max() < 1e-7
+    (grad,) = torch.autograd.grad(TokenVisibilityLoss()(z, targets[:, [1, 0, 2]]), z)
+    assert grad.abs().max() > 1e-4
+    by_hand = torch.nn.functional.binary_cross_entropy_with_logits(z, targets.transpose(0, 1).reshape(6, 4, 5))
+    assert torch.allclose(TokenVisibilityLoss(2.0)(z, targets), 2 * by_hand)
+    with pytest.raises(ValueError, match="do not match"):
+        TokenVisibilityLoss()(z[:, :, :4], targets)
+    with pytest.raises(ValueError, match="relation_tokens"):
+        TokenVisibilityLoss()(None, targets)
 
 
 def test_the_paper_keys_stay_off_and_the_vis_name_turns_every_part_on():
@@ -249,6 +286,8 @@ def test_the_paper_keys_stay_off_and_the_vis_name_turns_every_part_on():
                                          (["lfem.occluder", "cutout"], "lfem.occluder 'cutout'"),
                                          (["lfem.gate_scope", "all"], "lfem.gate_scope 'all'"),
                                          (["lfem.gate_input", "tokens"], "lfem.gate_input 'tokens'"),
+                                         (["lfem.token_supervision", "1.0"], "only lfem.gate_input relation_tokens"),
+                                         (["lfem.token_supervision", "-1.0"], "token_supervision is -1.0"),
                                          (["lfem.use_lfem", "False"], "use_lfem is false")])
 def test_bad_visibility_keys_fail_before_training(opts, match):
     from lfem_plugin.tools.preflight import PreflightError, check_config
@@ -272,6 +311,16 @@ def test_a_training_step_gets_targets_in_the_models_own_token_order(synthetic_ro
     assert model.backbone.jpm.rearrange is (rearrange == "True")
     summary = engine.forward_backward(next(iter(dm.train_loader)))
     assert np.isfinite(summary["vis/gate_bce"]) and summary["vis/gate_bce"] > 0
+
+
+def test_a_training_step_with_token_supervision(synthetic_root, tmp_path):
+    cfg = _vis_cfg(synthetic_root, tmp_path, "model.name", "lfem_vit_vis_tokens_tiny", "lfem.token_supervision", "1.0")
+    dm = T.build_datamanager(cfg)
+    engine, model = T.build_engine(cfg, dm)
+    assert engine.token_geometry == model.token_geometry()
+    summary = engine.forward_backward(next(iter(dm.train_loader)))
+    assert np.isfinite(summary["vis/token_bce"]) and summary["vis/token_bce"] > 0
+    assert all(lfem.token_score.weight.grad.abs().sum() > 0 for lfem in model.fusion.lfems)
 
 
 @pytest.mark.parametrize("name", ["lfem_vit_vis_tiny", "lfem_vit_vis_tokens_tiny"])

@@ -49,8 +49,8 @@ def test_jpm_forward_routes_tokens_by_index():
     model = build_backbone("vit_tiny_test", img_size=(64, 32), stride=8, jpm=True).eval()
     jpm = model.jpm
     seen = []
-    jpm.local_branch.forward_pooled = lambda tokens: seen.append(tokens[:, 1:, 0].clone()) or (tokens[:, 0],
-                                                                                               tokens[:, 0])
+    jpm.local_branch.forward_tokens = lambda tokens: seen.append(tokens[:, 1:, 0].clone()) or (tokens[:, 0],
+                                                                                               tokens[:, 1:])
     jpm.global_branch.forward = lambda tokens: tokens[:, 0]
     n = model.patch_embed.num_patches
     tokens = torch.arange(n + 1, dtype=torch.float32).view(1, -1, 1).repeat(1, 1, 64) - 1  # cls = -1
