@@ -50,7 +50,8 @@ def _one(run: Path, root: str, dataset: str) -> Dict[str, Any]:
     model, cfg = load_trained(str(latest_checkpoint(run / "model")))
     result = analyze_gates(model, cfg, root or cfg.data.root, dataset=dataset)
     final = _final_metrics(run, dataset)
-    return {"run": run.name, **result["queries"], "gallery_gate_mean": result["gallery_gate_mean"],
+    return {"run": run.name, **result["queries"], "by_kind": result["by_kind"],
+            "gallery_gate_mean": result["gallery_gate_mean"],
             "query_gate_mean": result["query_gate_mean"], "train_gates_last": _train_gates(run),
             "mAP": 100 * final.get("mAP", float("nan")), "rank1": 100 * final.get("rank1", float("nan"))}
 

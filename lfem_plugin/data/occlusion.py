@@ -24,10 +24,12 @@ OCCLUSION_FILE = "occlusion.json"
 @dataclass(frozen=True)
 class OccluderBox:
     """One query's occluder: ``box_xyxy`` (x0, y0, x1, y1; exclusive ends) in the pixels of an image of
-    ``image_size_wh`` (width, height)."""
+    ``image_size_wh`` (width, height), and its ``kind`` where the file says (e.g. ``person``, ``scene``, ``noise``;
+    empty otherwise)."""
 
     box_xyxy: Tuple[int, int, int, int]
     image_size_wh: Tuple[int, int]
+    kind: str = ""
 
     def top_left_height_width(self) -> Tuple[int, int, int, int]:
         """The box as ``(top, left, h, w)``."""
@@ -48,7 +50,8 @@ def _box(path: Path, name: str, entry) -> OccluderBox:
     if len(size) != 2 or not (0 <= x0 <= x1 <= size[0] and 0 <= y0 <= y1 <= size[1]):
         raise ValueError(f"{path}: query {name!r} has box_xyxy {box} outside its image_size_wh {size} (expected "
                          f"0 <= x0 <= x1 <= w and 0 <= y0 <= y1 <= h)")
-    return OccluderBox(tuple(box), tuple(size))
+    kind = entry.get("kind", "")
+    return OccluderBox(tuple(box), tuple(size), kind if isinstance(kind, str) else "")
 
 
 def read_occlusion_file(path: str | os.PathLike) -> Dict[str, OccluderBox]:

@@ -96,7 +96,8 @@ def analyze_gates(model: torch.nn.Module, cfg, root: str = "", dataset: str = "o
                   boxes_file: Optional[str | Path] = None) -> Dict[str, Any]:
     """Gates and occluded fractions of every query of ``dataset`` (a registered dataset name) whose occluder box is
     in ``boxes_file`` (default: the :data:`~lfem_plugin.data.occlusion.OCCLUSION_FILE` beside its queries), and the
-    gates of its gallery. ``fractions``/``query_gates``: ``(queries, groups)``; errors name the file at fault."""
+    gates of its gallery. ``fractions``/``query_gates``: ``(queries, groups)``; ``by_kind``: the query statistics
+    per occluder ``kind`` the file names (empty when it names none); errors name the file at fault."""
     with market_layout_options(**market_layout_kwargs(cfg)):
         data = DATASETS.get(dataset)(root=root, mode="query", verbose=False)
     query, gallery = data.query, data.gallery
@@ -106,7 +107,11 @@ def analyze_gates(model: torch.nn.Module, cfg, root: str = "", dataset: str = "o
     g_gates = _gates(model, [item[0] for item in gallery], camera_argument([g[2] for g in gallery], mode), cfg)
     fractions = np.stack([group_occlusion(b.top_left_height_width(), b.image_height_width(), model) for b in boxes])
     per_group = [gate_statistics(fractions[:, k], q_gates[:, k]) for k in range(fractions.shape[1])]
+    kinds = np.array([b.kind for b in boxes])
+    by_kind = {kind: gate_statistics(fractions[kinds == kind], q_gates[kinds == kind])
+               for kind in sorted(set(kinds.tolist()) - {""})}
     return {"dataset": dataset, "queries": gate_statistics(fractions, q_gates), "per_group": per_group,
+            "by_kind": by_kind,
             "gallery_gate_mean": g_gates.mean(0).tolist(), "query_gate_mean": q_gates.mean(0).tolist(),
             "fractions": fractions.tolist(), "query_gates": q_gates.tolist()}
 

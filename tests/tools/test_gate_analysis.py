@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -108,7 +109,9 @@ def test_analyze_gates_reads_a_market_layout_boxes_file(tmp_path, capsys):
 
     from ..data.test_market_layout import NAMES, write_market_folder
     base = write_market_folder(tmp_path / "mine")
-    boxes = {name: {"box_xyxy": [0, 8, 8, 16], "image_size_wh": [8, 16]} for name in NAMES["query_occluded"]}
+    kinds = ["person", "scene"]
+    boxes = {name: {"box_xyxy": [0, 8, 8, 16], "image_size_wh": [8, 16], "kind": kind}
+             for name, kind in zip(NAMES["query_occluded"], kinds)}
     write_occlusion_file(base / "occlusion.json", boxes)
     # trained on the folder (cameras 0-2): the occluded queries get their cameras' SIE rows
     _tiny_checkpoint(tmp_path, "data.market_layout.folder", "mine", "data.sources", "['market_layout']",
@@ -121,6 +124,12 @@ def test_analyze_gates_reads_a_market_layout_boxes_file(tmp_path, capsys):
     assert fractions.shape == (2, 4) and result["dataset"] == "market_layout_occluded"
     model = MODELS.get("lfem_vit_tiny")(num_classes=3)
     np.testing.assert_allclose(fractions[0], group_occlusion((8, 0, 8, 8), (16, 8), model))
+    # statistics per occluder kind the file names: each over its own queries
+    gates = np.array(result["query_gates"])
+    order = [Path(p).name for p in sorted(str(p) for p in (base / "query_occluded").iterdir())]
+    for kind in kinds:
+        rows = [i for i, name in enumerate(order) if boxes[name]["kind"] == kind]
+        np.testing.assert_equal(result["by_kind"][kind], gate_statistics(fractions[rows], gates[rows]))
 
 
 @pytest.mark.parametrize("entry, message", [
