@@ -67,7 +67,7 @@ MODEL_ARG_KEYS = {"stride": "lfem.stride", "sie_coef": "lfem.sie_coef", "drop_pa
                   "lfem_scale_gate": "lfem.scale_gate", "lfem_share": "lfem.share",
                   "local_feature": "lfem.local_feature", "neck_feat": "lfem.neck_feat",
                   "eval_feature": "lfem.eval_feature", "gate_scope": "lfem.gate_scope",
-                  "gate_input": "lfem.gate_input"}
+                  "gate_input": "lfem.gate_input", "gate_grad": "lfem.gate_grad"}
 # A registered variant's training settings (not builder arguments) -> their config keys (loader.apply_variant).
 TRAINING_KEYS = {"gate_supervision": "lfem.gate_supervision", "occluder": "lfem.occluder",
                  "token_supervision": "lfem.token_supervision"}

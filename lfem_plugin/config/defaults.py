@@ -136,4 +136,5 @@ def add_lfem_config(cfg: CN) -> None:
     cfg.lfem.occluder = "noise"  # erased rectangles: 'noise' (paper, timm pixel mode) or 'paste' (another identity)
     cfg.lfem.gate_scope = "refined"  # the gate scales 'refined' (paper: f' only) or 'local' (f_l + f')
     cfg.lfem.token_supervision = 0.0  # weight of BCE(per-token gate score, patch visible fraction); needs tokens
+    cfg.lfem.gate_grad = "all"  # which losses train the gate: 'all' (paper) or 'visibility' (only the BCE terms)
     cfg.lfem.gate_input = "relation"  # the gate logit reads 'relation' (paper) or 'relation_tokens' (+ patch tokens)

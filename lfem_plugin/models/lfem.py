@@ -12,12 +12,14 @@ import torch
 from timm.layers import trunc_normal_
 from torch import nn
 
-__all__ = ["LFEM", "LFEMOutput", "SequentialFusion", "FusionOutput", "GATE_SCOPES", "GATE_INPUTS"]
+__all__ = ["LFEM", "LFEMOutput", "SequentialFusion", "FusionOutput", "GATE_SCOPES", "GATE_INPUTS", "GATE_GRADS"]
 
 
 GATE_SCOPES = ("refined", "local")  # what the gate r scales in the fusion: f' only (paper) or the whole local
 # what the gate logit reads: the relation f_l1 . f_g' (paper) or the relation plus a score of the group's patch tokens
 GATE_INPUTS = ("relation", "relation_tokens")
+# which losses train the gate: all of them (paper) or only the visibility losses (the fusion uses it as a constant)
+GATE_GRADS = ("all", "visibility")
 
 
 class LFEMOutput(NamedTuple):
@@ -56,6 +58,12 @@ class LFEM(nn.Module):
     shows. ``w`` and ``b`` start at 0 (the gate starts as the paper's). Scoring patch tokens for occlusion follows
     FED's Occlusion Erasing Module (Wang et al., CVPR 2022).
 
+    Beyond the paper (``gate_grad='visibility'``): the fusion uses ``r`` detached, so the identity losses do not train
+    the gate, and only a loss on ``logit`` / ``token_logits`` does (:class:`~lfem_plugin.losses.GateVisibilityLoss`,
+    :class:`~lfem_plugin.losses.TokenVisibilityLoss`). Measured on a CUHK03 validation split, the identity losses'
+    gradient on the gate's token score was 10-100x the visibility losses' (docs/VISIBILITY.md): with ``'all'`` they
+    decide what the gate learns. ``f'``'s own projections still learn from the identity losses.
+
     Reference: LFEM paper, Sec. 3.3, equations for ``f_l1, f_l2, f_g', r, f', f_final``.
 
     Args:
@@ -64,17 +72,21 @@ class LFEM(nn.Module):
         scale_gate: scale the relation dot product by ``1/sqrt(proj_dim)``.
         gate_scope: ``'refined'`` (paper: ``r`` gates ``f'``) or ``'local'`` (``r`` gates ``f_l + f'``).
         gate_input: ``'relation'`` (paper) or ``'relation_tokens'`` (plus a score of the group's patch tokens).
+        gate_grad: ``'all'`` (paper: every loss trains the gate) or ``'visibility'`` (only the visibility losses).
     """
 
     def __init__(self, dim: int, proj_dim: Optional[int] = None, scale_gate: bool = True,
-                 gate_scope: str = "refined", gate_input: str = "relation") -> None:
+                 gate_scope: str = "refined", gate_input: str = "relation", gate_grad: str = "all") -> None:
         super().__init__()
         if gate_scope not in GATE_SCOPES:
             raise ValueError(f"gate_scope={gate_scope!r} is not one of {GATE_SCOPES}")
         if gate_input not in GATE_INPUTS:
             raise ValueError(f"gate_input={gate_input!r} is not one of {GATE_INPUTS}")
+        if gate_grad not in GATE_GRADS:
+            raise ValueError(f"gate_grad={gate_grad!r} is not one of {GATE_GRADS}")
         self.gate_scope = gate_scope
         self.gate_input = gate_input
+        self.gate_grad = gate_grad
         proj_dim = proj_dim or dim
         self.proj_local_key = nn.Linear(dim, proj_dim, bias=False)  # W_l1
         self.proj_local_value = nn.Linear(dim, proj_dim, bias=False)  # W_l2
@@ -101,12 +113,13 @@ class LFEM(nn.Module):
             token_logits = self.token_score(local_tokens).squeeze(-1)
             relation = relation + token_logits.mean(1)
         gate = torch.sigmoid(relation)
-        refined = gate.unsqueeze(-1) * self.proj_out(self.proj_local_value(local_feat))
-        local = local_feat if self.gate_scope == "refined" else gate.unsqueeze(-1) * local_feat
+        weight = (gate.detach() if self.gate_grad == "visibility" else gate).unsqueeze(-1)
+        refined = weight * self.proj_out(self.proj_local_value(local_feat))
+        local = local_feat if self.gate_scope == "refined" else weight * local_feat
         return LFEMOutput(local + global_feat + refined, refined, gate, relation, token_logits)
 
     def extra_repr(self) -> str:
-        return f"gate_scope={self.gate_scope!r}, gate_input={self.gate_input!r}"
+        return f"gate_scope={self.gate_scope!r}, gate_input={self.gate_input!r}, gate_grad={self.gate_grad!r}"
 
 
 class FusionOutput(NamedTuple):
@@ -131,13 +144,16 @@ class SequentialFusion(nn.Module):
         scale_gate: see :class:`LFEM`.
         gate_scope: see :class:`LFEM`.
         gate_input: see :class:`LFEM`.
+        gate_grad: see :class:`LFEM`.
     """
 
     def __init__(self, dim: int, num_groups: int = 4, share: bool = False, proj_dim: Optional[int] = None,
-                 scale_gate: bool = True, gate_scope: str = "refined", gate_input: str = "relation") -> None:
+                 scale_gate: bool = True, gate_scope: str = "refined", gate_input: str = "relation",
+                 gate_grad: str = "all") -> None:
         super().__init__()
         count = 1 if share else num_groups
-        self.lfems = nn.ModuleList(LFEM(dim, proj_dim, scale_gate, gate_scope, gate_input) for _ in range(count))
+        self.lfems = nn.ModuleList(LFEM(dim, proj_dim, scale_gate, gate_scope, gate_input, gate_grad)
+                                   for _ in range(count))
         self.num_groups = num_groups
 
     def forward(self, global_feat: torch.Tensor, local_feats: Sequence[torch.Tensor],

@@ -66,6 +66,8 @@ class LFEMViT(nn.Module):
             beyond the paper, see :class:`~lfem_plugin.models.lfem.LFEM`).
         gate_input: what the gate logit reads: ``'relation'`` (paper) or ``'relation_tokens'`` (plus a score of the
             group's patch tokens; beyond the paper, see :class:`~lfem_plugin.models.lfem.LFEM`).
+        gate_grad: which losses train the gate: ``'all'`` (paper) or ``'visibility'`` (beyond the paper, see
+            :class:`~lfem_plugin.models.lfem.LFEM`).
     """
 
     def __init__(self, num_classes: int, backbone: TransReIDViT, loss: Literal["softmax", "triplet"] = "softmax",
@@ -76,7 +78,8 @@ class LFEMViT(nn.Module):
                  neck_feat: Literal["before", "after"] = "before",
                  eval_feature: Literal["final", "concat"] = "final",
                  gate_scope: Literal["refined", "local"] = "refined",
-                 gate_input: Literal["relation", "relation_tokens"] = "relation") -> None:
+                 gate_input: Literal["relation", "relation_tokens"] = "relation",
+                 gate_grad: Literal["all", "visibility"] = "all") -> None:
         super().__init__()
         if backbone.jpm is None:
             raise ValueError("LFEMViT needs a backbone built with jpm=True")
@@ -101,7 +104,7 @@ class LFEMViT(nn.Module):
         dim = self.num_features = backbone.num_features
         groups = backbone.num_groups
         self.fusion = SequentialFusion(dim, groups, lfem_share, lfem_proj_dim, lfem_scale_gate,
-                                       gate_scope, gate_input) if use_lfem else None
+                                       gate_scope, gate_input, gate_grad) if use_lfem else None
         self.branch_names = views + tuple(f"local{k + 1}" for k in range(groups))  # named as the data's views
         self.heads = nn.ModuleList(BNNeckHead(dim, num_classes) for _ in self.branch_names)
 

@@ -19,7 +19,7 @@ from ..config import target_sie, visibility_targets
 from ..data.datasets import DUKE_SPLITS
 from ..data.occluded_benchmarks import TEST_ONLY
 from ..data.occluders import OCCLUDERS
-from ..models.lfem import GATE_INPUTS, GATE_SCOPES
+from ..models.lfem import GATE_GRADS, GATE_INPUTS, GATE_SCOPES
 from ..models.sie import SIE_MODES
 
 __all__ = ["check_config", "check_data", "check_sampler", "check_test_images", "check_query_matches",
@@ -78,7 +78,8 @@ def _check_visibility(cfg: CfgNode) -> None:
                              f"positive weight")
     for key, value, choices in (("lfem.occluder", cfg.lfem.occluder, OCCLUDERS),
                                 ("lfem.gate_scope", cfg.lfem.gate_scope, GATE_SCOPES),
-                                ("lfem.gate_input", cfg.lfem.gate_input, GATE_INPUTS)):
+                                ("lfem.gate_input", cfg.lfem.gate_input, GATE_INPUTS),
+                                ("lfem.gate_grad", cfg.lfem.gate_grad, GATE_GRADS)):
         if value not in choices:
             raise PreflightError(f"{key} {value!r} is not one of {', '.join(map(repr, choices))}")
     if cfg.lfem.token_supervision < 0:

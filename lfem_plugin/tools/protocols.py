@@ -196,6 +196,13 @@ VISIBILITY = Profile(
                   {"lfem.gate_supervision": 1.0, "lfem.gate_input": "relation_tokens", "lfem.token_supervision": 1.0}),
         ModelSpec("vis_all_token_sup", "All, token-read gate, per-token targets", _QUICK_VIT,
                   {"model.name": "lfem_vit_vis_tokens_tiny", "lfem.token_supervision": 1.0}),
+        # ... and the gate trained by the visibility losses alone (lfem.gate_grad visibility)
+        ModelSpec("plus_gate_grad", "+supervision, token-read gate, per-token targets, gate by visibility only",
+                  _QUICK_VIT, {"lfem.gate_supervision": 1.0, "lfem.gate_input": "relation_tokens",
+                               "lfem.token_supervision": 1.0, "lfem.gate_grad": "visibility"}),
+        ModelSpec("vis_all_gate_grad", "All, token-read gate, per-token targets, gate by visibility only",
+                  _QUICK_VIT, {"model.name": "lfem_vit_vis_tokens_tiny", "lfem.token_supervision": 1.0,
+                               "lfem.gate_grad": "visibility"}),
     ),
 )
 # The same rows on the pedestrians' recipe and data (CUHK03 camera pair 1; clean and occluded queries in one run).

@@ -226,6 +226,28 @@ def test_each_groups_tokens_are_its_own_branch_output(rearrange):
     assert moved == [False, False, True, False]
 
 
+@pytest.mark.parametrize("scope", ["refined", "local"])
+def test_gate_trained_by_visibility_only_gets_no_identity_gradient(scope):
+    """gate_grad 'visibility': the same forward values, no gradient from a loss on the fused feature into the gate's
+    parameters (W_l1, W_g, w, b) while f''s own projections still get one; the gate's BCE still trains them."""
+    torch.manual_seed(0)
+    both = LFEM(4, 4, gate_scope=scope, gate_input="relation_tokens")
+    vis = LFEM(4, 4, gate_scope=scope, gate_input="relation_tokens", gate_grad="visibility")
+    vis.load_state_dict(both.state_dict())
+    f_l, f_g, t = torch.randn(2, 4), torch.randn(2, 4), torch.randn(2, 3, 4)
+    a, b = both(f_l, f_g, t), vis(f_l, f_g, t)
+    assert torch.equal(a.fused, b.fused) and torch.equal(a.logit, b.logit)
+    gate_params = [vis.proj_local_key.weight, vis.proj_global.weight, vis.token_score.weight, vis.token_score.bias]
+    grads = torch.autograd.grad(b.fused.square().sum(), gate_params + [vis.proj_out.weight], allow_unused=True)
+    assert all(g is None or g.abs().max() == 0 for g in grads[:4]) and grads[4].abs().max() > 0
+    grads = torch.autograd.grad(a.fused.square().sum(), [both.proj_local_key.weight, both.token_score.weight])
+    assert all(g.abs().max() > 0 for g in grads)  # the paper's reading: the identity losses train the gate
+    grads = torch.autograd.grad(GateVisibilityLoss()(b.logit.unsqueeze(1), torch.rand(2, 1, 1)), gate_params)
+    assert all(g.abs().max() > 0 for g in grads)
+    with pytest.raises(ValueError, match="gate_grad"):
+        LFEM(4, gate_grad="none")
+
+
 def test_the_token_gate_key_reaches_the_model_and_is_trained_by_the_gate_loss():
     cfg = C.load_config(None, ["model.name", "lfem_vit_vis_tiny", "lfem.gate_input", "relation_tokens"])
     assert C.load_config(None, ["model.name", "lfem_vit_vis_tiny"]).lfem.gate_input == "relation"
@@ -287,6 +309,7 @@ def test_the_paper_keys_stay_off_and_the_vis_name_turns_every_part_on():
                                          (["lfem.gate_scope", "all"], "lfem.gate_scope 'all'"),
                                          (["lfem.gate_input", "tokens"], "lfem.gate_input 'tokens'"),
                                          (["lfem.token_supervision", "1.0"], "only lfem.gate_input relation_tokens"),
+                                         (["lfem.gate_grad", "none"], "lfem.gate_grad 'none'"),
                                          (["lfem.token_supervision", "-1.0"], "token_supervision is -1.0"),
                                          (["lfem.use_lfem", "False"], "use_lfem is false")])
 def test_bad_visibility_keys_fail_before_training(opts, match):
