@@ -302,6 +302,12 @@ def test_the_paper_keys_stay_off_and_the_vis_name_turns_every_part_on():
             (1.0, "paste", "local", False)
     model = MODELS.get("lfem_vit_vis_tiny")(num_classes=4)
     assert model.backbone.jpm.rearrange is False and model.fusion.lfems[0].gate_scope == "local"
+    for name in ("lfem_vit_vis_tokens", "lfem_vit_vis_tokens_tiny"):
+        cfg = C.load_config(None, ["model.name", name])
+        assert (cfg.lfem.gate_supervision, cfg.lfem.token_supervision, cfg.lfem.occluder, cfg.lfem.gate_scope,
+                cfg.lfem.rearrange, cfg.lfem.gate_input, cfg.lfem.gate_grad) == \
+            (1.0, 1.0, "paste", "local", False, "relation_tokens", "visibility")
+    assert (paper.lfem.token_supervision, paper.lfem.gate_input, paper.lfem.gate_grad) == (0.0, "relation", "all")
 
 
 @pytest.mark.parametrize("opts, match", [(["lfem.gate_supervision", "-1.0"], "gate_supervision is -1.0"),
