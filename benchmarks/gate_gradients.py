@@ -40,7 +40,7 @@ def _norms(run: Path, batches: int) -> Dict[str, Dict[str, float]]:
                    if lfem.token_score is not None})
     sums: Dict[str, Dict[str, List[float]]] = {}
     for _, data in zip(range(batches), dm.train_loader):
-        pids, cams = data["pid"], data["camid"]
+        pids, cams = data["pid"].to(engine.device), data["camid"].to(engine.device)
         images, visibility, tokens = engine._views(data, pids)
         out = model(images, camera=cams, branch_features=True)
         identity, _ = engine.criterion(model.classify(out.names, out.features), out.features, pids, out.names)

@@ -131,7 +131,8 @@ class TokenVisibilityLoss(nn.Module):
 
     def forward(self, token_logits: torch.Tensor, visibility: torch.Tensor) -> torch.Tensor:
         """``token_logits``: ``(V*B, K, n)``; ``visibility``: ``(B, V, K, n)`` in [0, 1]. Returns the weighted
-        loss."""
+        loss (a 0-dim tensor). Raises ``ValueError`` when ``token_logits`` is None (a model without the token-read
+        gate) or its shape does not match the targets'."""
         if token_logits is None:
             raise ValueError("token supervision needs per-token gate scores: set lfem.gate_input relation_tokens")
         batch, num_views, groups, size = visibility.shape

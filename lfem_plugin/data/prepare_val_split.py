@@ -79,7 +79,11 @@ def write_occluded_queries(queries: List[tuple], donors: List[tuple], folder: Pa
     """Write every query ``(path, pid, camid)`` under its own name into ``folder`` with one occluder over a random
     ``coverage`` fraction of it, the pixels of a donor image (drawn among ``donors``, resized to the query's size)
     or uniform noise; returns the :mod:`~lfem_plugin.data.occlusion` entries by file name. The draws of query ``i``
-    come from ``numpy.random.default_rng([seed, i])``, so the result depends on ``seed`` and the list alone."""
+    come from ``numpy.random.default_rng([seed, i])``, so the result depends on ``seed`` and the list alone. A file of
+    the same name already in ``folder`` is replaced. Raises ``ValueError`` for a coverage outside ``0 < lo <= hi < 1``
+    or an empty ``donors`` list."""
+    if not donors:
+        raise ValueError("no donor images for the occluders: the split left no training identity")
     _check_coverage(coverage)
     folder.mkdir(parents=True, exist_ok=True)
     boxes = {}

@@ -145,7 +145,8 @@ class LFEMEngine(_PluginParts, _TR.engine.Engine):
         images = torch.stack([v.to(self.device, non_blocking=True) for v in views])
         needs = self.gate_loss is not None or self.token_loss is not None or self.occluder == "paste"
         if needs and visibility is None:
-            raise ValueError("lfem.gate_supervision > 0 or lfem.occluder paste needs visibility targets from the "
+            raise ValueError("lfem.gate_supervision > 0, lfem.token_supervision > 0 or lfem.occluder paste needs "
+                             "visibility targets from the "
                              "train transform; build the data manager with lfem_plugin.build_datamanager(cfg), which "
                              "gives them for these keys (data.occluders.VisibilityMultiView)")
         if self.occluder == "paste":

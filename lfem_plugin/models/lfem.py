@@ -159,11 +159,13 @@ class SequentialFusion(nn.Module):
 
     def forward(self, global_feat: torch.Tensor, local_feats: Sequence[torch.Tensor],
                 local_tokens: Sequence[torch.Tensor] = ()) -> FusionOutput:
-        """``local_tokens``: each group's patch tokens ``(B, n, D)`` (``gate_input='relation_tokens'``), or empty."""
+        """``global_feat``: ``(B, D)``; ``local_feats``: ``K`` tensors ``(B, D)``; ``local_tokens``: each group's patch
+        tokens ``(B, n, D)`` (``gate_input='relation_tokens'``), or empty. Raises ``ValueError`` when the number of
+        locals or of token groups is not ``K``."""
         if len(local_feats) != self.num_groups:
             raise ValueError(f"expected {self.num_groups} local features, got {len(local_feats)}")
         if local_tokens and len(local_tokens) != self.num_groups:
-            raise ValueError(f"expected {self.num_groups} local token means, got {len(local_tokens)}")
+            raise ValueError(f"expected {self.num_groups} groups of local tokens, got {len(local_tokens)}")
         current = global_feat
         stages: List[torch.Tensor] = []
         refined: List[torch.Tensor] = []

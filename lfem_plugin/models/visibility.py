@@ -117,8 +117,9 @@ class TokenGeometry:
                                 self.rearrange, self.shift_num, self.shuffle_groups)
 
     def tokens_from_boxes(self, boxes: Sequence[Box] | torch.Tensor) -> torch.Tensor:
-        """Per-token visible fractions ``(B, K, N // K)`` of hidden rectangles ``(B, 4)``, each group's tokens in
-        the JPM's order (:func:`grouped_patch_visibility`)."""
+        """Per-token visible fractions ``(B, K, N // K)`` of hidden rectangles ``(B, 4)`` (``top, left, height,
+        width`` in pixels of the model's input), each group's tokens in the JPM's order
+        (:func:`grouped_patch_visibility`)."""
         boxes = torch.as_tensor(boxes).reshape(-1, 4)
         mask = box_mask(boxes, *self.img_size)
         return grouped_patch_visibility(patch_visibility(mask, self.patch_size, self.stride), self.num_groups,

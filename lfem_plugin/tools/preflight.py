@@ -88,9 +88,13 @@ def _check_visibility(cfg: CfgNode) -> None:
     if cfg.lfem.token_supervision > 0 and cfg.lfem.gate_input != "relation_tokens":
         raise PreflightError("lfem.token_supervision > 0 trains the gate's per-token scores, which only "
                              "lfem.gate_input relation_tokens has; set it (or lfem.token_supervision 0)")
-    if cfg.lfem.gate_supervision > 0 and not cfg.lfem.use_lfem:
-        raise PreflightError("lfem.gate_supervision > 0 supervises the LFEM gates, but lfem.use_lfem is false (no "
-                             "gates); set lfem.use_lfem true or lfem.gate_supervision 0")
+    if cfg.lfem.gate_grad == "visibility" and cfg.lfem.gate_supervision <= 0:
+        raise PreflightError("lfem.gate_grad visibility leaves the gate to the visibility losses, but "
+                             "lfem.gate_supervision is 0: the gate would never train (and DDP would find unused "
+                             "parameters); set lfem.gate_supervision > 0 or lfem.gate_grad all")
+    if (cfg.lfem.gate_supervision > 0 or cfg.lfem.token_supervision > 0) and not cfg.lfem.use_lfem:
+        raise PreflightError("lfem.gate_supervision / lfem.token_supervision > 0 supervise the LFEM gates, but "
+                             "lfem.use_lfem is false (no gates); set lfem.use_lfem true or both weights to 0")
     if visibility_targets(cfg) and not {"original", "erased"} & set(cfg.lfem.views):
         _logger.warning("lfem.gate_supervision / lfem.occluder paste: no view in lfem.views %s erases (original, "
                         "erased), so every target is 1 and nothing is pasted", list(cfg.lfem.views))

@@ -190,12 +190,13 @@ VISIBILITY = Profile(
         # alone, and with every other part
         ModelSpec("plus_token_gate", "+supervision, token-read gate", _QUICK_VIT,
                   {"lfem.gate_supervision": 1.0, "lfem.gate_input": "relation_tokens"}),
-        ModelSpec("vis_all_tokens", "All, token-read gate", _QUICK_VIT, {"model.name": "lfem_vit_vis_tokens_tiny"}),
+        ModelSpec("vis_all_tokens", "All, token-read gate", _QUICK_VIT,
+                  {"model.name": "lfem_vit_vis_tokens_tiny", "lfem.token_supervision": 0.0, "lfem.gate_grad": "all"}),
         # ... and each patch token's score trained against its own patch's visible fraction (lfem.token_supervision)
         ModelSpec("plus_token_supervision", "+supervision, token-read gate, per-token targets", _QUICK_VIT,
                   {"lfem.gate_supervision": 1.0, "lfem.gate_input": "relation_tokens", "lfem.token_supervision": 1.0}),
         ModelSpec("vis_all_token_sup", "All, token-read gate, per-token targets", _QUICK_VIT,
-                  {"model.name": "lfem_vit_vis_tokens_tiny", "lfem.token_supervision": 1.0}),
+                  {"model.name": "lfem_vit_vis_tokens_tiny", "lfem.token_supervision": 1.0, "lfem.gate_grad": "all"}),
         # ... and the gate trained by the visibility losses alone (lfem.gate_grad visibility)
         ModelSpec("plus_gate_grad", "+supervision, token-read gate, per-token targets, gate by visibility only",
                   _QUICK_VIT, {"lfem.gate_supervision": 1.0, "lfem.gate_input": "relation_tokens",

@@ -316,6 +316,8 @@ def test_the_paper_keys_stay_off_and_the_vis_name_turns_every_part_on():
                                          (["lfem.gate_input", "tokens"], "lfem.gate_input 'tokens'"),
                                          (["lfem.token_supervision", "1.0"], "only lfem.gate_input relation_tokens"),
                                          (["lfem.gate_grad", "none"], "lfem.gate_grad 'none'"),
+                                         (["lfem.gate_supervision", "0.0", "lfem.gate_grad", "visibility"],
+                                          "would never train"),
                                          (["lfem.token_supervision", "-1.0"], "token_supervision is -1.0"),
                                          (["lfem.use_lfem", "False"], "use_lfem is false")])
 def test_bad_visibility_keys_fail_before_training(opts, match):
@@ -343,13 +345,28 @@ def test_a_training_step_gets_targets_in_the_models_own_token_order(synthetic_ro
 
 
 def test_a_training_step_with_token_supervision(synthetic_root, tmp_path):
-    cfg = _vis_cfg(synthetic_root, tmp_path, "model.name", "lfem_vit_vis_tokens_tiny", "lfem.token_supervision", "1.0")
+    """The engine's per-token targets are each view's own box through the model's geometry, image-major
+    (B, V, K, n); the token loss alone trains the token scores; the step logs it."""
+    cfg = _vis_cfg(synthetic_root, tmp_path, "model.name", "lfem_vit_vis_tokens_tiny")
     dm = T.build_datamanager(cfg)
     engine, model = T.build_engine(cfg, dm)
     assert engine.token_geometry == model.token_geometry()
-    summary = engine.forward_backward(next(iter(dm.train_loader)))
+    assert all(lfem.gate_grad == "visibility" and lfem.gate_input == "relation_tokens" for lfem in model.fusion.lfems)
+    data = next(iter(dm.train_loader))
+    _, _, boxes = split_views(data["img"])
+    images, _, tokens = engine._views(data, data["pid"])
+    batch, num_views = boxes.shape[:2]
+    assert tokens.shape == (batch, num_views, 4, 5)
+    for b in range(batch):
+        for v in range(num_views):
+            assert torch.equal(tokens[b, v], model.token_geometry().tokens_from_boxes(boxes[b, v:v + 1])[0])
+    assert (tokens[:, 2] == 1).all()  # the cropped view hides nothing
+    out = model.train()(images, camera=data["camid"], branch_features=True)
+    grads = torch.autograd.grad(engine.token_loss(out.token_logits, tokens),
+                                [lfem.token_score.weight for lfem in model.fusion.lfems])
+    assert all(g.abs().sum() > 0 for g in grads)
+    summary = engine.forward_backward(data)
     assert np.isfinite(summary["vis/token_bce"]) and summary["vis/token_bce"] > 0
-    assert all(lfem.token_score.weight.grad.abs().sum() > 0 for lfem in model.fusion.lfems)
 
 
 @pytest.mark.parametrize("name", ["lfem_vit_vis_tiny", "lfem_vit_vis_tokens_tiny"])
