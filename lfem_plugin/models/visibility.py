@@ -109,21 +109,24 @@ class TokenGeometry:
         return cls(tuple(embed.img_size), embed.patch_size[0], embed.stride, jpm.num_groups, jpm.rearrange,
                    jpm.shift_num, jpm.shuffle_groups)
 
-    def from_mask(self, mask: torch.Tensor) -> torch.Tensor:
-        """Group visible fractions ``(B, K)`` of visible-pixel masks ``(B, H, W)`` at the model's input size."""
+    def tokens_from_mask(self, mask: torch.Tensor) -> torch.Tensor:
+        """Per-token visible fractions ``(B, K, N // K)`` of visible-pixel masks ``(B, H, W)`` at the model's input
+        size, each group's tokens in the JPM's order (:func:`grouped_patch_visibility`); ValueError for a mask of
+        another size."""
         if tuple(mask.shape[-2:]) != tuple(self.img_size):
             raise ValueError(f"mask of size {tuple(mask.shape[-2:])} for a model input of {tuple(self.img_size)}")
-        return group_visibility(patch_visibility(mask, self.patch_size, self.stride), self.num_groups,
-                                self.rearrange, self.shift_num, self.shuffle_groups)
+        return grouped_patch_visibility(patch_visibility(mask, self.patch_size, self.stride), self.num_groups,
+                                        self.rearrange, self.shift_num, self.shuffle_groups)
+
+    def from_mask(self, mask: torch.Tensor) -> torch.Tensor:
+        """Group visible fractions ``(B, K)`` of visible-pixel masks ``(B, H, W)`` at the model's input size: the
+        mean over each group's tokens of :meth:`tokens_from_mask`."""
+        return self.tokens_from_mask(mask).mean(-1)
 
     def tokens_from_boxes(self, boxes: Sequence[Box] | torch.Tensor) -> torch.Tensor:
         """Per-token visible fractions ``(B, K, N // K)`` of hidden rectangles ``(B, 4)`` (``top, left, height,
-        width`` in pixels of the model's input), each group's tokens in the JPM's order
-        (:func:`grouped_patch_visibility`)."""
-        boxes = torch.as_tensor(boxes).reshape(-1, 4)
-        mask = box_mask(boxes, *self.img_size)
-        return grouped_patch_visibility(patch_visibility(mask, self.patch_size, self.stride), self.num_groups,
-                                        self.rearrange, self.shift_num, self.shuffle_groups)
+        width`` in pixels of the model's input), each group's tokens in the JPM's order."""
+        return self.tokens_from_mask(box_mask(torch.as_tensor(boxes).reshape(-1, 4), *self.img_size))
 
     def from_boxes(self, boxes: Sequence[Box] | torch.Tensor) -> torch.Tensor:
         """Group visible fractions ``(B, K)`` of hidden rectangles ``(B, 4)`` (``top, left, height, width``)."""
