@@ -11,7 +11,7 @@ R1 on that dataset (from ``<run>.log``, the last line `lfem-reid train` prints, 
 ``<run>.json`` beside ``runs/``).
 
 Usage: python benchmarks/gate_readings.py RUNS_DIR [--dataset orl_faces_occluded|market_layout_occluded]
-       [--root DATA_ROOT] [--out benchmarks/results/gate_readings.json]
+       [--root DATA_ROOT] [--folder MARKET_FOLDER] [--out benchmarks/results/gate_readings.json]
 """
 from __future__ import annotations
 
@@ -45,13 +45,27 @@ def _final_metrics(run: Path, dataset: str) -> Dict[str, float]:
     return {}
 
 
-def _one(run: Path, root: str, dataset: str) -> Dict[str, Any]:
+def _within_group(fractions: np.ndarray, gates: np.ndarray) -> float:
+    """Spearman(occluded fraction, gate) inside each group, averaged over the groups where it is defined."""
+    from lfem_plugin.tools.gate_analysis import gate_statistics
+    rhos = [gate_statistics(fractions[:, k], gates[:, k])["spearman"] for k in range(fractions.shape[1])]
+    rhos = [r for r in rhos if r == r]
+    return float(np.mean(rhos)) if rhos else float("nan")
+
+
+def _one(run: Path, root: str, dataset: str, folder: str = "") -> Dict[str, Any]:
     from lfem_plugin.tools.gate_analysis import analyze_gates
     from lfem_plugin.tools.inference import load_trained
     from lfem_plugin.utils.checkpoint import latest_checkpoint
     model, cfg = load_trained(str(latest_checkpoint(run / "model")))
+    if folder:  # another Market-layout folder than the run trained with: its mAP is not this folder's
+        cfg.defrost()
+        cfg.data.market_layout.folder = folder
     result = analyze_gates(model, cfg, root or cfg.data.root, dataset=dataset)
-    final = _final_metrics(run, dataset)
+    final = {} if folder else _final_metrics(run, dataset)
+    fractions, gates, kinds = np.array(result["fractions"]), np.array(result["query_gates"]), np.array(result["kinds"])
+    for kind, stats in result["by_kind"].items():
+        stats["within_group_spearman"] = _within_group(fractions[kinds == kind], gates[kinds == kind])
     within = [g["spearman"] for g in result["per_group"] if g["spearman"] == g["spearman"]]
     return {"run": run.name, **result["queries"], "by_kind": result["by_kind"],
             # a response to the occluder, not per-group constants: Spearman inside each group, and how far the
@@ -74,6 +88,9 @@ def main() -> None:
     parser.add_argument("runs", type=Path)
     parser.add_argument("--root", default="")
     parser.add_argument("--dataset", default="orl_faces_occluded", help="the occluded-query dataset to analyse")
+    parser.add_argument("--folder", default="", help="market_layout datasets: read this Market-layout folder instead "
+                        "of the one each run trained with (e.g. a validation split with other occluders); mAP is "
+                        "then not reported")
     parser.add_argument("--readings", nargs="*", default=None, help="only these readings (run-name prefixes); "
                         "default: every run with a checkpoint (runs of models without LFEM have no gates: pass the "
                         "others)")
@@ -84,8 +101,9 @@ def main() -> None:
     for run in sorted(p for p in args.runs.iterdir() if latest_checkpoint(p / "model")):
         reading = run.name.rsplit("_seed", 1)[0]
         if args.readings is None or reading in args.readings:
-            by_reading[reading].append(_one(run, args.root, args.dataset))
+            by_reading[reading].append(_one(run, args.root, args.dataset, args.folder))
     summary = {}
+    cell = lambda v: f"{v[0]:.3f}±{v[1]:.3f}" if v else "-"  # noqa: E731 (mAP in %, the rest 0-1)
     print(f"{'reading':<16} {'seeds':>5} {'spearman':>14} {'in-group':>14} {'gate >=50%':>12} {'gate <=10%':>12} "
           f"{'gallery':>12} {'gal-query':>12} {'mAP':>12}")
     for reading, runs in by_reading.items():
@@ -95,8 +113,11 @@ def main() -> None:
         row["gallery_gate_mean"] = _mean_std([float(np.mean(r["gallery_gate_mean"])) for r in runs])
         row["train_gate_last_mean"] = _mean_std([float(np.mean(r["train_gates_last"])) for r in runs])
         row["seeds"] = len(runs)
+        row["by_kind"] = {kind: {key: _mean_std([r["by_kind"][kind][key] for r in runs if kind in r["by_kind"]])
+                                 for key in ("spearman", "within_group_spearman", "gate_mean_occluded_ge_50",
+                                             "gate_mean_occluded_le_10")}
+                          for kind in sorted({k for r in runs for k in r["by_kind"]})}
         summary[reading] = row
-        cell = lambda v: f"{v[0]:.3f}±{v[1]:.3f}" if v else "-"  # noqa: E731 (mAP in %, the rest 0-1)
         print(f"{reading:<16} {len(runs):>5} {cell(row['spearman']):>14} {cell(row['within_group_spearman']):>14} "
               f"{cell(row['gate_mean_occluded_ge_50']):>12} {cell(row['gate_mean_occluded_le_10']):>12} "
               f"{cell(row['gallery_gate_mean']):>12} {cell(row['gallery_minus_query_gate']):>12} "
@@ -104,6 +125,11 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"date": time.strftime("%Y-%m-%d"), "dataset": args.dataset, "summary": summary,
                                     "runs": {k: v for k, v in by_reading.items()}}, indent=1) + "\n")
+    for reading, row in summary.items():
+        for kind, stats in row["by_kind"].items():
+            print(f"  {reading} {kind:<6} in-group {cell(stats['within_group_spearman'])} pooled "
+                  f"{cell(stats['spearman'])} gate >=50% {cell(stats['gate_mean_occluded_ge_50'])} <=10% "
+                  f"{cell(stats['gate_mean_occluded_le_10'])}")
     print(f"written {args.out}")
 
 

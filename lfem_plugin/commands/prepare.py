@@ -22,6 +22,11 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--occlude", type=float, nargs=2, default=None, metavar=("LO", "HI"),
                         help="val-split: also write query_occluded/ and occlusion.json, one occluder over LO..HI of "
                              "each query's area (e.g. 0.2 0.5), for choosing occlusion settings on training ids")
+    parser.add_argument("--occluder-kinds", nargs="+", default=["noise", "image"],
+                        choices=["noise", "image", "piece"], metavar="KIND",
+                        help="val-split --occlude: what each occluder is, drawn uniformly: noise, image (the same "
+                             "rectangle of another identity's image) or piece (a rectangle of it cut elsewhere and "
+                             "resized in, as real occluders are); default: noise image")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
 
 
@@ -36,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
         from ..data.prepare_val_split import write_val_split
         _required(args, "source", "out")
         occlude = tuple(args.occlude) if args.occlude else None
-        target = write_val_split(args.source, args.out, args.ids, args.seed, args.overwrite, occlude)
+        target = write_val_split(args.source, args.out, args.ids, args.seed, args.overwrite, occlude,
+                                 tuple(args.occluder_kinds))
         print(f"validation split written to {target} (use it with data.market_layout.folder {target})")
         return 0
     from ..data.prepare_occluded_duke import prepare_occluded_duke

@@ -142,7 +142,7 @@ def token_geometry_kwargs(cfg: CN) -> Dict[str, Any]:
 
 def visibility_targets(cfg: CN) -> bool:
     """Does training need each view's hidden rectangle and group visibility (gate supervision or pasting)?"""
-    return cfg.lfem.gate_supervision > 0 or cfg.lfem.token_supervision > 0 or cfg.lfem.occluder == "paste"
+    return cfg.lfem.gate_supervision > 0 or cfg.lfem.token_supervision > 0 or cfg.lfem.occluder != "noise"
 
 
 def lfem_engine_kwargs(cfg: CN) -> Dict[str, Any]:

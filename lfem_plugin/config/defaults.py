@@ -133,7 +133,9 @@ def add_lfem_config(cfg: CN) -> None:
     cfg.lfem.tf32 = True  # TF32 matmuls/convolutions on Ampere+ GPUs for what runs in fp32 (CUDA only)
     # Visibility-aware LFEM (beyond the paper; the model lfem_vit_vis sets them, docs/VISIBILITY.md):
     cfg.lfem.gate_supervision = 0.0  # weight of BCE(gate logit, group visible fraction of its own view); 0 = paper
-    cfg.lfem.occluder = "noise"  # erased rectangles: 'noise' (paper, timm pixel mode) or 'paste' (another identity)
+    # erased rectangles: 'noise' (paper, timm pixel mode), 'paste' (another identity's same rectangle) or
+    # 'paste_resized' (a rectangle cut anywhere in another identity's image, resized into the erased one)
+    cfg.lfem.occluder = "noise"
     cfg.lfem.gate_scope = "refined"  # the gate scales 'refined' (paper: f' only) or 'local' (f_l + f')
     cfg.lfem.token_supervision = 0.0  # weight of BCE(per-token gate score, patch visible fraction); needs tokens
     cfg.lfem.gate_grad = "all"  # which losses train the gate: 'all' (paper) or 'visibility' (only the BCE terms)

@@ -15,7 +15,7 @@ import tempfile
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Iterator, List, Tuple
+from typing import Iterator, List, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
@@ -192,18 +192,37 @@ def occlude(image: np.ndarray, other: np.ndarray, rng: np.random.Generator,
     return paste_occluder(image, other, rng, occluder_box(*image.shape[:2], rng, coverage))[0]
 
 
+OCCLUDER_KINDS = ("noise", "image", "piece")
+
+
 def paste_occluder(image: np.ndarray, other: np.ndarray, rng: np.random.Generator,
-                   box: Tuple[int, int, int, int]) -> Tuple[np.ndarray, str]:
-    """``image`` with the ``box`` (top, left, h, w) filled with uniform noise or with ``other``'s pixels there (one
-    draw of ``rng`` chooses), and which one: ``'noise'`` or ``'image'``."""
+                   box: Tuple[int, int, int, int],
+                   kinds: Sequence[str] = ("noise", "image")) -> Tuple[np.ndarray, str]:
+    """``image`` with the ``box`` (top, left, h, w) filled, and with what: one draw of ``rng`` chooses among
+    ``kinds`` (uniformly): ``'noise'`` (uniform noise), ``'image'`` (``other``'s pixels in the same box: on aligned
+    crops, often the same part of another face or person) or ``'piece'`` (a rectangle of ``other`` cut at a random
+    place, each side 0.5-2x the box's (clipped to the image), resized into the box: a piece from elsewhere at
+    another scale, as real occluders are). The default kinds give the ORL proxy's occluders, draw for draw.
+    Raises ``ValueError`` for an unknown kind."""
+    unknown = set(kinds) - set(OCCLUDER_KINDS)
+    if unknown or not kinds:
+        raise ValueError(f"occluder kinds {list(kinds)}: choose among {list(OCCLUDER_KINDS)}")
     top, left, h, w = box
     out = image.copy()
-    if rng.random() < 0.5:
+    kind = kinds[int(rng.random() * len(kinds))]
+    if kind == "noise":
         out[top:top + h, left:left + w] = rng.integers(0, 256, size=out[top:top + h, left:left + w].shape,
                                                        dtype=np.uint8)  # (h, w) grey or (h, w, 3) colour
-        return out, "noise"
-    out[top:top + h, left:left + w] = other[top:top + h, left:left + w]
-    return out, "image"
+    elif kind == "image":
+        out[top:top + h, left:left + w] = other[top:top + h, left:left + w]
+    elif h > 0 and w > 0:
+        height, width = other.shape[:2]
+        sh, sw = (min(size, max(1, int(round(side * np.exp(rng.uniform(np.log(0.5), np.log(2.0)))))))
+                  for side, size in ((h, height), (w, width)))
+        st, sl = int(rng.integers(0, height - sh + 1)), int(rng.integers(0, width - sw + 1))
+        piece = Image.fromarray(np.ascontiguousarray(other[st:st + sh, sl:sl + sw]))
+        out[top:top + h, left:left + w] = np.asarray(piece.resize((w, h), Image.BILINEAR))
+    return out, kind
 
 
 def _box_entry(box: Tuple[int, int, int, int], height: int, width: int, kind: str) -> dict:

@@ -5,9 +5,10 @@
 * :class:`VisibilityMultiView` is :class:`~lfem_plugin.data.transforms.MultiView` that also returns, per image,
   each view's hidden rectangle and the visible fraction of every JPM group
   (:class:`~lfem_plugin.models.visibility.TokenGeometry`); a view that hides nothing gets 1.
-* :func:`paste_occluders` fills those rectangles, in a batch, with the same rectangle of another identity's image
-  (a piece of a person or of the scene), so that occluders look like real ones; the targets stay exact because
-  the hidden pixels do not move.
+* :func:`paste_occluders` fills those rectangles, in a batch, with pixels of another identity's image (a piece of a
+  person or of the scene), so that occluders look like real ones: the same rectangle (``'paste'``) or a rectangle
+  cut from anywhere in it and resized into the hidden one (``'paste_resized'``); the targets stay exact because
+  only hidden pixels change.
 
 Beyond the paper (which fills its erased rectangle with noise, Sec. 3.2): pasted occluders from other training
 images follow FED (Wang et al., "Feature Erasing and Diffusion Network for Occluded Person Re-Identification",
@@ -18,13 +19,17 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from timm.data.random_erasing import RandomErasing
 
 from ..models.visibility import TokenGeometry, box_mask
 
-__all__ = ["OCCLUDERS", "MarkedErasing", "VisibilityMultiView", "paste_occluders", "split_views"]
+__all__ = ["OCCLUDERS", "PASTED", "MarkedErasing", "VisibilityMultiView", "paste_occluders", "split_views"]
 
-OCCLUDERS = ("noise", "paste")  # what fills an erased rectangle: timm's per-pixel noise (paper) or another image
+# what fills an erased rectangle: timm's per-pixel noise (paper), another identity's same rectangle, or a rectangle
+# cut from anywhere in another identity's image and resized into it
+OCCLUDERS = ("noise", "paste", "paste_resized")
+PASTED = ("paste", "paste_resized")
 
 
 class MarkedErasing:
@@ -118,13 +123,18 @@ def split_views(img: Any) -> tuple[list[torch.Tensor], torch.Tensor | None, torc
 
 
 def paste_occluders(images: torch.Tensor, boxes: torch.Tensor, pids: torch.Tensor, source_view: int = 0,
-                    generator: torch.Generator | None = None) -> torch.Tensor:
-    """Fill every view's hidden rectangle with the same rectangle of another identity's image of the batch.
+                    generator: torch.Generator | None = None, resize: bool = False,
+                    scale: tuple[float, float] = (0.5, 2.0)) -> torch.Tensor:
+    """Fill every view's hidden rectangle with pixels of another identity's image of the batch.
 
     Each image draws one donor uniformly among the batch's images of another identity (an image whose identity
     fills the batch keeps its noise); the donor's view ``source_view`` (the original view, which may carry its own
-    random-erasing noise, as the model sees it) gives the pixels. Only hidden pixels change, so the visibility
-    targets stay exact.
+    random-erasing noise, as the model sees it) gives the pixels. Without ``resize`` they are the donor's pixels
+    inside the same rectangle: on aligned pedestrian crops, often the same body part of another person. With
+    ``resize`` each hidden rectangle ``(h, w)`` draws a source rectangle of the donor, ``(h * s_h, w * s_w)`` with
+    ``s_h``, ``s_w`` log-uniform in ``scale`` (clipped to the image) at a uniform position, and resamples it into
+    the hidden one (bilinear): a piece from elsewhere, at another scale, as real occluders are. Only hidden pixels
+    change, so the visibility targets stay exact.
 
     Args:
         images: ``(V, B, C, H, W)`` stacked views.
@@ -133,17 +143,54 @@ def paste_occluders(images: torch.Tensor, boxes: torch.Tensor, pids: torch.Tenso
         source_view: the view the donor pixels come from.
         generator: random generator on ``images``' device (default: torch's global one, so ``torch.manual_seed``
             fixes the draw).
+        resize: cut the source rectangle anywhere in the donor and resize it (``lfem.occluder paste_resized``).
+        scale: ``resize``'s range of source-to-hidden size ratios, per side.
 
     Returns:
         a new ``(V, B, C, H, W)`` tensor.
+
+    Raises:
+        ValueError: ``boxes`` or ``pids`` do not fit ``images``; ``scale`` is not ``0 < lo <= hi``.
     """
     num_views, batch = images.shape[:2]
     if boxes.shape != (batch, num_views, 4) or pids.shape != (batch,):
         raise ValueError(f"boxes {tuple(boxes.shape)} and pids {tuple(pids.shape)} do not fit {num_views} views "
                          f"of {batch} images: expected ({batch}, {num_views}, 4) and ({batch},)")
+    if not 0 < scale[0] <= scale[1]:
+        raise ValueError(f"scale={scale}: needs 0 < lo <= hi")
     other = pids.unsqueeze(0) != pids.unsqueeze(1)
     scores = torch.rand(batch, batch, generator=generator, device=images.device)
     donor = scores.masked_fill(~other, -1.0).argmax(1)
-    hidden = box_mask(boxes.to(images.device).transpose(0, 1), *images.shape[-2:]) < 0.5  # (V, B, H, W)
+    boxes = boxes.to(images.device).transpose(0, 1)  # (V, B, 4)
+    hidden = box_mask(boxes, *images.shape[-2:]) < 0.5  # (V, B, H, W)
     hidden &= other.any(1).view(1, batch, 1, 1)
-    return torch.where(hidden.unsqueeze(2), images[source_view, donor].unsqueeze(0), images)
+    source = images[source_view, donor].unsqueeze(0).expand_as(images)
+    if resize:
+        source = _resample_pieces(source, boxes, scale, generator)
+    return torch.where(hidden.unsqueeze(2), source, images)
+
+
+def _resample_pieces(source: torch.Tensor, boxes: torch.Tensor, scale: tuple[float, float],
+                     generator: torch.Generator | None) -> torch.Tensor:
+    """``source`` ``(V, B, C, H, W)`` resampled so that each hidden rectangle ``boxes`` ``(V, B, 4)`` shows a
+    random rectangle of it (see :func:`paste_occluders`); pixels outside the rectangles are not meaningful."""
+    num_views, batch, channels, height, width = source.shape
+    size = torch.tensor([height, width], dtype=torch.float32, device=source.device)
+    box = boxes.reshape(-1, 4).float()
+    top_left, hw = box[:, :2], box[:, 2:].clamp(min=1.0)
+    log_lo, log_hi = torch.log(torch.tensor(scale, dtype=torch.float32)).tolist()
+    draws = torch.rand(box.shape[0], 4, generator=generator, device=source.device)
+    src_hw = torch.minimum(hw * torch.exp(log_lo + (log_hi - log_lo) * draws[:, :2]), size)
+    src_top_left = draws[:, 2:] * (size - src_hw)
+    # affine map in grid_sample's normalised coordinates (align_corners=False): pixel coordinate u in the hidden
+    # rectangle -> u' = src + (u - box) s with s = src_hw / hw; with n = 2u / size - 1 this is
+    # n' = s n + s - 1 + 2 (src - box s) / size
+    s = src_hw / hw
+    offset = s - 1 + 2 * (src_top_left - top_left * s) / size
+    theta = torch.zeros(box.shape[0], 2, 3, device=source.device)
+    theta[:, 0, 0], theta[:, 0, 2] = s[:, 1], offset[:, 1]  # x: columns
+    theta[:, 1, 1], theta[:, 1, 2] = s[:, 0], offset[:, 0]  # y: rows
+    flat = source.reshape(-1, channels, height, width)
+    grid = F.affine_grid(theta.to(flat.dtype), list(flat.shape), align_corners=False)
+    out = F.grid_sample(flat, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return out.view_as(source)

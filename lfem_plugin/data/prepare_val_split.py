@@ -8,10 +8,12 @@ hard-linked (copied across file systems) under their own names, and ``val_split.
 The folder is written to a temporary sibling and renamed when complete.
 
 With ``occlude=(lo, hi)`` the split also gets ``query_occluded/``: every validation query with one occluder pasted
-over ``lo..hi`` of its area (a rectangle of noise or of an image of another identity left for training, the ORL
-proxy's occluders: :func:`~lfem_plugin.data.datasets.occluder_box`), and ``occlusion.json`` with each box, so that
-``market_layout_occluded`` and ``lfem-reid analyze-gates`` read it as they read a test set's occluded queries:
-occlusion settings are then chosen on training identities, never on the test queries.
+over ``lo..hi`` of its area (by default a rectangle of noise or the same rectangle of an image of another identity
+left for training, the ORL proxy's occluders: :func:`~lfem_plugin.data.datasets.occluder_box`; the kind ``'piece'``
+adds a piece of such an image cut elsewhere and resized into the rectangle, as real occluders are), and
+``occlusion.json`` with each box, so that ``market_layout_occluded`` and ``lfem-reid analyze-gates`` read it as they
+read a test set's occluded queries: occlusion settings are then chosen on training identities, never on the test
+queries.
 
 Reference: the usual ReID practice of holding out training identities for validation (e.g. torchreid's
 ``Market1501`` users; fast-reid's ``DATASETS.VAL``-style splits).
@@ -25,13 +27,13 @@ import shutil
 import tempfile
 from collections import defaultdict
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
 from PIL import Image
 
-from .datasets import DUKE_SPLITS, _box_entry, occluder_box, paste_occluder
+from .datasets import DUKE_SPLITS, OCCLUDER_KINDS, _box_entry, occluder_box, paste_occluder
 from .market_layout import scan_market_split
 from .occluded_benchmarks import _pick
 from .occlusion import OCCLUSION_FILE, write_occlusion_file
@@ -41,6 +43,7 @@ __all__ = ["split_identities", "write_val_split", "write_occluded_queries"]
 _logger = logging.getLogger(__name__)
 
 OCCLUDED_QUERY = "query_occluded"  # market_layout_occluded's default query folder
+DEFAULT_KINDS = ("noise", "image")  # the ORL proxy's occluders
 
 
 def split_identities(items: List[tuple], num_ids: int, seed: int = 0) -> Dict[str, List[tuple]]:
@@ -74,17 +77,27 @@ def _check_coverage(coverage: Tuple[float, float]) -> None:
         raise ValueError(f"occluder coverage {tuple(coverage)}: need 0 < LO <= HI < 1 (fractions of the image area)")
 
 
+def _check_kinds(kinds: Sequence[str]) -> None:
+    if not kinds or set(kinds) - set(OCCLUDER_KINDS) or len(set(kinds)) != len(kinds):
+        raise ValueError(f"occluder kinds {list(kinds)}: choose one or more, each once, among "
+                         f"{', '.join(OCCLUDER_KINDS)}")
+
+
 def write_occluded_queries(queries: List[tuple], donors: List[tuple], folder: Path,
-                           coverage: Tuple[float, float] = (0.2, 0.5), seed: int = 0) -> Dict[str, dict]:
+                           coverage: Tuple[float, float] = (0.2, 0.5), seed: int = 0,
+                           kinds: Sequence[str] = DEFAULT_KINDS) -> Dict[str, dict]:
     """Write every query ``(path, pid, camid)`` under its own name into ``folder`` with one occluder over a random
-    ``coverage`` fraction of it, the pixels of a donor image (drawn among ``donors``, resized to the query's size)
-    or uniform noise; returns the :mod:`~lfem_plugin.data.occlusion` entries by file name. The draws of query ``i``
-    come from ``numpy.random.default_rng([seed, i])``, so the result depends on ``seed`` and the list alone. A file of
-    the same name already in ``folder`` is replaced. Raises ``ValueError`` for a coverage outside ``0 < lo <= hi < 1``
-    or an empty ``donors`` list."""
+    ``coverage`` fraction of it, drawn uniformly among ``kinds`` (:func:`~lfem_plugin.data.datasets.paste_occluder`:
+    uniform noise, the same box of a donor image, or a piece of a donor cut elsewhere and resized into the box; the
+    donor is drawn among ``donors`` and resized to the query's size); returns the :mod:`~lfem_plugin.data.occlusion`
+    entries by file name. The draws of query ``i`` come from ``numpy.random.default_rng([seed, i])``, so the result
+    depends on ``seed``, ``kinds`` and the list alone. A file of the same name already in ``folder`` is replaced.
+    Raises ``ValueError`` for a coverage outside ``0 < lo <= hi < 1``, an unknown kind or an empty ``donors``
+    list."""
     if not donors:
         raise ValueError("no donor images for the occluders: the split left no training identity")
     _check_coverage(coverage)
+    _check_kinds(kinds)
     folder.mkdir(parents=True, exist_ok=True)
     boxes = {}
     for i, (path, _, _) in enumerate(queries):
@@ -94,7 +107,7 @@ def write_occluded_queries(queries: List[tuple], donors: List[tuple], folder: Pa
         with Image.open(donors[int(rng.integers(len(donors)))][0]) as img:
             other = np.asarray(img.convert("RGB").resize(image.shape[1::-1], Image.BICUBIC))
         box = occluder_box(*image.shape[:2], rng, coverage)
-        occluded, kind = paste_occluder(image, other, rng, box)
+        occluded, kind = paste_occluder(image, other, rng, box, kinds)
         name = Path(path).name
         Image.fromarray(occluded).save(folder / name, quality=95)
         boxes[name] = _box_entry(box, *image.shape[:2], kind)
@@ -102,14 +115,17 @@ def write_occluded_queries(queries: List[tuple], donors: List[tuple], folder: Pa
 
 
 def write_val_split(source: str | os.PathLike, out: str | os.PathLike, num_ids: int = 100, seed: int = 0,
-                    overwrite: bool = False, occlude: Optional[Tuple[float, float]] = None) -> Path:
+                    overwrite: bool = False, occlude: Optional[Tuple[float, float]] = None,
+                    occluder_kinds: Sequence[str] = DEFAULT_KINDS) -> Path:
     """Write ``out`` (a Market-layout folder) from ``source``'s ``bounding_box_train/``: see the module docstring.
     ``occlude``: also write ``query_occluded/`` and ``occlusion.json`` (occluders over this fraction range of each
-    query's area; donors from the identities left for training). Raises ``FileExistsError`` when ``out`` exists
+    query's area; donors from the identities left for training), each of one of ``occluder_kinds``
+    (:func:`write_occluded_queries`). Raises ``FileExistsError`` when ``out`` exists
     (unless ``overwrite``), ``FileNotFoundError`` naming ``source`` when it has no training folder and
-    ``ValueError`` for a coverage outside (0, 1)."""
+    ``ValueError`` for a coverage outside (0, 1) or an unknown occluder kind."""
     if occlude is not None:
         _check_coverage(occlude)
+        _check_kinds(occluder_kinds)
     source, out = Path(source).expanduser(), Path(out).expanduser()
     train_dir = _pick(source, [DUKE_SPLITS["train"]]) if source.is_dir() else None
     if train_dir is None:
@@ -130,10 +146,12 @@ def write_val_split(source: str | os.PathLike, out: str | os.PathLike, num_ids: 
         record = {"source": str(source), "seed": seed, "held_out_ids": held,
                   "images": {split: len(items) for split, items in splits.items()}}
         if occlude is not None:
-            boxes = write_occluded_queries(splits["query"], splits["train"], tmp / OCCLUDED_QUERY, occlude, seed)
+            boxes = write_occluded_queries(splits["query"], splits["train"], tmp / OCCLUDED_QUERY, occlude, seed,
+                                           occluder_kinds)
             write_occlusion_file(tmp / OCCLUSION_FILE, boxes, about=f"validation queries of {source} (seed {seed}, "
                                                                     f"coverage {list(occlude)}): one occluder each")
-            record["occluded_queries"] = {"coverage": list(occlude), "folder": OCCLUDED_QUERY}
+            record["occluded_queries"] = {"coverage": list(occlude), "folder": OCCLUDED_QUERY,
+                                          "kinds": list(occluder_kinds)}
         (tmp / "val_split.json").write_text(json.dumps(record, indent=1) + "\n")
         if out.exists():
             shutil.rmtree(out)

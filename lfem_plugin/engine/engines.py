@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .. import _torchreid
-from ..data.occluders import OCCLUDERS, paste_occluders, split_views
+from ..data.occluders import OCCLUDERS, PASTED, paste_occluders, split_views
 from ..losses import GateVisibilityLoss, MultiBranchLoss, TokenVisibilityLoss
 from ..models.interface import ReIDModel
 from ..optim import guarded_step
@@ -92,8 +92,9 @@ class LFEMEngine(_PluginParts, _TR.engine.Engine):
         token_supervision: weight of :class:`~lfem_plugin.losses.TokenVisibilityLoss` (0: off): the per-token gate
             scores of a model with ``gate_input='relation_tokens'`` against each patch's visible fraction, from the
             same boxes (needs the same transform).
-        occluder: ``'noise'`` (paper) or ``'paste'``: erased rectangles are filled from another identity's first
-            view (:func:`~lfem_plugin.data.occluders.paste_occluders`; needs the same transform).
+        occluder: ``'noise'`` (paper), ``'paste'`` or ``'paste_resized'``: erased rectangles are filled from another
+            identity's first view, its same rectangle or a rectangle cut anywhere and resized into it
+            (:func:`~lfem_plugin.data.occluders.paste_occluders`; needs the same transform).
 
     Raises:
         TypeError: ``model`` (unwrapped) is not a ``ReIDModel`` (torchreid's own models: its engines,
@@ -138,19 +139,20 @@ class LFEMEngine(_PluginParts, _TR.engine.Engine):
         return torch.autocast("cuda", dtype=torch.bfloat16 if self.amp == "bf16" else torch.float16)
 
     def _views(self, data: Dict[str, Any], pids: torch.Tensor):
-        """The stacked views ``(V, B, C, H, W)`` (occluders pasted in ``'paste'`` mode), their visibility
+        """The stacked views ``(V, B, C, H, W)`` (occluders pasted in the ``'paste'`` modes), their visibility
         targets ``(B, V, K)`` (None from a plain multi-view transform) and, with token supervision, the per-token
         ones ``(B, V, K, n)`` (else None)."""
         views, visibility, boxes = split_views(data["img"])
         images = torch.stack([v.to(self.device, non_blocking=True) for v in views])
-        needs = self.gate_loss is not None or self.token_loss is not None or self.occluder == "paste"
+        needs = self.gate_loss is not None or self.token_loss is not None or self.occluder in PASTED
         if needs and visibility is None:
-            raise ValueError("lfem.gate_supervision > 0, lfem.token_supervision > 0 or lfem.occluder paste needs "
+            raise ValueError("lfem.gate_supervision > 0, lfem.token_supervision > 0 or a pasting lfem.occluder needs "
                              "visibility targets from the "
                              "train transform; build the data manager with lfem_plugin.build_datamanager(cfg), which "
                              "gives them for these keys (data.occluders.VisibilityMultiView)")
-        if self.occluder == "paste":
-            images = paste_occluders(images, boxes.to(self.device, non_blocking=True), pids)
+        if self.occluder in PASTED:
+            images = paste_occluders(images, boxes.to(self.device, non_blocking=True), pids,
+                                     resize=self.occluder == "paste_resized")
         if visibility is not None:
             visibility = visibility.to(self.device, non_blocking=True)
         tokens = None

@@ -97,7 +97,8 @@ def analyze_gates(model: torch.nn.Module, cfg, root: str = "", dataset: str = "o
     """Gates and occluded fractions of every query of ``dataset`` (a registered dataset name) whose occluder box is
     in ``boxes_file`` (default: the :data:`~lfem_plugin.data.occlusion.OCCLUSION_FILE` beside its queries), and the
     gates of its gallery. ``fractions``/``query_gates``: ``(queries, groups)``; ``by_kind``: the query statistics
-    per occluder ``kind`` the file names (empty when it names none); errors name the file at fault."""
+    per occluder ``kind`` the file names (empty when it names none), ``kinds`` each query's; errors name the file at
+    fault."""
     with market_layout_options(**market_layout_kwargs(cfg)):
         data = DATASETS.get(dataset)(root=root, mode="query", verbose=False)
     query, gallery = data.query, data.gallery
@@ -111,7 +112,7 @@ def analyze_gates(model: torch.nn.Module, cfg, root: str = "", dataset: str = "o
     by_kind = {kind: gate_statistics(fractions[kinds == kind], q_gates[kinds == kind])
                for kind in sorted(set(kinds.tolist()) - {""})}
     return {"dataset": dataset, "queries": gate_statistics(fractions, q_gates), "per_group": per_group,
-            "by_kind": by_kind,
+            "by_kind": by_kind, "kinds": kinds.tolist(),
             "gallery_gate_mean": g_gates.mean(0).tolist(), "query_gate_mean": q_gates.mean(0).tolist(),
             "fractions": fractions.tolist(), "query_gates": q_gates.tolist()}
 

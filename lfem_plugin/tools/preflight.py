@@ -96,7 +96,7 @@ def _check_visibility(cfg: CfgNode) -> None:
         raise PreflightError("lfem.gate_supervision / lfem.token_supervision > 0 supervise the LFEM gates, but "
                              "lfem.use_lfem is false (no gates); set lfem.use_lfem true or both weights to 0")
     if visibility_targets(cfg) and not {"original", "erased"} & set(cfg.lfem.views):
-        _logger.warning("lfem.gate_supervision / lfem.occluder paste: no view in lfem.views %s erases (original, "
+        _logger.warning("lfem.gate_supervision / a pasting lfem.occluder: no view in lfem.views %s erases (original, "
                         "erased), so every target is 1 and nothing is pasted", list(cfg.lfem.views))
 
 

@@ -223,7 +223,8 @@ def test_val_split_occluded_queries_are_the_queries_with_one_box_each(tmp_path, 
     boxes = read_occlusion_file(val / "occlusion.json")
     assert sorted(boxes) == names
     record = json.loads((val / "val_split.json").read_text())
-    assert record["occluded_queries"] == {"coverage": [0.2, 0.5], "folder": "query_occluded"}
+    assert record["occluded_queries"] == {"coverage": [0.2, 0.5], "folder": "query_occluded",
+                                          "kinds": ["noise", "image"]}
     entries = json.loads((val / "occlusion.json").read_text())["queries"]
     for name in names:
         top, left, h, w = boxes[name].top_left_height_width()
@@ -242,6 +243,57 @@ def test_val_split_occluded_queries_are_the_queries_with_one_box_each(tmp_path, 
     with market_layout_options(folder=str(val)):
         ds = MarketLayoutOccluded(root="", verbose=False)
     assert sorted(Path(p).name for p, *_ in ds.query) == names
+
+
+def test_val_split_piece_occluders_are_pieces_of_a_donor_cut_elsewhere(tmp_path, capsys):
+    """--occluder-kinds noise image piece: every kind is drawn, each recorded; a piece changes only its box."""
+    import json
+
+    from lfem_plugin.cli import main
+    src = write_market_folder(tmp_path / "mine", size=(64, 32))
+    assert main(["prepare", "val-split", "--source", str(src), "--out", str(tmp_path / "val"), "--ids", "2",
+                 "--occlude", "0.2", "0.5", "--occluder-kinds", "piece"]) == 0
+    val = tmp_path / "val"
+    assert json.loads((val / "val_split.json").read_text())["occluded_queries"]["kinds"] == ["piece"]
+    for name, entry in json.loads((val / "occlusion.json").read_text())["queries"].items():
+        assert entry["kind"] == "piece"
+        x0, y0, x1, y1 = entry["box_xyxy"]
+        clean = np.asarray(Image.open(val / "query" / name), dtype=float)
+        occluded = np.asarray(Image.open(val / "query_occluded" / name), dtype=float)
+        outside = np.ones((64, 32), bool)
+        outside[y0:y1, x0:x1] = False
+        assert np.abs(occluded - clean).mean(-1)[outside].mean() < 4
+    with pytest.raises(SystemExit) as exit_:  # argparse's own usage error: exit 2, no traceback
+        main(["prepare", "val-split", "--source", str(src), "--out", str(tmp_path / "bad"), "--ids", "2",
+              "--occlude", "0.2", "0.5", "--occluder-kinds", "stone"])
+    assert exit_.value.code == 2 and "invalid choice: 'stone'" in capsys.readouterr().err
+
+
+def test_paste_occluder_keeps_the_orl_proxy_draws_and_cuts_pieces_at_other_places():
+    """The default kinds are the ORL proxy's rule draw for draw (r < 0.5: noise, else the same box of the donor);
+    a piece is the donor's content from elsewhere (here a donor whose rows are constant: the box shows rows of
+    the donor other than its own for some draw), and an unknown kind is refused."""
+    from lfem_plugin.data.datasets import paste_occluder
+    image = np.zeros((20, 10, 3), np.uint8)
+    other = np.repeat(np.arange(20, dtype=np.uint8)[:, None, None] * 10, 10, 1).repeat(3, 2)
+    box = (4, 2, 6, 5)
+    for seed in range(20):
+        ours, kind = paste_occluder(image, other, np.random.default_rng(seed), box)
+        rng = np.random.default_rng(seed)
+        if rng.random() < 0.5:
+            expected = image.copy()
+            expected[4:10, 2:7] = rng.integers(0, 256, size=(6, 5, 3), dtype=np.uint8)
+            assert kind == "noise" and np.array_equal(ours, expected)
+        else:
+            assert kind == "image" and np.array_equal(ours[4:10, 2:7], other[4:10, 2:7])
+    moved = 0
+    for seed in range(10):
+        ours, kind = paste_occluder(image, other, np.random.default_rng(seed), box, kinds=("piece",))
+        assert kind == "piece" and not ours[:4].any() and not ours[10:].any() and not ours[:, :2].any()
+        moved += not np.array_equal(ours[4:10, 2:7], other[4:10, 2:7])
+    assert moved >= 8
+    with pytest.raises(ValueError, match="choose among"):
+        paste_occluder(image, other, np.random.default_rng(0), box, kinds=("stone",))
 
 
 def test_val_split_refuses_a_coverage_outside_the_image(tmp_path, capsys):

@@ -21,7 +21,7 @@ from lfem_plugin.losses import GateVisibilityLoss
 from lfem_plugin.models.jpm import JigsawPatchModule, group_token_indices
 from lfem_plugin.models.lfem import LFEM
 from lfem_plugin.models.interface import stack_views
-from lfem_plugin.models.visibility import TokenGeometry
+from lfem_plugin.models.visibility import TokenGeometry, box_mask
 from lfem_plugin.registry import MODELS
 
 from ..helpers import CPU_CONFIG, SMALL, TR
@@ -104,6 +104,51 @@ def test_paste_leaves_an_image_without_another_identity_and_checks_shapes():
     assert torch.equal(paste_occluders(images, boxes, torch.zeros(6, dtype=torch.long)), images)
     with pytest.raises(ValueError, match=r"expected \(6, 2, 4\)"):
         paste_occluders(images, boxes[:, :1], torch.zeros(6, dtype=torch.long))
+
+
+def _ramp_batch(batch=4, height=32, width=16):
+    """One view hiding a 6 x 4 rectangle at (10, 5); image b is the linear ramp 100 b + 2 row + col (bilinear
+    resampling reproduces a linear function exactly inside the image)."""
+    rows = torch.arange(height, dtype=torch.float32).view(-1, 1)
+    cols = torch.arange(width, dtype=torch.float32).view(1, -1)
+    images = torch.stack([100.0 * b + 2 * rows + cols for b in range(batch)]).view(1, batch, 1, height, width)
+    boxes = torch.tensor([10, 5, 6, 4]).repeat(batch, 1, 1)
+    return images, boxes, torch.arange(batch)
+
+
+@pytest.mark.parametrize("scale, step", [((1.0, 1.0), 1.0), ((2.0, 2.0), 2.0), ((0.5, 0.5), 0.5)])
+def test_resized_paste_shows_a_piece_of_the_donor_at_the_drawn_scale(scale, step):
+    """paste_resized: the hidden rectangle shows a rectangle of one donor (another identity) cut at a random place
+    and resampled by the drawn scale: on ramps, each step along a row is `step` columns and each step down a
+    column `step` rows of the donor; outside the rectangle nothing changes."""
+    images, boxes, pids = _ramp_batch()
+    out = paste_occluders(images, boxes, pids, resize=True, scale=scale)
+    inside = torch.zeros(32, 16, dtype=torch.bool)
+    inside[10:16, 5:9] = True
+    assert torch.equal(out[..., ~inside], images[..., ~inside])
+    piece = out[0, :, 0, 10:16, 5:9]
+    torch.testing.assert_close(piece.diff(dim=-1), torch.full((4, 6, 3), step), atol=1e-4, rtol=0)
+    torch.testing.assert_close(piece.diff(dim=-2), torch.full((4, 5, 4), 2 * step), atol=1e-4, rtol=0)
+    donors = (piece[:, 0, 0] // 100).long()
+    assert (donors != pids).all()
+    for b, donor in enumerate(donors.tolist()):  # the piece lies inside the donor's image
+        low, high = images[0, donor].min(), images[0, donor].max()
+        assert low - 1e-4 <= piece[b].min() and piece[b].max() <= high + 1e-4
+
+
+def test_resized_paste_draws_its_places_under_the_seed_and_keeps_the_plain_paste_draws():
+    images, boxes, pids = _ramp_batch()
+    torch.manual_seed(0)
+    first = paste_occluders(images, boxes, pids, resize=True)
+    torch.manual_seed(0)
+    assert torch.equal(paste_occluders(images, boxes, pids, resize=True), first)
+    assert len({paste_occluders(images, boxes, pids, resize=True)[0, 0, 0, 10, 5].item() for _ in range(10)}) > 1
+    torch.manual_seed(0)
+    same_place = paste_occluders(images, boxes, pids)  # 'paste': the donor's own rectangle, the same donor draw
+    assert torch.equal(same_place[0, :, 0, 10:16, 5:9] // 100, first[0, :, 0, 10:16, 5:9] // 100)
+    assert torch.equal(same_place[0, :, 0, 10:16, 5:9] % 100, images[0, :, 0, 10:16, 5:9] % 100)
+    with pytest.raises(ValueError, match="scale"):
+        paste_occluders(images, boxes, pids, resize=True, scale=(2.0, 1.0))
 
 
 # ---- gate supervision: one sigmoid, its own view, the JPM's token order --------------------------------------
@@ -367,6 +412,23 @@ def test_a_training_step_with_token_supervision(synthetic_root, tmp_path):
     assert all(g.abs().sum() > 0 for g in grads)
     summary = engine.forward_backward(data)
     assert np.isfinite(summary["vis/token_bce"]) and summary["vis/token_bce"] > 0
+
+
+@pytest.mark.parametrize("occluder", ["paste", "paste_resized"])
+def test_a_training_step_pastes_inside_the_boxes_only(synthetic_root, tmp_path, occluder):
+    """lfem.occluder reaches the engine; the pasted views differ from the loader's only inside each view's box."""
+    cfg = _vis_cfg(synthetic_root, tmp_path, "lfem.occluder", occluder)
+    dm = T.build_datamanager(cfg)
+    engine, _ = T.build_engine(cfg, dm)
+    assert engine.occluder == occluder
+    data = next(iter(dm.train_loader))
+    views, _, boxes = split_views(data["img"])
+    images, _, _ = engine._views(data, data["pid"])
+    hidden = box_mask(boxes.transpose(0, 1), *images.shape[-2:]) < 0.5  # (V, B, H, W)
+    changed = (images != torch.stack(views)).any(2)
+    assert changed.any() and not (changed & ~hidden).any()
+    summary = engine.forward_backward(data)
+    assert all(math.isfinite(float(v)) for v in summary.values())
 
 
 @pytest.mark.parametrize("name", ["lfem_vit_vis_tiny", "lfem_vit_vis_tokens_tiny"])
