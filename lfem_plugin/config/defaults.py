@@ -139,4 +139,6 @@ def add_lfem_config(cfg: CN) -> None:
     cfg.lfem.gate_scope = "refined"  # the gate scales 'refined' (paper: f' only) or 'local' (f_l + f')
     cfg.lfem.token_supervision = 0.0  # weight of BCE(per-token gate score, patch visible fraction); needs tokens
     cfg.lfem.gate_grad = "all"  # which losses train the gate: 'all' (paper) or 'visibility' (only the BCE terms)
-    cfg.lfem.gate_input = "relation"  # the gate logit reads 'relation' (paper) or 'relation_tokens' (+ patch tokens)
+    # the gate logit reads 'relation' (paper), or adds a linear ('relation_tokens') or one-hidden-layer
+    # ('relation_tokens_mlp') score of the group's patch tokens
+    cfg.lfem.gate_input = "relation"

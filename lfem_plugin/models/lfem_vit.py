@@ -64,8 +64,8 @@ class LFEMViT(nn.Module):
         eval_feature: ``'final' | 'concat'``.
         gate_scope: what the LFEM gate scales: ``'refined'`` (paper, ``f'`` only) or ``'local'`` (``f_l + f'``;
             beyond the paper, see :class:`~lfem_plugin.models.lfem.LFEM`).
-        gate_input: what the gate logit reads: ``'relation'`` (paper) or ``'relation_tokens'`` (plus a score of the
-            group's patch tokens; beyond the paper, see :class:`~lfem_plugin.models.lfem.LFEM`).
+        gate_input: what the gate logit reads: ``'relation'`` (paper), ``'relation_tokens(_mlp)'`` (plus a score
+            of the group's patch tokens; beyond the paper, see :class:`~lfem_plugin.models.lfem.LFEM`).
         gate_grad: which losses train the gate: ``'all'`` (paper) or ``'visibility'`` (beyond the paper, see
             :class:`~lfem_plugin.models.lfem.LFEM`).
     """
@@ -78,7 +78,7 @@ class LFEMViT(nn.Module):
                  neck_feat: Literal["before", "after"] = "before",
                  eval_feature: Literal["final", "concat"] = "final",
                  gate_scope: Literal["refined", "local"] = "refined",
-                 gate_input: Literal["relation", "relation_tokens"] = "relation",
+                 gate_input: Literal["relation", "relation_tokens", "relation_tokens_mlp"] = "relation",
                  gate_grad: Literal["all", "visibility"] = "all") -> None:
         super().__init__()
         if backbone.jpm is None:

@@ -171,9 +171,9 @@ PEDESTRIANS = Profile(
     ),
 )
 
-# ---- visibility profile (issue 25; prepared, not yet run): the visibility-aware LFEM's parts, one row each on top of
-# the paper's Full model, then all of them, on the quick profile's ORL occluded proxy and ViT recipe; run with
-# --seeds 0 1 2. Settings are to be chosen on a validation split of the training identities, never on the queries.
+# ---- visibility profile (issue 25; measured in docs/VISIBILITY.md): the visibility-aware LFEM's parts, one row each
+# on top of the paper's Full model, then all of them, on the quick profile's ORL occluded proxy and ViT recipe; run
+# with --seeds 0 1 2. Settings are chosen on a validation split of the training identities, never on the queries.
 VISIBILITY = Profile(
     name="visibility",
     description=QUICK.description.split("; CNN")[0] + "; the paper's Full model and each visibility part on top of "

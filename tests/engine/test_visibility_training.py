@@ -249,6 +249,40 @@ def test_token_gate_by_hand_and_paper_gate_at_init():
         LFEM(4, gate_input="tokens")
 
 
+def test_mlp_token_gate_by_hand_starts_as_the_paper_and_trains_both_layers(tmp_path):
+    """'relation_tokens_mlp': s_j = w . GELU(W_t t_j + c) + b; w, b start at 0 (the paper's gate), the linear
+    reading's state dict has no hidden layer (its checkpoints load unchanged), the token BCE trains both layers."""
+    torch.manual_seed(0)
+    paper, mlp = LFEM(4, 4), LFEM(4, 4, gate_input="relation_tokens_mlp")
+    assert "token_hidden.0.weight" not in LFEM(4, 4, gate_input="relation_tokens").state_dict()
+    missing = mlp.load_state_dict(paper.state_dict(), strict=False).missing_keys
+    assert sorted(missing) == ["token_hidden.0.bias", "token_hidden.0.weight", "token_score.bias",
+                               "token_score.weight"]
+    f_l, f_g, t = torch.randn(2, 4), torch.randn(2, 4), torch.randn(2, 3, 4)
+    assert torch.equal(mlp(f_l, f_g, t).logit, paper(f_l, f_g).logit)
+    with torch.no_grad():
+        mlp.token_score.weight.copy_(torch.tensor([[1.0, -2.0, 0.5, 0.0]]))
+        mlp.token_score.bias.fill_(0.25)
+    hidden = torch.nn.functional.gelu(t @ mlp.token_hidden[0].weight.T + mlp.token_hidden[0].bias)
+    per_token = hidden @ torch.tensor([1.0, -2.0, 0.5, 0.0]) + 0.25
+    out = mlp(f_l, f_g, t)
+    assert torch.allclose(out.token_logits, per_token, atol=1e-6)
+    relation = (mlp.proj_local_key(f_l) * mlp.proj_global(f_g)).sum(-1) / 2
+    assert torch.allclose(out.logit, relation + per_token.mean(1), atol=1e-6)
+    from lfem_plugin.losses import TokenVisibilityLoss
+    loss = TokenVisibilityLoss()(out.token_logits.unsqueeze(1), torch.rand(2, 1, 1, 3))
+    grads = torch.autograd.grad(loss, [mlp.token_hidden[0].weight, mlp.token_score.weight])
+    assert all(g.abs().max() > 0 for g in grads)
+    cfg = C.load_config(None, ["model.name", "lfem_vit_vis_tokens_tiny", "lfem.gate_input", "relation_tokens_mlp"])
+    from lfem_plugin.tools.preflight import check_config
+    check_config(cfg)  # token supervision is allowed with the MLP score
+    model = T.family(cfg).build_model(cfg, num_classes=4, num_cameras=2)
+    assert all(isinstance(lfem.token_hidden[1], nn.GELU) for lfem in model.fusion.lfems)
+    from lfem_plugin.tools.inference import export_onnx
+    report = export_onnx(model.eval(), str(tmp_path / "mlp.onnx"), 64, 32, with_camera=True)
+    assert report["max_abs_diff"] <= 1e-4  # the test feature stays one vector, exported as for the linear score
+
+
 @pytest.mark.parametrize("rearrange", [True, False])
 def test_each_groups_tokens_are_its_own_branch_output(rearrange):
     """A group's tokens are the local branch's output patch tokens of that group, in the JPM's order (the same block

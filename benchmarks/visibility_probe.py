@@ -1,0 +1,157 @@
+"""Do a trained model's tokens know which patches an occluder hides? Probes on training views, occluder by occluder.
+
+The LFEM gate can only fall on an occluded group if the tokens it reads carry the occlusion. For the last checkpoint
+of each run folder (``lfem-reid compare`` runs or ``lfem-reid train`` save dirs), a few training batches of its own
+config (its transforms, PK sampler and erased rectangles) are filled three ways - timm's noise (the paper), the same
+rectangle of another identity's image (``lfem.occluder paste``) and a piece cut anywhere in it and resized in
+(``paste_resized``) - and, over the views that hide something, each patch's visible fraction is compared with:
+
+* ``token_score``: the gate's own per-token score (``lfem.gate_input relation_tokens``; Spearman), and the mean
+  score of hidden (< 10% visible) and visible (> 99%) patches;
+* ``gate``: the LFEM gates of the occluded groups (Spearman with the group's visible fraction);
+* ``ridge`` / ``mlp``: the best a linear / one-hidden-layer (128) probe fitted on half of the images' frozen tokens
+  does on the other half (Pearson r): the JPM local branch's output tokens (what the gate reads) and the trunk's
+  tokens before the JPM block. A low probe r means the features do not hold the occlusion, whatever the gate does.
+
+Usage: python benchmarks/visibility_probe.py RUN [RUN ...] [--batches 4] [--out visibility_probe.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+from typing import Any, Dict
+
+import numpy as np
+
+OCCLUDERS = ("noise", "paste", "paste_resized")
+
+
+def _probe(features: np.ndarray, target: np.ndarray, image: np.ndarray, hidden_layer: bool) -> float:
+    """Pearson r on held-out images (odd image index) of a probe fitted on the even ones, after standardising."""
+    import torch
+    fit, held = image % 2 == 0, image % 2 == 1
+    x = torch.tensor(features, dtype=torch.float32)
+    x = (x - x[fit].mean(0)) / (x[fit].std(0) + 1e-6)
+    y = torch.tensor(target, dtype=torch.float32)
+    if hidden_layer:
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Linear(x.shape[1], 128), torch.nn.ReLU(), torch.nn.Linear(128, 1))
+        opt = torch.optim.Adam(net.parameters(), 1e-3)
+        rows = torch.nonzero(torch.tensor(fit)).flatten()
+        for _ in range(1500):
+            idx = rows[torch.randint(0, len(rows), (512,))]
+            loss = torch.nn.functional.mse_loss(net(x[idx]).squeeze(-1), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            pred = net(x[torch.tensor(held)]).squeeze(-1).numpy()
+    else:
+        a = np.c_[x[fit].numpy(), np.ones(fit.sum())]
+        w = np.linalg.solve(a.T @ a + 1e-2 * np.eye(a.shape[1]), a.T @ target[fit])
+        pred = np.c_[x[torch.tensor(held)].numpy(), np.ones(held.sum())] @ w
+    return float(np.corrcoef(pred, target[held])[0, 1])
+
+
+def _collect(engine, model, loader, batches: int, occluder: str) -> Dict[str, np.ndarray]:
+    """Tokens, scores, gates and targets of the views that hide something, over ``batches`` training batches."""
+    import torch
+
+    from lfem_plugin.data.occluders import paste_occluders, split_views
+    from lfem_plugin.models.visibility import box_mask, patch_visibility
+    geometry, parts = model.token_geometry(), {}
+    torch.manual_seed(0)
+    for step, data in zip(range(batches), loader):
+        views, _, boxes = split_views(data["img"])
+        images = torch.stack(views)
+        if occluder != "noise":
+            images = paste_occluders(images, boxes, data["pid"], resize=occluder == "paste_resized")
+        keep = (boxes[..., 2] * boxes[..., 3] > 0).transpose(0, 1)  # (V, B): views that hide something
+        images, boxes_kept = images[keep], boxes.transpose(0, 1)[keep]
+        cams = data["camid"].unsqueeze(0).expand(keep.shape)[keep]
+        with torch.no_grad():
+            trunk = model.backbone.forward_tokens(images, cams)[:, 1:]
+            out = model.backbone(images, cams)
+            gates = model.gates(images, camera=cams)
+        lfems = model.fusion.lfems
+        new = {"local": torch.stack(out.local_tokens, 1).flatten(0, 2), "trunk": trunk.flatten(0, 1),
+               "target": geometry.tokens_from_boxes(boxes_kept).flatten(),
+               "trunk_target": patch_visibility(box_mask(boxes_kept, *geometry.img_size), geometry.patch_size,
+                                                geometry.stride).flatten(),
+               "gate": gates.flatten(), "group_target": geometry.from_boxes(boxes_kept).flatten(),
+               "image": torch.arange(len(images)).add(1000 * step)}
+        if lfems[0].token_score is not None:
+            new["score"] = torch.stack([lf.token_score(t).squeeze(-1) for lf, t in zip(lfems, out.local_tokens)],
+                                       1).flatten()
+        for key, value in new.items():
+            parts.setdefault(key, []).append(value.detach().float().numpy())
+    return {key: np.concatenate(value) for key, value in parts.items()}
+
+
+def _readings(got: Dict[str, np.ndarray]) -> Dict[str, Any]:
+    from scipy.stats import spearmanr
+    target, n_local = got["target"], len(got["target"]) // len(got["image"])
+    local_image = np.repeat(got["image"], n_local)
+    trunk_image = np.repeat(got["image"], len(got["trunk_target"]) // len(got["image"]))
+    occluded = got["group_target"] < 0.999
+    out: Dict[str, Any] = {
+        "views": int(len(got["image"])),
+        "gate_spearman_occluded_groups": float(spearmanr(got["gate"][occluded], got["group_target"][occluded])[0]),
+        "ridge_local": _probe(got["local"], target, local_image, False),
+        "mlp_local": _probe(got["local"], target, local_image, True),
+        "ridge_trunk": _probe(got["trunk"], got["trunk_target"], trunk_image, False),
+        "mlp_trunk": _probe(got["trunk"], got["trunk_target"], trunk_image, True)}
+    if "score" in got:
+        score = got["score"]
+        out.update(token_score_spearman=float(spearmanr(score, target)[0]),
+                   token_score_hidden=float(score[target < 0.1].mean()),
+                   token_score_visible=float(score[target > 0.99].mean()))
+    return out
+
+
+def _run(run: Path, batches: int) -> Dict[str, Any]:
+    import torch
+
+    from lfem_plugin.tools import train as T
+    from lfem_plugin.tools.inference import load_trained
+    from lfem_plugin.utils.checkpoint import latest_checkpoint, load_checkpoint
+    ckpt = str(latest_checkpoint(run / "model"))
+    _, cfg = load_trained(ckpt)
+    cfg.defrost()
+    cfg.data.workers, cfg.data.save_dir = 0, str(Path("/tmp") / f"visibility_probe_{run.name}")
+    if cfg.lfem.gate_supervision <= 0 and cfg.lfem.token_supervision <= 0 and cfg.lfem.occluder == "noise":
+        cfg.lfem.occluder = "paste"  # a paper-reading run: the loader must report its erased rectangles
+    cfg.freeze()
+    torch.manual_seed(0)
+    dm = T.build_datamanager(cfg)
+    engine, model = T.build_engine(cfg, dm)
+    model.load_state_dict(load_checkpoint(ckpt)["state_dict"])
+    model.eval()
+    return {"trained_occluder": cfg.lfem.occluder, "model": cfg.model.name,
+            **{occ: _readings(_collect(engine, model, dm.train_loader, batches, occ)) for occ in OCCLUDERS}}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", type=Path)
+    parser.add_argument("--batches", type=int, default=4)
+    parser.add_argument("--out", type=Path, default=Path("visibility_probe.json"))
+    args = parser.parse_args()
+    import torch
+    torch.set_num_threads(2)
+    result = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()} cpu", "batches": args.batches,
+              "runs": {}}
+    for run in args.runs:
+        result["runs"][run.name] = readings = _run(run, args.batches)
+        for occ in OCCLUDERS:
+            r = readings[occ]
+            print(f"{run.name:26s} {occ:14s} " + "  ".join(f"{k} {v:+.3f}" for k, v in r.items() if k != "views"))
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"written {args.out}")
+
+
+if __name__ == "__main__":
+    main()
