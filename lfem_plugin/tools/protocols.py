@@ -204,6 +204,14 @@ VISIBILITY = Profile(
         ModelSpec("vis_all_gate_grad", "All, token-read gate, per-token targets, gate by visibility only",
                   _QUICK_VIT, {"model.name": "lfem_vit_vis_tokens_tiny", "lfem.token_supervision": 1.0,
                                "lfem.gate_grad": "visibility"}),
+        # ... with pieces cut anywhere in another identity's image and resized in (lfem.occluder paste_resized), and
+        # with the token score through one hidden layer (lfem.gate_input relation_tokens_mlp) and noise occluders, the
+        # reading whose gate fell furthest on the validation split's noise-occluded queries (docs/VISIBILITY.md)
+        ModelSpec("vis_all_resized", "All (tokens), resized pieces", _QUICK_VIT,
+                  {"model.name": "lfem_vit_vis_tokens_tiny", "lfem.occluder": "paste_resized"}),
+        ModelSpec("vis_all_mlp", "All (tokens), MLP token score, noise occluders", _QUICK_VIT,
+                  {"model.name": "lfem_vit_vis_tokens_tiny", "lfem.gate_input": "relation_tokens_mlp",
+                   "lfem.occluder": "noise"}),
     ),
 )
 # The same rows on the pedestrians' recipe and data (CUHK03 camera pair 1; clean and occluded queries in one run).
