@@ -3,7 +3,8 @@
 For the last checkpoint of each run folder (``lfem-reid compare`` runs or ``lfem-reid train`` save dirs), a few
 training batches of its own config go through the engine's step; for the identity losses (all CE + triplet terms
 together), the gate BCE and the per-token BCE separately, the gradient norm on each LFEM's relation projection
-``W_l1`` and, with ``gate_input relation_tokens``, its token score ``w``, averaged over the batches. Writes JSON.
+``W_l1`` and, with ``gate_input relation_tokens(_mlp)``, its token score ``w`` (and the MLP's hidden ``W_t``),
+averaged over the batches. Writes JSON.
 
 Usage: python benchmarks/gate_gradients.py RUN [RUN ...] [--batches 4] [--out gate_gradients.json]
 """
@@ -38,6 +39,8 @@ def _norms(run: Path, batches: int) -> Dict[str, Dict[str, float]]:
     params = {f"W_l1/{k + 1}": lfem.proj_local_key.weight for k, lfem in enumerate(model.fusion.lfems)}
     params.update({f"w/{k + 1}": lfem.token_score.weight for k, lfem in enumerate(model.fusion.lfems)
                    if lfem.token_score is not None})
+    params.update({f"W_t/{k + 1}": lfem.token_hidden[0].weight for k, lfem in enumerate(model.fusion.lfems)
+                   if isinstance(lfem.token_hidden, torch.nn.Sequential)})  # gate_input relation_tokens_mlp
     sums: Dict[str, Dict[str, List[float]]] = {}
     for _, data in zip(range(batches), dm.train_loader):
         pids, cams = data["pid"].to(engine.device), data["camid"].to(engine.device)

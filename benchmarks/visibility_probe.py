@@ -9,9 +9,10 @@ rectangle of another identity's image (``lfem.occluder paste``) and a piece cut 
 * ``token_score``: the gate's own per-token score (``lfem.gate_input relation_tokens``; Spearman), and the mean
   score of hidden (< 10% visible) and visible (> 99%) patches;
 * ``gate``: the LFEM gates of the occluded groups (Spearman with the group's visible fraction);
-* ``ridge`` / ``mlp``: the best a linear / one-hidden-layer (128) probe fitted on half of the images' frozen tokens
-  does on the other half (Pearson r): the JPM local branch's output tokens (what the gate reads) and the trunk's
-  tokens before the JPM block. A low probe r means the features do not hold the occlusion, whatever the gate does.
+* ``ridge`` / ``mlp``: what a linear / one-hidden-layer (128) probe (one fit each) fitted on half of the images'
+  frozen tokens does on the other half (Pearson r): the JPM local branch's output tokens (what the gate reads) and
+  the trunk's tokens before the JPM block. A low probe r means the features do not hold the occlusion, whatever the
+  gate does.
 
 Usage: python benchmarks/visibility_probe.py RUN [RUN ...] [--batches 4] [--out visibility_probe.json]
 """
@@ -22,7 +23,7 @@ import json
 import platform
 import time
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, List
 
 import numpy as np
 
@@ -30,7 +31,8 @@ OCCLUDERS = ("noise", "paste", "paste_resized")
 
 
 def _probe(features: np.ndarray, target: np.ndarray, image: np.ndarray, hidden_layer: bool) -> float:
-    """Pearson r on held-out images (odd image index) of a probe fitted on the even ones, after standardising."""
+    """Pearson r on held-out images (odd image id: every view of an image on one side) of a probe fitted on the
+    even ones, after standardising; one fit (ridge lambda 1e-2; MLP: Adam 1e-3, 1500 steps of 512)."""
     import torch
     fit, held = image % 2 == 0, image % 2 == 1
     x = torch.tensor(features, dtype=torch.float32)
@@ -56,15 +58,16 @@ def _probe(features: np.ndarray, target: np.ndarray, image: np.ndarray, hidden_l
     return float(np.corrcoef(pred, target[held])[0, 1])
 
 
-def _collect(engine, model, loader, batches: int, occluder: str) -> Dict[str, np.ndarray]:
-    """Tokens, scores, gates and targets of the views that hide something, over ``batches`` training batches."""
+def _collect(model, batches: List[Dict[str, Any]], occluder: str) -> Dict[str, np.ndarray]:
+    """Tokens, scores, gates and targets of the views that hide something, over the same training ``batches``
+    for every occluder (the pasting draws under one seed)."""
     import torch
 
     from lfem_plugin.data.occluders import paste_occluders, split_views
     from lfem_plugin.models.visibility import box_mask, patch_visibility
     geometry, parts = model.token_geometry(), {}
     torch.manual_seed(0)
-    for step, data in zip(range(batches), loader):
+    for step, data in enumerate(batches):
         views, _, boxes = split_views(data["img"])
         images = torch.stack(views)
         if occluder != "noise":
@@ -72,6 +75,7 @@ def _collect(engine, model, loader, batches: int, occluder: str) -> Dict[str, np
         keep = (boxes[..., 2] * boxes[..., 3] > 0).transpose(0, 1)  # (V, B): views that hide something
         images, boxes_kept = images[keep], boxes.transpose(0, 1)[keep]
         cams = data["camid"].unsqueeze(0).expand(keep.shape)[keep]
+        image_ids = torch.arange(keep.shape[1]).unsqueeze(0).expand(keep.shape)[keep] + 1000 * step
         with torch.no_grad():
             trunk = model.backbone.forward_tokens(images, cams)[:, 1:]
             out = model.backbone(images, cams)
@@ -82,10 +86,10 @@ def _collect(engine, model, loader, batches: int, occluder: str) -> Dict[str, np
                "trunk_target": patch_visibility(box_mask(boxes_kept, *geometry.img_size), geometry.patch_size,
                                                 geometry.stride).flatten(),
                "gate": gates.flatten(), "group_target": geometry.from_boxes(boxes_kept).flatten(),
-               "image": torch.arange(len(images)).add(1000 * step)}
+               "image": image_ids}
         if lfems[0].token_score is not None:
-            new["score"] = torch.stack([lf.token_score(t).squeeze(-1) for lf, t in zip(lfems, out.local_tokens)],
-                                       1).flatten()
+            new["score"] = torch.stack([lf.token_score(lf.token_hidden(t)).squeeze(-1)
+                                        for lf, t in zip(lfems, out.local_tokens)], 1).flatten()
         for key, value in new.items():
             parts.setdefault(key, []).append(value.detach().float().numpy())
     return {key: np.concatenate(value) for key, value in parts.items()}
@@ -127,11 +131,13 @@ def _run(run: Path, batches: int) -> Dict[str, Any]:
     cfg.freeze()
     torch.manual_seed(0)
     dm = T.build_datamanager(cfg)
-    engine, model = T.build_engine(cfg, dm)
+    _, model = T.build_engine(cfg, dm)
     model.load_state_dict(load_checkpoint(ckpt)["state_dict"])
     model.eval()
-    return {"trained_occluder": cfg.lfem.occluder, "model": cfg.model.name,
-            **{occ: _readings(_collect(engine, model, dm.train_loader, batches, occ)) for occ in OCCLUDERS}}
+    torch.manual_seed(0)
+    data = [batch for _, batch in zip(range(batches), dm.train_loader)]  # the same views for every occluder
+    return {"trained_occluder": cfg.lfem.occluder, "model": cfg.model.name, "gate_input": cfg.lfem.gate_input,
+            **{occ: _readings(_collect(model, data, occ)) for occ in OCCLUDERS}}
 
 
 def main() -> None:

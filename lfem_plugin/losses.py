@@ -134,7 +134,8 @@ class TokenVisibilityLoss(nn.Module):
         loss (a 0-dim tensor). Raises ``ValueError`` when ``token_logits`` is None (a model without the token-read
         gate) or its shape does not match the targets'."""
         if token_logits is None:
-            raise ValueError("token supervision needs per-token gate scores: set lfem.gate_input relation_tokens")
+            raise ValueError("token supervision needs per-token gate scores: set lfem.gate_input relation_tokens "
+                             "(or relation_tokens_mlp)")
         batch, num_views, groups, size = visibility.shape
         if token_logits.shape != (num_views * batch, groups, size):
             raise ValueError(f"token logits {tuple(token_logits.shape)} do not match the targets of {num_views} "

@@ -90,8 +90,8 @@ class LFEMEngine(_PluginParts, _TR.engine.Engine):
         gate_supervision: weight of :class:`~lfem_plugin.losses.GateVisibilityLoss` (0: off, the paper); needs a
             train transform that gives visibility targets (:class:`~lfem_plugin.data.occluders.VisibilityMultiView`).
         token_supervision: weight of :class:`~lfem_plugin.losses.TokenVisibilityLoss` (0: off): the per-token gate
-            scores of a model with ``gate_input='relation_tokens'`` against each patch's visible fraction, from the
-            same boxes (needs the same transform).
+            scores of a model with ``gate_input='relation_tokens(_mlp)'`` against each patch's visible fraction, from
+            the same boxes (needs the same transform).
         occluder: ``'noise'`` (paper), ``'paste'`` or ``'paste_resized'``: erased rectangles are filled from another
             identity's first view, its same rectangle or a rectangle cut anywhere and resized into it
             (:func:`~lfem_plugin.data.occluders.paste_occluders`; needs the same transform).

@@ -111,12 +111,12 @@ class LFEM(nn.Module):
     def forward(self, local_feat: torch.Tensor, global_feat: torch.Tensor,
                 local_tokens: Optional[torch.Tensor] = None) -> LFEMOutput:
         """``local_feat``, ``global_feat``: ``(B, D)``; ``local_tokens``: ``(B, n, D)`` the group's patch tokens,
-        needed by ``gate_input='relation_tokens'`` (ValueError without it), ignored otherwise."""
+        needed by ``gate_input='relation_tokens(_mlp)'`` (ValueError without it), ignored otherwise."""
         relation = (self.proj_local_key(local_feat) * self.proj_global(global_feat)).sum(dim=-1) * self.scale
         token_logits = None
         if self.token_score is not None:
             if local_tokens is None or local_tokens.dim() != 3:
-                raise ValueError("gate_input='relation_tokens' needs the group's patch tokens (local_tokens, "
+                raise ValueError(f"gate_input={self.gate_input!r} needs the group's patch tokens (local_tokens, "
                                  "(B, n, D))")
             token_logits = self.token_score(self.token_hidden(local_tokens)).squeeze(-1)
             relation = relation + token_logits.mean(1)

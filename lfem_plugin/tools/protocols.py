@@ -210,8 +210,7 @@ VISIBILITY = Profile(
         ModelSpec("vis_all_resized", "All (tokens), resized pieces", _QUICK_VIT,
                   {"model.name": "lfem_vit_vis_tokens_tiny", "lfem.occluder": "paste_resized"}),
         ModelSpec("vis_all_mlp", "All (tokens), MLP token score, noise occluders", _QUICK_VIT,
-                  {"model.name": "lfem_vit_vis_tokens_tiny", "lfem.gate_input": "relation_tokens_mlp",
-                   "lfem.occluder": "noise"}),
+                  {"model.name": "lfem_vit_vis_tokens_mlp_tiny"}),
     ),
 )
 # The same rows on the pedestrians' recipe and data (CUHK03 camera pair 1; clean and occluded queries in one run).
