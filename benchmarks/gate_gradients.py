@@ -10,31 +10,16 @@ Usage: python benchmarks/gate_gradients.py RUN [RUN ...] [--batches 4] [--out ga
 """
 from __future__ import annotations
 
-import argparse
-import json
-import platform
-import time
 from pathlib import Path
 from typing import Dict, List
 
 import numpy as np
+from _trained_run import main_over_runs, rebuild_run
 
 
 def _norms(run: Path, batches: int) -> Dict[str, Dict[str, float]]:
     import torch
-
-    from lfem_plugin.tools import train as T
-    from lfem_plugin.tools.inference import load_trained
-    from lfem_plugin.utils.checkpoint import latest_checkpoint, load_checkpoint
-    ckpt = str(latest_checkpoint(run / "model"))
-    _, cfg = load_trained(ckpt)
-    cfg.defrost()
-    cfg.data.workers, cfg.data.save_dir = 0, str(Path("/tmp") / f"gate_gradients_{run.name}")
-    cfg.freeze()
-    torch.manual_seed(0)
-    dm = T.build_datamanager(cfg)
-    engine, model = T.build_engine(cfg, dm)
-    model.load_state_dict(load_checkpoint(ckpt)["state_dict"])
+    _, dm, engine, model = rebuild_run(run, "gate_gradients")
     model.train()
     params = {f"W_l1/{k + 1}": lfem.proj_local_key.weight for k, lfem in enumerate(model.fusion.lfems)}
     params.update({f"w/{k + 1}": lfem.token_score.weight for k, lfem in enumerate(model.fusion.lfems)
@@ -59,23 +44,13 @@ def _norms(run: Path, batches: int) -> Dict[str, Dict[str, float]]:
     return {name: {key: float(np.mean(v)) for key, v in per.items()} for name, per in sums.items()}
 
 
+def _show(name: str, norms: Dict[str, Dict[str, float]]) -> None:
+    for loss, per in norms.items():
+        print(f"{name:28s} {loss:10s} " + "  ".join(f"{k} {v:.4f}" for k, v in per.items()))
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("runs", nargs="+", type=Path)
-    parser.add_argument("--batches", type=int, default=4)
-    parser.add_argument("--out", type=Path, default=Path("gate_gradients.json"))
-    args = parser.parse_args()
-    import torch
-    torch.set_num_threads(2)
-    result = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()} cpu", "batches": args.batches,
-              "runs": {}}
-    for run in args.runs:
-        norms = _norms(run, args.batches)
-        result["runs"][run.name] = norms
-        for name, per in norms.items():
-            print(f"{run.name:28s} {name:10s} " + "  ".join(f"{k} {v:.4f}" for k, v in per.items()))
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"written {args.out}")
+    main_over_runs(__doc__.split("\n\n")[0], "gate_gradients.json", _norms, _show)
 
 
 if __name__ == "__main__":

@@ -18,14 +18,11 @@ Usage: python benchmarks/visibility_probe.py RUN [RUN ...] [--batches 4] [--out 
 """
 from __future__ import annotations
 
-import argparse
-import json
-import platform
-import time
 from pathlib import Path
 from typing import Any, Dict, List
 
 import numpy as np
+from _trained_run import main_over_runs, rebuild_run
 
 OCCLUDERS = ("noise", "paste", "paste_resized")
 
@@ -116,23 +113,15 @@ def _readings(got: Dict[str, np.ndarray]) -> Dict[str, Any]:
     return out
 
 
+def _report_boxes(cfg) -> None:
+    """A paper-reading run (no visibility key on) gets a loader that reports its erased rectangles."""
+    if cfg.lfem.gate_supervision <= 0 and cfg.lfem.token_supervision <= 0 and cfg.lfem.occluder == "noise":
+        cfg.lfem.occluder = "paste"
+
+
 def _run(run: Path, batches: int) -> Dict[str, Any]:
     import torch
-
-    from lfem_plugin.tools import train as T
-    from lfem_plugin.tools.inference import load_trained
-    from lfem_plugin.utils.checkpoint import latest_checkpoint, load_checkpoint
-    ckpt = str(latest_checkpoint(run / "model"))
-    _, cfg = load_trained(ckpt)
-    cfg.defrost()
-    cfg.data.workers, cfg.data.save_dir = 0, str(Path("/tmp") / f"visibility_probe_{run.name}")
-    if cfg.lfem.gate_supervision <= 0 and cfg.lfem.token_supervision <= 0 and cfg.lfem.occluder == "noise":
-        cfg.lfem.occluder = "paste"  # a paper-reading run: the loader must report its erased rectangles
-    cfg.freeze()
-    torch.manual_seed(0)
-    dm = T.build_datamanager(cfg)
-    _, model = T.build_engine(cfg, dm)
-    model.load_state_dict(load_checkpoint(ckpt)["state_dict"])
+    cfg, dm, _, model = rebuild_run(run, "visibility_probe", _report_boxes)
     model.eval()
     torch.manual_seed(0)
     data = [batch for _, batch in zip(range(batches), dm.train_loader)]  # the same views for every occluder
@@ -140,23 +129,14 @@ def _run(run: Path, batches: int) -> Dict[str, Any]:
             **{occ: _readings(_collect(model, data, occ)) for occ in OCCLUDERS}}
 
 
+def _show(name: str, readings: Dict[str, Any]) -> None:
+    for occ in OCCLUDERS:
+        r = readings[occ]
+        print(f"{name:26s} {occ:14s} " + "  ".join(f"{k} {v:+.3f}" for k, v in r.items() if k != "views"))
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("runs", nargs="+", type=Path)
-    parser.add_argument("--batches", type=int, default=4)
-    parser.add_argument("--out", type=Path, default=Path("visibility_probe.json"))
-    args = parser.parse_args()
-    import torch
-    torch.set_num_threads(2)
-    result = {"date": time.strftime("%Y-%m-%d"), "machine": f"{platform.machine()} cpu", "batches": args.batches,
-              "runs": {}}
-    for run in args.runs:
-        result["runs"][run.name] = readings = _run(run, args.batches)
-        for occ in OCCLUDERS:
-            r = readings[occ]
-            print(f"{run.name:26s} {occ:14s} " + "  ".join(f"{k} {v:+.3f}" for k, v in r.items() if k != "views"))
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
-    print(f"written {args.out}")
+    main_over_runs(__doc__.split("\n\n")[0], "visibility_probe.json", _run, _show)
 
 
 if __name__ == "__main__":
