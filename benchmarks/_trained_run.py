@@ -13,11 +13,10 @@ from typing import Any, Callable, Dict, Optional, Tuple
 def rebuild_run(run: Path, tag: str, edit: Optional[Callable[[Any], None]] = None) -> Tuple[Any, Any, Any, Any]:
     """``(cfg, datamanager, engine, model)`` of the run folder ``run`` (``lfem-reid compare`` runs or ``lfem-reid
     train`` save dirs), built from the config stored in its last checkpoint (``edit(cfg)`` may change it first;
-    loader workers 0, logs under ``/tmp/<tag>_<run>``), with the checkpoint's weights; ``torch.manual_seed(0)``
-    before the data manager. Raises ``FileNotFoundError`` when ``run/model`` holds no checkpoint and
-    ``ValueError`` when the checkpoint holds no config."""
-    import torch
-
+    loader workers 0, logs under ``/tmp/<tag>_<run>``), with the checkpoint's weights; Python's, numpy's and
+    torch's seeds are set to 0 before the data manager, so the PK sampler's batches are the same on every call.
+    Raises ``FileNotFoundError`` when ``run/model`` holds no checkpoint and ``ValueError`` when the checkpoint holds
+    no config."""
     from lfem_plugin.config import load_config
     from lfem_plugin.tools import train as T
     from lfem_plugin.utils.checkpoint import latest_checkpoint, load_checkpoint
@@ -33,7 +32,7 @@ def rebuild_run(run: Path, tag: str, edit: Optional[Callable[[Any], None]] = Non
     if edit is not None:
         edit(cfg)
     cfg.freeze()
-    torch.manual_seed(0)
+    T.set_seed(0)  # torchreid's RandomIdentitySampler draws with random / numpy, not torch
     dm = T.build_datamanager(cfg)
     engine, model = T.build_engine(cfg, dm)
     model.load_state_dict(state["state_dict"])
