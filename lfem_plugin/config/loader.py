@@ -5,6 +5,7 @@ Library code never reads the config: the adapters in :mod:`lfem_plugin.config.ad
 """
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -18,6 +19,7 @@ from .defaults import get_default_config
 __all__ = ["load_config", "load_yaml_with_base", "apply_variant"]
 
 BASE_KEY = "_BASE_"
+_logger = logging.getLogger(__name__)
 
 
 def load_yaml_with_base(path: str | os.PathLike, _chain: Tuple[Path, ...] = ()) -> Dict[str, Any]:
@@ -98,6 +100,8 @@ def load_config(path: str | os.PathLike | None = None, opts: Sequence[str] = (),
         if layer:
             _merge(cfg, source, lambda: cfg.merge_from_other_cfg(CN(layer)))
             explicit.update(dict.fromkeys(_flat_keys(layer), source))
+    if text and not path:
+        explicit.update(_pin_absent_keys(cfg, data))
     if opts:
         if len(opts) % 2:
             raise ValueError(f"the KEY VALUE overrides have an odd number of items ({' '.join(map(str, opts))}): "
@@ -107,6 +111,33 @@ def load_config(path: str | os.PathLike | None = None, opts: Sequence[str] = (),
     apply_variant(cfg, explicit)
     cfg.freeze()
     return cfg
+
+
+def _pin_absent_keys(cfg: CN, stored: Dict[str, Any]) -> Dict[str, str]:
+    """The keys a stored config lacks, pinned to their defaults (key -> where), so no variant setting reaches them.
+
+    A checkpoint stores the whole config of its run (``cfg.dump()``), so a key it lacks did not exist when the run
+    was trained. Its default is the behaviour before it existed (a new key's default never changes what older
+    configs did); the registered name's *current* setting of that key may not be: e.g. ``lfem.gate_grad``, added
+    after runs of ``lfem_vit_vis_tokens_tiny`` were trained with the then-only behaviour ``all``, is ``visibility``
+    for that name today. Keys the name fixes (``builder.fixed``) are left to it: the name built them that way then
+    too. Absent keys are logged once.
+    """
+    from ..registry import MODELS
+    builder = MODELS.get(cfg.model.name) if cfg.model.name in MODELS else None
+    settings = getattr(builder, "settings", {})
+    fixed_keys = {key for arg in getattr(builder, "fixed", ()) if arg in settings
+                  for key in _variant_values(arg, settings[arg])}
+    absent = [key for key in _flat_keys(_plain(get_default_config()))
+              if key not in set(_flat_keys(stored)) and key not in fixed_keys]
+    if absent:
+        _logger.info("the checkpoint's stored config predates %d key(s), which keep their defaults (the behaviour "
+                     "before each key existed): %s", len(absent), ", ".join(absent))
+    return dict.fromkeys(absent, "the checkpoint's stored config (key absent: its default)")
+
+
+def _plain(node: CN) -> Dict[str, Any]:
+    return {k: _plain(v) if isinstance(v, CN) else v for k, v in node.items()}
 
 
 def _nested(changes: Mapping[str, Any]) -> Dict[str, Any]:
