@@ -64,7 +64,7 @@ class LFEM(nn.Module):
     Beyond the paper (``gate_grad='visibility'``): the fusion uses ``r`` detached, so the identity losses do not train
     the gate, and only a loss on ``logit`` / ``token_logits`` does (:class:`~lfem_plugin.losses.GateVisibilityLoss`,
     :class:`~lfem_plugin.losses.TokenVisibilityLoss`). Measured on a CUHK03 validation split, the identity losses'
-    gradient on the gate's token score was 8-17x the gate BCE's and 16-69x the per-token BCE's
+    gradient on the gate's token score was 6-11x the gate BCE's and 11-51x the per-token BCE's
     (docs/VISIBILITY.md): with ``'all'`` they decide what the gate learns. ``f'``'s own projections still learn from
     the identity losses.
 
