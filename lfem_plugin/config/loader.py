@@ -121,9 +121,12 @@ def _pin_absent_keys(cfg: CN, stored: Dict[str, Any]) -> Dict[str, str]:
     configs did); the registered name's *current* setting of that key may not be: e.g. ``lfem.gate_grad``, added
     after runs of ``lfem_vit_vis_tokens_tiny`` were trained with the then-only behaviour ``all``, is ``visibility``
     for that name today. Keys the name fixes (``builder.fixed``) are left to it: the name built them that way then
-    too. Absent keys are logged once.
+    too. Absent keys are logged once. A stored text that is not a whole config (it lacks a top-level key every dump
+    has, e.g. a hand-written ``model: {name: ...}``) is read like a config file: nothing is pinned.
     """
     from ..registry import MODELS
+    if not set(get_default_config()) <= set(stored):
+        return {}
     builder = MODELS.get(cfg.model.name) if cfg.model.name in MODELS else None
     settings = getattr(builder, "settings", {})
     fixed_keys = {key for arg in getattr(builder, "fixed", ()) if arg in settings

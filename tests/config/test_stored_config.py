@@ -56,3 +56,10 @@ def test_load_trained_rebuilds_an_old_run_with_the_behaviour_it_was_trained_with
     torch.save({"state_dict": model.state_dict(), "epoch": 1, "config": _without(cfg, "lfem.gate_grad")}, path)
     _, loaded = load_trained(str(path))
     assert loaded.lfem.gate_grad == "all"
+
+
+def test_a_partial_stored_text_is_read_like_a_config_file():
+    """Only a whole dump pins absent keys: a hand-written stored config gets the name's settings, as a file does."""
+    old = load_config(None, text="model: {name: lfem_vit_vis_tokens_tiny}\n")
+    assert old == load_config(None, ["model.name", "lfem_vit_vis_tokens_tiny"])
+    assert old.lfem.gate_grad == "visibility" and old.lfem.gate_scope == "local"
