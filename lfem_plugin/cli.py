@@ -10,6 +10,7 @@ import importlib
 import logging
 import re
 import sys
+import traceback
 import zipfile
 from typing import Dict, List, Optional, Tuple
 
@@ -43,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
         command = importlib.import_module(f"lfem_plugin.commands.{module}")
         suffix = f"_{suffix}" if suffix else ""
         sub_parser = sub.add_parser(name, help=help_text, description=help_text)
+        sub_parser.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
+                                help="debug logging, and the traceback of an error (also before COMMAND)")
         getattr(command, f"add{suffix}_args")(sub_parser)
         flags = frozenset(flag for action in sub_parser._actions for flag in action.option_strings)
         sub_parser.set_defaults(_run=getattr(command, f"run{suffix}"), _flags=flags)
@@ -66,7 +69,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         return int(args._run(args) or 0)
     except (KeyError, ValueError, RuntimeError, OSError, ImportError, zipfile.BadZipFile) as err:
         if args.verbose:
-            raise
+            traceback.print_exc()
         print(f"lfem-reid {args.command}: error: {error_message(err)}", file=sys.stderr)
         return 2
 

@@ -64,14 +64,28 @@ def _merge(cfg: CN, source: str, merge) -> None:
     try:
         merge()
     except (KeyError, AssertionError) as err:  # yacs: KeyError from files, AssertionError from KEY VALUE lists
-        raise KeyError(f"unknown config key in {source}: {err}; see lfem_plugin/config/defaults.py for "
-                       f"the valid keys") from None
+        raise KeyError(f"unknown config key in {source}: {_unknown_key_hint(err)}; the valid keys are in "
+                       f"lfem_plugin/config/defaults.py (in the installed package)") from None
     except ValueError as err:  # yacs: type mismatch, odd number of KEY VALUE items
         raise ValueError(f"bad value in {source}: {' '.join(str(err).split())}") from None
     nulls = _null_keys(cfg, get_default_config())
     if nulls:
         raise ValueError(f"config keys without a value (null/None) in {source}: {', '.join(nulls)}; give each a "
                          f"value, or delete it to keep the default")
+
+
+def _unknown_key_hint(err: BaseException) -> str:
+    """yacs's message without its quotes, plus the closest valid keys: ``lfem.gate_inptu (did you mean
+    lfem.gate_input?)``."""
+    import difflib
+    import re
+    text = str(err.args[0]) if err.args else str(err)
+    found = re.search(r"key: (\S+)", text)
+    if not found:
+        return text
+    key = found.group(1).strip("'\"")
+    close = difflib.get_close_matches(key, _flat_keys(_plain(get_default_config())), n=2, cutoff=0.75)
+    return key + (f" (did you mean {' or '.join(close)}?)" if close else "")
 
 
 def _null_keys(cfg: CN, defaults: CN, prefix: str = "") -> List[str]:

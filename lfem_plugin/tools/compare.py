@@ -136,6 +136,18 @@ def run_one(spec: ModelSpec, profile: Profile, seed: int, out_dir: Path, root: s
     return result
 
 
+def _check_row(spec: ModelSpec, profile: Profile, out_dir: Path, root: str, extra: Sequence[str],
+               vit_weights: Optional[str], benchmark: Optional[str]) -> None:
+    """The row's config loads and passes :func:`~lfem_plugin.tools.preflight.check_config`; its error names the row.
+    Raises ``KeyError`` / ``ValueError`` (the CLI prints it and exits 2)."""
+    from .preflight import check_config
+    try:
+        check_config(_config(spec, profile, 0, out_dir, root, extra, vit_weights, benchmark))
+    except (KeyError, ValueError) as err:
+        message = str(err.args[0]) if err.args else str(err)
+        raise type(err)(f"row {spec.key!r}: {message}; nothing was trained") from None
+
+
 def run_compare(profile: str = "quick", models: Optional[Sequence[str]] = None, seeds: Sequence[int] = (0,),
                 out_dir: str | Path = "compare_out", root: str = "", extra: Sequence[str] = (),
                 vit_weights: Optional[str] = None, force: bool = False,
@@ -155,6 +167,8 @@ def run_compare(profile: str = "quick", models: Optional[Sequence[str]] = None, 
     if unknown:
         raise KeyError(f"unknown models {unknown} for profile {profile!r}; choices: {list(specs)}")
     out_dir = Path(out_dir)
+    for key in models or list(specs):  # a wrong key or value is the user's, the same for every row: stop before any
+        _check_row(specs[key], prof, out_dir, root, extra, vit_weights, benchmark)  # training, instead of failing each
     results = []
     for key in models or list(specs):
         for seed in seeds:
@@ -182,11 +196,12 @@ def report(out_dir: str | Path) -> Path:
 
 def summary_text(results: List[Dict[str, Any]]) -> str:
     """A short console table of one run."""
-    lines = [f"{'model':<16} {'R1':>6} {'mAP':>6}  note"]
+    width = max([16] + [len(r["label"]) for r in results])
+    lines = [f"{'model':<{width}} {'R1':>6} {'mAP':>6}  note"]
     for r in results:
         if r["status"] == "ok":
-            lines.append(f"{r['label']:<16} {r['R1']:6.1f} {r['mAP']:6.1f}  {r['wall_s']:.0f} s")
+            lines.append(f"{r['label']:<{width}} {r['R1']:6.1f} {r['mAP']:6.1f}  {r['wall_s']:.0f} s")
         else:
-            lines.append(f"{r['label']:<16} {'-':>6} {'-':>6}  {r['status']}: {r.get('reason', '')[:70]}")
+            lines.append(f"{r['label']:<{width}} {'-':>6} {'-':>6}  {r['status']}: {r.get('reason', '')[:70]}")
     return "\n".join(lines)
 

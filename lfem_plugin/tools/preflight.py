@@ -87,7 +87,8 @@ def _check_visibility(cfg: CfgNode) -> None:
                              f"weight")
     if cfg.lfem.token_supervision > 0 and cfg.lfem.gate_input == "relation":
         raise PreflightError("lfem.token_supervision > 0 trains the gate's per-token scores, which only "
-                             "lfem.gate_input relation_tokens(_mlp) has; set it (or lfem.token_supervision 0)")
+                             "lfem.gate_input relation_tokens or relation_tokens_mlp has: set lfem.gate_input to one "
+                             "of them (or use an lfem_vit_vis_tokens* model name), or lfem.token_supervision 0")
     if cfg.lfem.gate_grad == "visibility" and cfg.lfem.gate_supervision <= 0:
         raise PreflightError("lfem.gate_grad visibility leaves the gate to the visibility losses, but "
                              "lfem.gate_supervision is 0: the gate would never train (and DDP would find unused "

@@ -181,9 +181,11 @@ def load_state_strict(model: torch.nn.Module, state_dict: Dict[str, Any], source
     state_dict = resample_trained_pos_embed(strip_module_prefix(state_dict), model, trained_at, str(source))
     result = model.load_state_dict(state_dict, strict=False)
     if result.missing_keys or result.unexpected_keys:
-        raise KeyError(f"{source} does not match {target}: missing keys {result.missing_keys[:10]}, unexpected "
-                       f"keys {result.unexpected_keys[:10]}. Is it a checkpoint of another model, or the wrong "
-                       f"--config-file?")
+        parts = [f"{name} keys {keys[:10]}" for name, keys in (("missing", result.missing_keys),
+                                                                  ("unexpected", result.unexpected_keys)) if keys]
+        raise KeyError(f"{source} does not match {target}: {', '.join(parts)}. Is it a checkpoint of another model, "
+                       f"the wrong --config-file, or a --set / KEY VALUE override that changes the model's "
+                       f"layers (e.g. lfem.gate_input)?")
 
 
 def load_trained_weights(model: torch.nn.Module, path: str | os.PathLike) -> None:

@@ -142,6 +142,11 @@ def test_visualize_limit_and_same_stems(trained, tmp_path, capsys):
     assert len(list((tmp_path / "out").glob("*.png"))) == 2
 
 
-def test_verbose_shows_the_traceback(tmp_path):
-    with pytest.raises(ValueError):
-        main(["-v", "train", "--config-file", _write(tmp_path / "c.yaml", "- a\n")])
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_verbose_shows_the_traceback_and_still_exits_2(tmp_path, capsys, where):
+    config = _write(tmp_path / "c.yaml", "- a\n")
+    argv = ["-v", "train", "--config-file", config] if where == "before" else ["train", "-v", "--config-file", config]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback (most recent call last)" in err and "ValueError" in err
+    assert err.rstrip().splitlines()[-1].startswith("lfem-reid train: error: ")

@@ -241,3 +241,30 @@ def test_cpu_vit_baselines_are_transreid_as_table_2_reads_it(tmp_path, profile):
     lfem = _config(spec, PROFILES[profile], 0, tmp_path, "", (), None).lfem
     assert (lfem.use_lfem, list(lfem.views), lfem.local_feature, lfem.eval_feature, lfem.loss_weights) == (
         False, ["original"], "jpm", "concat", "transreid")
+
+
+@pytest.mark.parametrize("override, message", [
+    (["lfem.gate_inptu", "relation_tokens"], "lfem.gate_inptu (did you mean lfem.gate_input?)"),
+    (["lfem.occluder", "pastee"], "lfem.occluder 'pastee' is not one of"),
+    (["lfem.token_supervision", "1.0"], "set lfem.gate_input to one of them"),
+])
+def test_a_bad_override_stops_compare_before_any_training_with_exit_2(tmp_path, capsys, override, message):
+    """A wrong key or value is the same mistake for every row: not a 'failed' row per model and exit 0."""
+    from lfem_plugin.cli import main
+    code = main(["compare", "--profile", "visibility", "--models", "paper_full", "vis_all_mlp", "--out",
+                 str(tmp_path / "out"), *override])
+    err = capsys.readouterr().err
+    assert code == 2
+    line = err.strip().splitlines()[-1]
+    assert line.startswith("lfem-reid compare: error: row 'paper_full': ") and message in line
+    assert "nothing was trained" in line and "Traceback" not in err
+    assert not (tmp_path / "out").exists()  # no JSON, no table
+
+
+def test_console_table_columns_line_up_with_long_labels():
+    rows = [{"label": "Full", "status": "ok", "R1": 50.0, "mAP": 41.5, "wall_s": 69.0},
+            {"label": "All (tokens), MLP token score, noise occluders", "status": "ok", "R1": 50.0, "mAP": 45.7,
+             "wall_s": 65.0}]
+    lines = compare.summary_text(rows).splitlines()
+    assert len({line.index(" 50.0") for line in lines[1:]}) == 1
+    assert lines[0].index("R1") + 2 == lines[1].index(" 50.0") + 5

@@ -82,8 +82,10 @@ def test_checkpoint_of_another_model_names_the_keys(trained, tmp_path):
         load_trained(str(tmp_path / "other.pth"))
     del state["state_dict"]["heads.0.bn.weight"]
     torch.save(state, tmp_path / "missing.pth")
-    with pytest.raises(KeyError, match=r"missing keys \['heads.0.bn.weight'\]"):
+    with pytest.raises(KeyError, match=r"missing keys \['heads.0.bn.weight'\]") as caught:
         load_trained(str(tmp_path / "missing.pth"))
+    assert "unexpected keys" not in str(caught.value)  # no empty list named
+    assert "--set / KEY VALUE override" in str(caught.value)  # the override the user may just have given
 
 
 def test_feature_extractor_matches_engine_eval_path(trained):
