@@ -114,20 +114,25 @@ def load_config(path: str | os.PathLike | None = None, opts: Sequence[str] = (),
         if layer:
             _merge(cfg, source, lambda: cfg.merge_from_other_cfg(CN(layer)))
             explicit.update(dict.fromkeys(_flat_keys(layer), source))
-    if text and not path:
-        explicit.update(_pin_absent_keys(cfg, data))
     if opts:
         if len(opts) % 2:
             raise ValueError(f"the KEY VALUE overrides have an odd number of items ({' '.join(map(str, opts))}): "
                              f"every key needs a value")
         _merge(cfg, "the KEY VALUE overrides", lambda: cfg.merge_from_list(list(opts)))
         explicit.update(dict.fromkeys(map(str, opts[0::2]), "the KEY VALUE overrides"))
+    if text and not path:  # after every layer: the name that is built, and only keys nothing else set
+        explicit.update(_pin_absent_keys(cfg, data, explicit))
     apply_variant(cfg, explicit)
     cfg.freeze()
     return cfg
 
 
-def _pin_absent_keys(cfg: CN, stored: Dict[str, Any]) -> Dict[str, str]:
+# The top-level keys every stored config (``cfg.dump()``) has held since the first plugin release: a stored text
+# holding all of them is a whole dump. Frozen, so a section added later does not make older checkpoints "partial".
+DUMP_SECTIONS = ("use_gpu", "model", "data", "sampler", "train", "sgd", "loss", "test", "lfem")
+
+
+def _pin_absent_keys(cfg: CN, stored: Dict[str, Any], explicit: Mapping[str, str]) -> Dict[str, str]:
     """The keys a stored config lacks, pinned to their defaults (key -> where), so no variant setting reaches them.
 
     A checkpoint stores the whole config of its run (``cfg.dump()``), so a key it lacks did not exist when the run
@@ -135,18 +140,19 @@ def _pin_absent_keys(cfg: CN, stored: Dict[str, Any]) -> Dict[str, str]:
     configs did); the registered name's *current* setting of that key may not be: e.g. ``lfem.gate_grad``, added
     after runs of ``lfem_vit_vis_tokens_tiny`` were trained with the then-only behaviour ``all``, is ``visibility``
     for that name today. Keys the name fixes (``builder.fixed``) are left to it: the name built them that way then
-    too. Absent keys are logged once. A stored text that is not a whole config (it lacks a top-level key every dump
-    has, e.g. a hand-written ``model: {name: ...}``) is read like a config file: nothing is pinned.
+    too; keys another layer set (``explicit``) are theirs. Absent keys are logged once. A stored text that is not
+    a whole config (it lacks a key of :data:`DUMP_SECTIONS`, e.g. a hand-written ``model: {name: ...}``) is read like
+    a config file: nothing is pinned.
     """
     from ..registry import MODELS
-    if not set(get_default_config()) <= set(stored):
+    if not set(DUMP_SECTIONS) <= set(stored):
         return {}
     builder = MODELS.get(cfg.model.name) if cfg.model.name in MODELS else None
     settings = getattr(builder, "settings", {})
     fixed_keys = {key for arg in getattr(builder, "fixed", ()) if arg in settings
                   for key in _variant_values(arg, settings[arg])}
-    absent = [key for key in _flat_keys(_plain(get_default_config()))
-              if key not in set(_flat_keys(stored)) and key not in fixed_keys]
+    have = set(_flat_keys(stored)) | fixed_keys | set(explicit)
+    absent = [key for key in _flat_keys(_plain(get_default_config())) if key not in have]
     if absent:
         _logger.info("the checkpoint's stored config predates %d key(s), which keep their defaults (the behaviour "
                      "before each key existed): %s", len(absent), ", ".join(absent))

@@ -145,7 +145,9 @@ def _check_row(spec: ModelSpec, profile: Profile, out_dir: Path, root: str, extr
         check_config(_config(spec, profile, 0, out_dir, root, extra, vit_weights, benchmark))
     except (KeyError, ValueError) as err:
         message = str(err.args[0]) if err.args else str(err)
-        raise type(err)(f"row {spec.key!r}: {message}; nothing was trained") from None
+        kind = KeyError if isinstance(err, KeyError) else ValueError
+        raise kind(f"row {spec.key!r}: {message}; nothing was trained (the overrides apply to every row: choose the "
+                   f"rows they fit with --models)") from err
 
 
 def run_compare(profile: str = "quick", models: Optional[Sequence[str]] = None, seeds: Sequence[int] = (0,),
@@ -153,6 +155,9 @@ def run_compare(profile: str = "quick", models: Optional[Sequence[str]] = None, 
                 vit_weights: Optional[str] = None, force: bool = False,
                 benchmark: Optional[str] = None) -> List[Dict[str, Any]]:
     """Run every (model, seed) not already finished in ``out_dir`` (``force`` re-runs); returns all results.
+    Every selected row's config is loaded and checked first: one that fails (a bad key or value in ``extra``, or an
+    override that row cannot take) raises before anything trains; a row that fails while training is recorded as
+    ``failed`` and the others go on.
     ``benchmark``: one of the profile's ``benchmarks`` (paper: occluded_duke, market1501, ...; default the first)."""
     prof = PROFILES[profile]
     if benchmark and benchmark not in prof.benchmarks:
@@ -167,8 +172,8 @@ def run_compare(profile: str = "quick", models: Optional[Sequence[str]] = None, 
     if unknown:
         raise KeyError(f"unknown models {unknown} for profile {profile!r}; choices: {list(specs)}")
     out_dir = Path(out_dir)
-    for key in models or list(specs):  # a wrong key or value is the user's, the same for every row: stop before any
-        _check_row(specs[key], prof, out_dir, root, extra, vit_weights, benchmark)  # training, instead of failing each
+    for key in models or list(specs):  # a wrong key or value, or an override some row cannot take: stop before any
+        _check_row(specs[key], prof, out_dir, root, extra, vit_weights, benchmark)  # training, not hours later
     results = []
     for key in models or list(specs):
         for seed in seeds:

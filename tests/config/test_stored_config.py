@@ -43,10 +43,25 @@ def test_keys_the_name_fixes_still_follow_the_name_when_absent():
     assert old.lfem.use_lfem is False and list(old.lfem.views) == ["original"]
 
 
-def test_overrides_still_win_over_a_stored_config():
+def test_overrides_still_win_over_a_stored_config(caplog):
     cfg = load_config(None, ["model.name", "lfem_vit_vis_tokens_tiny"])
-    old = load_config(None, ["lfem.gate_grad", "visibility"], text=_without(cfg, "lfem.gate_grad"))
+    with caplog.at_level(logging.INFO, logger="lfem_plugin.config.loader"):
+        old = load_config(None, ["lfem.gate_grad", "visibility"], text=_without(cfg, "lfem.gate_grad"))
     assert old.lfem.gate_grad == "visibility"
+    assert "predates" not in caplog.text  # the override set it: nothing was pinned
+
+
+def test_a_name_given_over_a_stored_config_fixes_its_own_keys():
+    """``test --model vit_transreid_tiny`` over an old dump that lacks lfem.use_lfem: the built name fixes it."""
+    cfg = load_config(None, ["model.name", "lfem_vit_tiny", "lfem.views", "['original']"])
+    old = load_config(None, ["model.name", "vit_transreid_tiny"], text=_without(cfg, "lfem.use_lfem"))
+    assert old.lfem.use_lfem is False  # not pinned to the default True (which would contradict the name)
+
+
+def test_every_dump_holds_the_frozen_sections():
+    """A whole dump is recognised by DUMP_SECTIONS; they must stay top-level keys of every dump."""
+    from lfem_plugin.config.loader import DUMP_SECTIONS
+    assert set(DUMP_SECTIONS) <= set(yaml.safe_load(load_config(None).dump()))
 
 
 def test_load_trained_rebuilds_an_old_run_with_the_behaviour_it_was_trained_with(tmp_path):
