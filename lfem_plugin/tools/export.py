@@ -92,8 +92,10 @@ def _export(graph: nn.Module, inputs: Tuple[torch.Tensor, ...], names: List[str]
     """The torch.export-based exporter (the supported one); the TorchScript exporter as a fallback."""
     try:
         batch = torch.export.Dim("batch", min=1)
-        torch.onnx.export(graph, inputs, out, input_names=names, output_names=["features"], dynamo=True,
-                          dynamic_shapes=tuple({0: batch} for _ in inputs), external_data=False, verbose=False)
+        with warnings.catch_warnings():  # one batch Dim shared by every input: torch says so, harmlessly, per axis
+            warnings.filterwarnings("ignore", message=r".*axis name: .* will not be used")
+            torch.onnx.export(graph, inputs, out, input_names=names, output_names=["features"], dynamo=True,
+                              dynamic_shapes=tuple({0: batch} for _ in inputs), external_data=False, verbose=False)
     except Exception as err:  # noqa: BLE001 - logged, then the legacy exporter is tried
         _logger.warning("torch.export-based ONNX export failed (%s); using the TorchScript exporter", err)
         torch.onnx.export(graph, inputs, out, input_names=names, output_names=["features"], dynamo=False,
