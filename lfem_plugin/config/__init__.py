@@ -10,9 +10,10 @@ from .adapters import (acceleration_kwargs, build_model_kwargs, criterion_kwargs
                        test_transform_kwargs, token_geometry_kwargs, torchreid_engine_kwargs,
                        torchreid_optimizer_kwargs, transform_kwargs, visibility_targets)
 from .defaults import add_lfem_config, get_default_config
-from .loader import apply_variant, load_config, load_yaml_with_base
+from .loader import apply_variant, check_choices, load_config, load_yaml_with_base
 
 __all__ = ["get_default_config", "add_lfem_config", "load_config", "load_yaml_with_base", "apply_variant",
+           "check_choices",
            "imagedata_kwargs", "model_kwargs", "optimizer_kwargs", "scheduler_kwargs", "criterion_kwargs",
            "engine_run_kwargs", "lfem_engine_kwargs", "torchreid_optimizer_kwargs", "torchreid_engine_kwargs",
            "test_transform_kwargs", "transform_kwargs", "sie_mode", "market_layout_kwargs", "target_sie",

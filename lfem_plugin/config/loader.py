@@ -16,7 +16,7 @@ from yacs.config import CfgNode as CN
 from .adapters import MODEL_ARG_KEYS, TRAINING_KEYS, config_value
 from .defaults import get_default_config
 
-__all__ = ["load_config", "load_yaml_with_base", "apply_variant"]
+__all__ = ["load_config", "load_yaml_with_base", "apply_variant", "check_choices"]
 
 BASE_KEY = "_BASE_"
 _logger = logging.getLogger(__name__)
@@ -103,8 +103,8 @@ def load_config(path: str | os.PathLike | None = None, opts: Sequence[str] = (),
                 changes: Optional[Mapping[str, Any]] = None, changes_source: str = "the given changes") -> CN:
     """Defaults, then the YAML file (with ``_BASE_``) or YAML ``text`` (a config stored in a checkpoint), then
     ``changes`` (``{'lfem.use_lfem': False, ...}``: typed values, as in a YAML file; ``changes_source`` names them in
-    errors), then ``KEY VALUE`` overrides; frozen. Unknown keys, wrong types and empty (null) values fail with the key's
-    name and the place it came from."""
+    errors), then ``KEY VALUE`` overrides; frozen. Unknown keys, wrong types, empty (null) values and names outside a
+    key's choices (:func:`check_choices`) fail with the key's name and the place it came from."""
     cfg = get_default_config()
     explicit: Dict[str, str] = {}  # key -> where it was set
     data = load_yaml_with_base(path) if path else (yaml.safe_load(text) or {}) if text else {}
@@ -123,8 +123,29 @@ def load_config(path: str | os.PathLike | None = None, opts: Sequence[str] = (),
     if text and not path:  # after every layer: the name that is built, and only keys nothing else set
         explicit.update(_pin_absent_keys(cfg, data, explicit))
     apply_variant(cfg, explicit)
+    check_choices(cfg, explicit)
     cfg.freeze()
     return cfg
+
+
+def _choice_keys() -> Tuple[Tuple[str, Tuple[str, ...]], ...]:
+    from ..data.occluders import OCCLUDERS
+    from ..models.lfem import GATE_GRADS, GATE_INPUTS, GATE_SCOPES
+    from ..models.sie import SIE_MODES
+    return (("lfem.occluder", OCCLUDERS), ("lfem.gate_scope", GATE_SCOPES), ("lfem.gate_input", GATE_INPUTS),
+            ("lfem.gate_grad", GATE_GRADS), ("test.cross_domain_sie", SIE_MODES),
+            ("test.dist_metric", ("euclidean", "cosine")))
+
+
+def check_choices(cfg: CN, explicit: Optional[Mapping[str, str]] = None) -> None:
+    """Keys that take one of a few names hold one of them; raises ``ValueError`` naming the key, the value, where it
+    was set (``explicit``: key -> where, as :func:`load_config` tracks it) and the choices. Every command loads its
+    config through here, so a bad value fails at once, also in commands that never read the key (e.g. ``extract``)."""
+    for key, choices in _choice_keys():
+        value = config_value(cfg, key)
+        if value not in choices:
+            where = f" (in {explicit[key]})" if explicit and key in explicit else ""
+            raise ValueError(f"{key} {value!r}{where} is not one of {', '.join(map(repr, choices))}")
 
 
 # The top-level keys every stored config (``cfg.dump()``) has held since the first plugin release: a stored text

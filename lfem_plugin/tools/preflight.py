@@ -15,12 +15,9 @@ from typing import Dict, List, Sequence, Tuple
 from PIL import Image
 from yacs.config import CfgNode
 
-from ..config import target_sie, visibility_targets
+from ..config import check_choices, target_sie, visibility_targets
 from ..data.datasets import DUKE_SPLITS
 from ..data.occluded_benchmarks import TEST_ONLY
-from ..data.occluders import OCCLUDERS
-from ..models.lfem import GATE_GRADS, GATE_INPUTS, GATE_SCOPES
-from ..models.sie import SIE_MODES
 
 __all__ = ["check_config", "check_data", "check_sampler", "check_test_images", "check_query_matches",
            "check_test_cameras", "check_torchreid_datasets", "download_failed", "check_rerank_memory", "PreflightError",
@@ -42,16 +39,15 @@ def check_config(cfg: CfgNode) -> None:
     if cfg.data.type != "image":
         raise PreflightError(f"data.type {cfg.data.type!r}: only image datasets are supported (torchreid's video "
                              f"datasets are not); use data.type image")
-    if cfg.test.cross_domain_sie not in SIE_MODES:
-        raise PreflightError(f"test.cross_domain_sie {cfg.test.cross_domain_sie!r} is not one of "
-                             f"{', '.join(map(repr, SIE_MODES))}")
+    try:  # a config not built by load_config (which checks them with where each was set)
+        check_choices(cfg)
+    except ValueError as err:
+        raise PreflightError(str(err)) from None
     test_only = [name for name in cfg.data.sources if name in TEST_ONLY]
     if test_only:
         raise PreflightError(f"data.sources lists {', '.join(test_only)}, a test-only benchmark (no training split); "
                              f"move it to data.targets and train on another dataset (by convention market1501, "
                              f"e.g. configs/market1501/)")
-    if cfg.test.dist_metric not in ("euclidean", "cosine"):
-        raise PreflightError(f"test.dist_metric {cfg.test.dist_metric!r} is not one of 'euclidean', 'cosine'")
     for key, value in (("train.batch_size", cfg.train.batch_size), ("test.batch_size", cfg.test.batch_size),
                        ("sampler.num_instances", cfg.sampler.num_instances)):
         if value < 1:
@@ -76,12 +72,6 @@ def _check_visibility(cfg: CfgNode) -> None:
     if cfg.lfem.gate_supervision < 0:
         raise PreflightError(f"lfem.gate_supervision is {cfg.lfem.gate_supervision}; use 0 (off, the paper) or a "
                              f"positive weight")
-    for key, value, choices in (("lfem.occluder", cfg.lfem.occluder, OCCLUDERS),
-                                ("lfem.gate_scope", cfg.lfem.gate_scope, GATE_SCOPES),
-                                ("lfem.gate_input", cfg.lfem.gate_input, GATE_INPUTS),
-                                ("lfem.gate_grad", cfg.lfem.gate_grad, GATE_GRADS)):
-        if value not in choices:
-            raise PreflightError(f"{key} {value!r} is not one of {', '.join(map(repr, choices))}")
     if cfg.lfem.token_supervision < 0:
         raise PreflightError(f"lfem.token_supervision is {cfg.lfem.token_supervision}; use 0 (off) or a positive "
                              f"weight")

@@ -4,6 +4,7 @@ per target (cameras for the source, the mean row elsewhere); the comparison repo
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -75,12 +76,21 @@ def test_unknown_camera_is_the_mean_row():
 
 
 @pytest.mark.parametrize("opts, message", [
-    (["test.cross_domain_sie", "guess"], "test.cross_domain_sie 'guess' is not one of"),
     (["data.sources", "['partial_reid']"], "data.sources lists partial_reid, a test-only benchmark"),
 ])
 def test_preflight_rejects(opts, message):
     with pytest.raises(PreflightError, match=message):
         T.run(C.load_config(MARKET, TINY + opts))
+
+
+def test_an_unknown_sie_mode_fails_when_the_config_loads_naming_where_it_was_set():
+    with pytest.raises(ValueError, match=re.escape("test.cross_domain_sie 'guess' (in the KEY VALUE overrides) is "
+                                                   "not one of")):
+        C.load_config(MARKET, TINY + ["test.cross_domain_sie", "guess"])
+    cfg = C.get_default_config()  # a config built without load_config: the preflight still checks it
+    cfg.test.cross_domain_sie = "guess"
+    with pytest.raises(PreflightError, match="test.cross_domain_sie 'guess' is not one of"):
+        T.preflight.check_config(cfg)
 
 
 def test_market_trained_run_evaluates_every_target(data_root, tmp_path, capsys):

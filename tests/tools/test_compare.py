@@ -245,7 +245,7 @@ def test_cpu_vit_baselines_are_transreid_as_table_2_reads_it(tmp_path, profile):
 
 @pytest.mark.parametrize("override, message", [
     (["lfem.gate_inptu", "relation_tokens"], "lfem.gate_inptu (did you mean lfem.gate_input?)"),
-    (["lfem.occluder", "pastee"], "lfem.occluder 'pastee' is not one of"),
+    (["lfem.occluder", "pastee"], "lfem.occluder 'pastee' (in the KEY VALUE overrides) is not one of"),
     (["lfem.token_supervision", "1.0"], "set lfem.gate_input to one of them"),
 ])
 def test_a_bad_override_stops_compare_before_any_training_with_exit_2(tmp_path, capsys, override, message):

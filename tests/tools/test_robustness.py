@@ -198,3 +198,15 @@ def test_every_torch_load_is_weights_only():
     sources = list((REPO / "lfem_plugin").rglob("*.py"))
     calls = [(p, line) for p in sources for line in p.read_text().splitlines() if "torch.load(" in line]
     assert calls and all("weights_only=True" in line for _, line in calls), calls
+
+
+def test_extract_refuses_an_invalid_value_of_a_key_it_does_not_read(trained, tmp_path, capsys):
+    """``extract --set lfem.occluder pastee`` (a training-only key) used to pass silently."""
+    from lfem_plugin.cli import main
+    _, ckpt, cfg = trained
+    query = Path(cfg.data.root) / "synthetic_reid" / "query"
+    code = main(["extract", "--weights", str(ckpt), "--images", str(query), "--out", str(tmp_path / "f.npy"),
+                 "--set", "lfem.occluder", "pastee"])
+    err = capsys.readouterr().err
+    assert code == 2 and not (tmp_path / "f.npy").exists()
+    assert "lfem-reid extract: error: lfem.occluder 'pastee' (in the KEY VALUE overrides) is not one of" in err
