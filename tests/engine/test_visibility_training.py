@@ -401,19 +401,24 @@ def test_the_paper_keys_stay_off_and_the_vis_name_turns_every_part_on():
             ("relation_tokens_mlp", "noise", 1.0, "visibility")
 
 
+_CHOICE = r" \(in the KEY VALUE overrides\) is not one of"
+
+
 @pytest.mark.parametrize("opts, match", [(["lfem.gate_supervision", "-1.0"], "gate_supervision is -1.0"),
-                                         (["lfem.occluder", "cutout"], "lfem.occluder 'cutout'"),
-                                         (["lfem.gate_scope", "all"], "lfem.gate_scope 'all'"),
-                                         (["lfem.gate_input", "tokens"], "lfem.gate_input 'tokens'"),
+                                         (["lfem.occluder", "cutout"], "lfem.occluder 'cutout'" + _CHOICE),
+                                         (["lfem.gate_scope", "all"], "lfem.gate_scope 'all'" + _CHOICE),
+                                         (["lfem.gate_input", "tokens"], "lfem.gate_input 'tokens'" + _CHOICE),
                                          (["lfem.token_supervision", "1.0"], "only lfem.gate_input relation_tokens"),
-                                         (["lfem.gate_grad", "none"], "lfem.gate_grad 'none'"),
+                                         (["lfem.gate_grad", "none"], "lfem.gate_grad 'none'" + _CHOICE),
                                          (["lfem.gate_supervision", "0.0", "lfem.gate_grad", "visibility"],
                                           "would never train"),
                                          (["lfem.token_supervision", "-1.0"], "token_supervision is -1.0"),
                                          (["lfem.use_lfem", "False"], "use_lfem is false")])
 def test_bad_visibility_keys_fail_before_training(opts, match):
-    from lfem_plugin.tools.preflight import PreflightError, check_config
-    with pytest.raises(PreflightError, match=match):
+    """A name outside a key's choices fails when the config loads (ValueError, naming where it was set); the other
+    settings in the preflight (PreflightError, a ValueError)."""
+    from lfem_plugin.tools.preflight import check_config
+    with pytest.raises(ValueError, match=match):
         check_config(C.load_config(None, ["model.name", "lfem_vit_vis_tiny", *opts]))
 
 
