@@ -84,7 +84,7 @@ def _unknown_key_hint(err: BaseException) -> str:
     if not found:
         return text
     key = found.group(1).strip("'\"")
-    close = difflib.get_close_matches(key, _flat_keys(_plain(get_default_config())), n=2, cutoff=0.75)
+    close = difflib.get_close_matches(key, _flat_keys(get_default_config()), n=2, cutoff=0.75)
     return key + (f" (did you mean {' or '.join(close)}?)" if close else "")
 
 
@@ -173,15 +173,11 @@ def _pin_absent_keys(cfg: CN, stored: Dict[str, Any], explicit: Mapping[str, str
     fixed_keys = {key for arg in getattr(builder, "fixed", ()) if arg in settings
                   for key in _variant_values(arg, settings[arg])}
     have = set(_flat_keys(stored)) | fixed_keys | set(explicit)
-    absent = [key for key in _flat_keys(_plain(get_default_config())) if key not in have]
+    absent = [key for key in _flat_keys(get_default_config()) if key not in have]
     if absent:
         _logger.info("the checkpoint's stored config predates %d key(s), which keep their defaults (the behaviour "
                      "before each key existed): %s", len(absent), ", ".join(absent))
     return dict.fromkeys(absent, "the checkpoint's stored config (key absent: its default)")
-
-
-def _plain(node: CN) -> Dict[str, Any]:
-    return {k: _plain(v) if isinstance(v, CN) else v for k, v in node.items()}
 
 
 def _nested(changes: Mapping[str, Any]) -> Dict[str, Any]:
@@ -196,7 +192,7 @@ def _nested(changes: Mapping[str, Any]) -> Dict[str, Any]:
     return out
 
 
-def _flat_keys(data: Dict[str, Any], prefix: str = "") -> List[str]:
+def _flat_keys(data: Dict[str, Any], prefix: str = "") -> List[str]:  # a CfgNode is a dict too
     keys = []
     for key, value in data.items():
         keys += _flat_keys(value, f"{prefix}{key}.") if isinstance(value, dict) else [f"{prefix}{key}"]
