@@ -5,7 +5,7 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 _HERE = Path(__file__).parent
-_VERSION = re.search(r'__version__ = "([^"]+)"', (_HERE / "lfem_plugin" / "__init__.py").read_text()).group(1)
+_VERSION = re.search(r'__version__ = "([^"]+)"', (_HERE / "lfem_plugin" / "version.py").read_text()).group(1)
 
 # PyPI torchreid 0.2.5 declares no dependencies; everything `import torchreid` needs is listed here (scipy, gdown,
 # cv2 and tensorboard are imported at module level). Upstream torchreid (1.4.0, installed from source) is accepted:

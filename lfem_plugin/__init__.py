@@ -14,8 +14,6 @@ Re-identification".
 """
 from __future__ import annotations
 
-__version__ = "0.2.0"
-
 import importlib
 import importlib.abc
 import importlib.util
@@ -24,6 +22,7 @@ import warnings
 
 from . import _torchreid
 from .registry import DATASETS, MODELS
+from .version import __version__
 
 
 def register_all() -> None:

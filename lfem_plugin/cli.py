@@ -1,54 +1,45 @@
 """``lfem-reid``: the command line of the plugin (``python -m lfem_plugin`` is the same).
 
-Each subcommand lives in ``lfem_plugin.commands.<module>`` with ``add_args(parser)`` and ``run(args) -> int``;
-modules are imported only when their command is listed or run.
+Each subcommand is one module of ``lfem_plugin.commands`` (``analyze-gates`` -> ``analyze_gates.py``) with ``HELP``,
+``add_args(parser)`` and ``run(args) -> int``; ``COMMANDS`` names them directly.
 """
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import re
 import sys
 import traceback
 import zipfile
-from typing import Dict, List, Optional, Tuple
+from types import ModuleType
+from typing import Dict, List, Optional
+
+from .commands import (analyze_gates, compare, demo, doctor, export, extract, prepare, search, test, train,
+                       visualize)
 
 __all__ = ["main", "build_parser", "COMMANDS"]
 
-# subcommand -> (help, 'module[:name]' under lfem_plugin.commands: add[_name]_args / run[_name])
-COMMANDS: Dict[str, Tuple[str, str]] = {
-    "train": ("train a model (lfem_vit or any torchreid model) from a yacs config", "train"),
-    "test": ("evaluate a trained checkpoint", "train:test"),
-    "doctor": ("measure a config before a long run: memory, speed, projected hours, health", "doctor"),
-    "demo": ("offline CPU demo: LFEM variants vs torchreid baselines on occluded ORL faces", "compare:demo"),
-    "compare": ("train and compare models under one protocol (resumable; --report to aggregate)", "compare"),
-    "extract": ("extract features of images with a trained checkpoint", "inference:extract"),
-    "search": ("rank your own gallery images for query images with a trained checkpoint", "inference:search"),
-    "export": ("export a trained checkpoint (onnx), checked against PyTorch", "inference:export"),
-    "visualize": ("draw the LFEM gates over the JPM patch groups of some images", "inference:visualize"),
-    "analyze-gates": ("how the LFEM gates respond to known occluders (a dataset's occluder boxes file)",
-                      "inference:analyze_gates"),
-    "prepare": ("build a dataset folder from its original archive (occluded-duke)", "prepare"),
+# subcommand -> its module in lfem_plugin.commands (HELP, add_args(parser), run(args) -> int); each module imports its
+# heavy dependencies inside run(), so listing the commands stays fast
+COMMANDS: Dict[str, ModuleType] = {
+    "train": train, "test": test, "doctor": doctor, "demo": demo, "compare": compare, "extract": extract,
+    "search": search, "export": export, "visualize": visualize, "analyze-gates": analyze_gates, "prepare": prepare,
 }
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import __version__
+    from .version import __version__
     parser = argparse.ArgumentParser(prog="lfem-reid", description="Occluded person ReID with LFEM on torchreid.")
     parser.add_argument("--version", action="version", version=f"lfem_plugin {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, (help_text, target) in COMMANDS.items():
-        module, _, suffix = target.partition(":")
-        command = importlib.import_module(f"lfem_plugin.commands.{module}")
-        suffix = f"_{suffix}" if suffix else ""
-        sub_parser = sub.add_parser(name, help=help_text, description=help_text)
+    for name, command in COMMANDS.items():
+        sub_parser = sub.add_parser(name, help=command.HELP, description=command.HELP)
         sub_parser.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS,
                                 help="debug logging, and the traceback of an error (also before COMMAND)")
-        getattr(command, f"add{suffix}_args")(sub_parser)
+        command.add_args(sub_parser)
         flags = frozenset(flag for action in sub_parser._actions for flag in action.option_strings)
-        sub_parser.set_defaults(_run=getattr(command, f"run{suffix}"), _flags=flags)
+        sub_parser.set_defaults(_run=command.run, _flags=flags)
     return parser
 
 

@@ -72,7 +72,7 @@ def test_no_function_is_over_50_lines():
 # Folders by stage (torchreid's and fast-reid's names); the top level holds only the public API and what every stage
 # shares.
 FOLDERS = {"config", "data", "models", "engine", "metrics", "utils", "tools", "commands"}
-TOP_LEVEL = {"__init__", "__main__", "_torchreid", "cli", "registry", "losses", "optim"}
+TOP_LEVEL = {"__init__", "__main__", "version", "_torchreid", "cli", "registry", "losses", "optim"}
 # What turns a config into arguments: config/, commands/, the CLI, and these tools (each named: a new tool takes
 # arguments unless it is added here with a reason); every other module takes arguments only.
 CONFIG_FOLDERS = ("lfem_plugin.config", "lfem_plugin.commands")
@@ -151,3 +151,17 @@ def test_engines_and_tools_use_models_through_the_protocol():
                      if isinstance(node, ast.Attribute) and node.attr in MODEL_INSIDES)
     assert reached == []
     assert "forward_branches" not in (PACKAGE / "engine" / "evaluation.py").read_text()  # no duck-typed probing
+
+
+def test_each_command_is_one_module_named_like_it():  # found by search: `analyze-gates` lives in analyze_gates.py
+    from lfem_plugin.cli import COMMANDS
+    assert {name: module.__name__ for name, module in COMMANDS.items()} == {
+        name: f"lfem_plugin.commands.{name.replace('-', '_')}" for name in COMMANDS}
+    files = {p.stem for p in (PACKAGE / "commands").glob("*.py")} - {"__init__", "_model"}
+    assert files == {name.replace("-", "_") for name in COMMANDS}
+
+
+def test_no_module_imports_the_package_root():  # the root registers everything; below it, nothing reads it back
+    modules = _modules()
+    assert [name for name, path in modules.items()
+            if name != "lfem_plugin" and "lfem_plugin" in _imports(name, path, modules)] == []

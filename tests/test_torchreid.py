@@ -17,7 +17,7 @@ from lfem_plugin import _torchreid
 from lfem_plugin.tools import train
 from lfem_plugin.utils.checkpoint import load_trained_weights
 from lfem_plugin.cli import build_parser, main
-from lfem_plugin.commands.train import _config
+from lfem_plugin.commands.train import config_from_args as _config
 from lfem_plugin.config import load_config, model_kwargs
 from lfem_plugin.models.pretrained import WEIGHT_SOURCES, WeightSource, resolve_weights
 from lfem_plugin.registry import MODELS

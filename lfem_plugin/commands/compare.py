@@ -1,9 +1,10 @@
-"""``lfem-reid compare`` (any profile, several seeds, resumable) and ``lfem-reid demo`` (quick profile, one seed)."""
+"""``lfem-reid compare``: train and compare models under one protocol (any profile, several seeds, resumable)."""
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
+
+HELP = "train and compare models under one protocol (resumable; --report to aggregate)"
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
@@ -28,12 +29,6 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE overrides applied to every model")
 
 
-def add_demo_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--out", type=Path, default=Path("lfem_demo"), help="results folder")
-    parser.add_argument("--root", default="reid-data", help="data root (occluded queries are written here)")
-    parser.add_argument("--models", nargs="+", default=None, help="subset of the quick profile's models")
-
-
 def run(args: argparse.Namespace) -> int:
     from ..tools.compare import report, run_compare, summary_text
     if not args.report:
@@ -43,18 +38,4 @@ def run(args: argparse.Namespace) -> int:
     path = report(args.out)
     print(f"\ntable: {path}\ncsv:   {args.out / 'results.csv'}\nplots: {args.out / 'cmc.png'}, "
           f"{args.out / 'bars.png'}")
-    return 0
-
-
-def run_demo(args: argparse.Namespace) -> int:
-    from ..tools.compare import QUICK, report, run_compare, summary_text
-    print("lfem-reid demo: LFEM variants vs torchreid baselines on ORL faces with occluded queries (CPU, offline).")
-    print(f"protocol: {QUICK.description}\n")
-    start = time.perf_counter()
-    results = run_compare("quick", args.models, [0], args.out, args.root, force=True)
-    print("\n" + summary_text(results))
-    path = report(args.out)
-    print(f"\nfinished in {time.perf_counter() - start:.0f} s. Table: {path}; plots: {args.out / 'cmc.png'}, "
-          f"{args.out / 'bars.png'}")
-    print("Note: a sanity check of the pipeline on a small, easy face set - not an Occluded-Duke result.")
     return 0

@@ -6,7 +6,9 @@ import json
 import tempfile
 from pathlib import Path
 
-from .train import _config, add_args as add_train_args
+from .train import add_args as add_train_args, config_from_args
+
+HELP = "measure a config before a long run: memory, speed, projected hours, health"
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
@@ -27,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     if args.iters < 1 or args.eval_images < 1 or args.warmup < 0:
         raise ValueError(f"--iters {args.iters}, --eval-images {args.eval_images}, --warmup {args.warmup}: iters and "
                          f"eval-images must be at least 1, warmup at least 0")
-    cfg = _config(args)
+    cfg = config_from_args(args)
     with tempfile.TemporaryDirectory(prefix="lfem-doctor-data-") as root:
         if args.synthetic:
             cfg = synthetic_config(cfg, root)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+HELP = "build a dataset folder from its original archive (occluded-duke) or a validation split (val-split)"
+
 
 def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("dataset", choices=["occluded-duke", "val-split"],

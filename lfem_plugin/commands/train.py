@@ -1,4 +1,5 @@
-"""``lfem-reid train`` and ``lfem-reid test``: torchreid's ``scripts/main.py`` for plugin and torchreid models."""
+"""``lfem-reid train``: torchreid's ``scripts/main.py`` for plugin and torchreid models (``test`` and ``doctor`` build
+their config the same way: ``config_from_args``)."""
 from __future__ import annotations
 
 import argparse
@@ -7,6 +8,8 @@ import logging
 import os
 import sys
 import time
+
+HELP = "train a model (lfem_vit or any torchreid model) from a yacs config"
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
@@ -19,13 +22,6 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides, e.g. train.max_epoch 10")
 
 
-def add_test_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--weights", required=True, help="checkpoint to evaluate")
-    parser.add_argument("--visualize", action="store_true",
-                        help="write ranked lists, a CMC curve and LFEM gate pictures to data.save_dir")
-    add_args(parser)
-
-
 def check_overrides(args: argparse.Namespace, parser_flags) -> None:
     """Flags after the ``KEY VALUE`` overrides would be read as overrides: say so instead."""
     misplaced = [item for item in args.opts if item.split("=")[0] in parser_flags]
@@ -34,7 +30,7 @@ def check_overrides(args: argparse.Namespace, parser_flags) -> None:
                          f"config key; put every --flag before the first KEY VALUE pair")
 
 
-def _config(args: argparse.Namespace, test: bool = False):
+def config_from_args(args: argparse.Namespace, test: bool = False):
     import torch
 
     from ..config import load_config
@@ -73,62 +69,28 @@ def _stored_config(args: argparse.Namespace):
     return None
 
 
-def _log_to_file(save_dir: str, kind: str) -> None:
+def log_to_file(save_dir: str, kind: str) -> None:
     os.makedirs(save_dir, exist_ok=True)
     handler = logging.FileHandler(os.path.join(save_dir, f"{kind}.log-{time.strftime('%Y-%m-%d-%H-%M-%S')}"))
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.getLogger().addHandler(handler)
 
 
-def _summary(results) -> str:
+def summary(results) -> str:
     return json.dumps({k: {"mAP": round(v["mAP"], 4), "rank1": round(v["cmc"][0], 4)} for k, v in results.items()})
 
 
 def run(args: argparse.Namespace) -> int:
     from ..tools import train
-    cfg = _config(args)
+    cfg = config_from_args(args)
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun: torchreid's progress lines and results from rank 0 only
         sys.stdout = open(os.devnull, "w")
     else:
-        _log_to_file(cfg.data.save_dir, "train")
+        log_to_file(cfg.data.save_dir, "train")
     engine = train.run(cfg, resume=args.resume or cfg.model.resume)
     if engine is None:
         print(f"nothing to do: the run in {cfg.data.save_dir} already finished (train.max_epoch "
               f"{cfg.train.max_epoch}); raise train.max_epoch to train further")
         return 0
-    print(_summary(getattr(engine, "last_results", {})))
+    print(summary(getattr(engine, "last_results", {})))
     return 0
-
-
-def run_test(args: argparse.Namespace) -> int:
-    from ..tools import train
-    from ..utils.distributed import unwrap
-    cfg = _config(args, test=True)
-    _log_to_file(cfg.data.save_dir, "test")
-    engine = train.run(cfg, weights=args.weights)  # the training pipeline with test.evaluate: one path
-    print(_summary(engine.last_results))
-    if args.visualize:
-        _pictures(cfg, engine.datamanager, unwrap(engine.model), engine)
-    return 0
-
-
-def _pictures(cfg, dm, model, engine, num_queries: int = 8) -> None:
-    """CMC curve of every target, and LFEM gate pictures of the first queries (ranked lists: torchreid)."""
-    from pathlib import Path
-
-    from ..models.interface import ReIDModel
-    from ..models.sie import camera_argument
-    from ..tools.visualize import draw_gate_pictures, plot_cmc
-    out = Path(cfg.data.save_dir)
-    plot_cmc({name: r["cmc"] for name, r in engine.last_results.items()}, out / "cmc.png")
-    print(f"CMC curve: {out / 'cmc.png'}; ranked lists: {out}/visrank_<dataset>/")
-    if not isinstance(model, ReIDModel) or not model.use_lfem:
-        return
-    for name in engine.last_results:  # the cameras as the evaluation passed them (test.cross_domain_sie)
-        items = dm.test_dataset[name]["query"][:num_queries]
-        mode = engine.sie_mode(name) if model.uses_sie else "off"
-        cameras = camera_argument([int(item[2]) for item in items], mode) or [None] * len(items)
-        queries = [(item[0], cam, f"pid {item[1]} cam {item[2]}") for item, cam in zip(items, cameras)]
-        draw_gate_pictures(model, queries, dm.transform_te, (cfg.data.height, cfg.data.width),
-                           out / f"lfem_gates_{name}")
-        print(f"LFEM gate pictures: {out / f'lfem_gates_{name}'}/")

@@ -35,7 +35,8 @@ _logger = logging.getLogger(__name__)
 def _versions() -> Dict[str, str]:
     import timm
 
-    from .. import __version__, _torchreid
+    from .. import _torchreid
+    from ..version import __version__
     try:
         rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                              cwd=Path(__file__).parent, timeout=10).stdout.strip()

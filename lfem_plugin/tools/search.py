@@ -126,7 +126,7 @@ def feature_key(cfg, weights_hash: str, gallery: Sequence[str]) -> Dict[str, Any
     """What determines the gallery's features besides paths and cameras: the gallery files' content, the weights,
     the model's whole config (its stored config plus --set: e.g. ``lfem.eval_feature`` changes the feature), the
     input size and normalisation, and the plugin version."""
-    from .. import __version__
+    from ..version import __version__
     return {"gallery_sha256": files_sha256(gallery), "weights_sha256": weights_hash,
             "config_sha256": hashlib.sha256(cfg.dump().encode()).hexdigest(), "plugin": __version__,
             "size": [cfg.data.height, cfg.data.width], "mean": list(cfg.data.norm_mean), "std": list(cfg.data.norm_std)}
