@@ -25,7 +25,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--positions", nargs="+", default=list(POSITIONS), help="occluder positions")
     parser.add_argument("--areas", nargs="+", type=float, default=AREAS, help="occluded fractions of the query")
     parser.add_argument("--seed", type=int, default=0, help="seed of the occluders (same seed: same pixels)")
-    parser.add_argument("--sie", default="auto", choices=["auto", "cameras", "mean", "off"],
+    parser.add_argument("--sie", dest="sie_mode", default="auto", choices=["auto", "cameras", "mean", "off"],
                         help="cameras to SIE; auto: the evaluation's choice (cameras on the training folder, else "
                              "test.cross_domain_sie)")
     parser.add_argument("--batch-size", type=int, default=64)
@@ -61,8 +61,8 @@ def load_any(args: argparse.Namespace):
 
 def _sie(args: argparse.Namespace, cfg, model) -> str:
     from ..models.interface import ReIDModel
-    if args.sie != "auto":
-        return args.sie
+    if args.sie_mode != "auto":
+        return args.sie_mode
     if not isinstance(model, ReIDModel) or not model.uses_sie or not cfg.test.use_cameras:
         return "off"
     trained_on = Path(cfg.data.root or ".").expanduser() / cfg.data.market_layout.folder

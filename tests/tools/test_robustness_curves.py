@@ -68,7 +68,8 @@ def test_area_zero_is_the_plain_evaluation_and_the_outputs_are_written(tmp_path,
     for split in ("query", "bounding_box_test"):
         paths = sorted(str(p) for p in (data / split).glob("*.jpg"))
         feats[split] = (torch.from_numpy(extract_features(model, paths, 64, 32, [0.5] * 3, [0.5] * 3)[0]),
-                        np.array([int(Path(p).name[:4]) for p in paths]), np.array([int(Path(p).name[6]) for p in paths]))
+                        np.array([int(Path(p).name[:4]) for p in paths]),
+                        np.array([int(Path(p).name[6]) for p in paths]))
     (qf, qp, qc), (gf, gp, gc) = feats["query"], feats["bounding_box_test"]
     cmc, mAP = evaluate_rank(query_gallery_distances(qf, gf, "euclidean", True), qp, gp, qc, gc)
     assert result["clean"] == {"rank1": float(cmc[0]), "mAP": float(mAP)}
