@@ -112,12 +112,17 @@ def test_analyze_gates_reads_a_point_folder(tmp_path, capsys):
     assert np.array(gates["fractions"]).mean() > 0.4  # the bottom 60% of the image: mostly covered groups
 
 
-def test_a_torchreid_model_without_config(tmp_path):
+@pytest.mark.parametrize("stored_config", [False, True])  # torchreid's engine / lfem-reid train (config inside)
+def test_a_torchreid_model(tmp_path, stored_config):
     data = write_market(tmp_path / "market", size=(80, 40))
     model = _torchreid.root().models.build_model("osnet_x0_25", num_classes=9, loss="softmax", pretrained=False)
-    torch.save({"state_dict": model.state_dict(), "epoch": 3}, tmp_path / "osnet.pth")
-    assert _run(tmp_path, tmp_path / "osnet.pth", data, "--model", "osnet_x0_25", "--set", "data.height", "64",
-                "--set", "data.width", "32") == 0
+    state = {"state_dict": model.state_dict(), "epoch": 3}
+    size = ["data.height", "64", "data.width", "32"]
+    if stored_config:
+        state["config"] = load_config(None, ["model.name", "osnet_x0_25", "loss.name", "softmax", *size]).dump()
+    torch.save(state, tmp_path / "osnet.pth")
+    flags = [] if stored_config else ["--model", "osnet_x0_25", "--set", *size[:2], "--set", *size[2:]]
+    assert _run(tmp_path, tmp_path / "osnet.pth", data, *flags) == 0
     result = _result(tmp_path)
     assert result["model"] == "osnet_x0_25" and result["image_size_hw"] == [64, 32]
     assert all(0 <= p["mAP"] <= 1 for p in result["points"])
