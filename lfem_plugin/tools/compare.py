@@ -141,9 +141,9 @@ def _check_row(spec: ModelSpec, profile: Profile, out_dir: Path, root: str, extr
                vit_weights: Optional[str], benchmark: Optional[str]) -> None:
     """The row's config loads and passes :func:`~lfem_plugin.tools.preflight.check_config`; its error names the row.
     Raises ``KeyError`` / ``ValueError`` (the CLI prints it and exits 2)."""
-    from .preflight import check_config
+    from .train import check_run_config
     try:
-        check_config(_config(spec, profile, 0, out_dir, root, extra, vit_weights, benchmark))
+        check_run_config(_config(spec, profile, 0, out_dir, root, extra, vit_weights, benchmark))
     except (KeyError, ValueError) as err:
         message = str(err.args[0]) if err.args else str(err)
         kind = KeyError if isinstance(err, KeyError) else ValueError

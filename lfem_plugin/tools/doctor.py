@@ -170,7 +170,7 @@ def run_doctor(cfg: CfgNode, iters: int = 5, warmup: int = 2, fixed_steps: int =
         models = T.family(cfg)
         if not isinstance(models, T.PluginFamily):
             raise ValueError(f"doctor measures the plugin's models; {cfg.model.name} trains with torchreid's engines")
-        T.preflight.check_config(cfg)
+        T.check_run_config(cfg, models)
         built = T.set_up(cfg, models)  # what `lfem-reid train` builds, through the same function
         dm, engine, model = built.datamanager, built.engine, built.model
         device = engine.device
