@@ -167,3 +167,15 @@ def test_no_module_imports_the_package_root():  # the root registers everything;
     modules = _modules()
     assert [name for name, path in modules.items()
             if name != "lfem_plugin" and "lfem_plugin" in _imports(name, path, modules)] == []
+
+
+def test_the_core_imports_no_research_project():  # projects/ plug in through hooks; the core names none of them
+    projects = {p.name for p in (PACKAGE.parent / "projects").iterdir() if p.is_dir()} if \
+        (PACKAGE.parent / "projects").is_dir() else set()
+    packages = {f"lfem_{name}" for name in projects}
+    found = sorted(f"{path.relative_to(PACKAGE)}: {alias.name if isinstance(node, ast.Import) else node.module}"
+                   for path in PACKAGE.rglob("*.py") for node in ast.walk(ast.parse(path.read_text()))
+                   if isinstance(node, (ast.Import, ast.ImportFrom))
+                   for alias in (node.names if isinstance(node, ast.Import) else [node])
+                   if ((alias.name if isinstance(node, ast.Import) else node.module) or "").split(".")[0] in packages)
+    assert packages and found == []
