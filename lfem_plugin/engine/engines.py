@@ -212,25 +212,25 @@ class LFEMEngine(_PluginParts, _TR.engine.Engine):
                                      f"Training stopped; {non_finite_advice(self._save_dir)}.")
 
 
-class TorchreidSoftmaxEngine(_PluginParts, _TR.engine.ImageSoftmaxEngine):
+class _TorchreidParts(_PluginParts):
+    """torchreid's engine ``__init__`` plus the plugin's parts (no cameras at evaluation: torchreid's models take
+    none)."""
+
+    def __init__(self, *args: Any, checkpoint_period: int = 0, save_checkpoints: bool = True, config_text: str = "",
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._init_parts(False, checkpoint_period, save_checkpoints, config_text)
+
+
+class TorchreidSoftmaxEngine(_TorchreidParts, _TR.engine.ImageSoftmaxEngine):
     """torchreid's ``ImageSoftmaxEngine`` with the plugin's evaluation and checkpoints (for fair comparisons).
 
     Reference: torchreid ``ImageSoftmaxEngine``.
     """
 
-    def __init__(self, *args: Any, checkpoint_period: int = 0, save_checkpoints: bool = True, config_text: str = "",
-                 **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._init_parts(False, checkpoint_period, save_checkpoints, config_text)
 
-
-class TorchreidTripletEngine(_PluginParts, _TR.engine.ImageTripletEngine):
+class TorchreidTripletEngine(_TorchreidParts, _TR.engine.ImageTripletEngine):
     """torchreid's ``ImageTripletEngine`` with the plugin's evaluation and checkpoints (for fair comparisons).
 
     Reference: torchreid ``ImageTripletEngine``.
     """
-
-    def __init__(self, *args: Any, checkpoint_period: int = 0, save_checkpoints: bool = True, config_text: str = "",
-                 **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._init_parts(False, checkpoint_period, save_checkpoints, config_text)

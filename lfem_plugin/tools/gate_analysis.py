@@ -28,7 +28,7 @@ from ..data.occlusion import OccluderBox, find_occlusion_file, read_occlusion_fi
 from ..data.transforms import build_test_transform
 from ..models.sie import camera_argument
 from ..registry import DATASETS
-from .visualize import _plt
+from .visualize import pyplot
 
 __all__ = ["group_occlusion", "gate_statistics", "analyze_gates", "plot_gates"]
 
@@ -120,7 +120,7 @@ def analyze_gates(model: torch.nn.Module, cfg, root: str = "", dataset: str = "o
 def plot_gates(result: Dict[str, Any], out_dir: Path, title: str = "") -> List[Path]:
     """``gates_scatter.png`` (occluded fraction vs gate, one colour per group) and ``gates_bars.png`` (mean gate
     per group: clean gallery, occluded queries)."""
-    plt = _plt()
+    plt = pyplot()
     fractions, gates = np.array(result["fractions"]), np.array(result["query_gates"])
     fig, ax = plt.subplots(figsize=(5, 3.6))
     for k in range(fractions.shape[1]):

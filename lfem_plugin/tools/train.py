@@ -114,7 +114,7 @@ def build_engine(cfg: CfgNode, dm, models: Optional[Family] = None,
     (found here when not given)."""
     models = models or family(cfg)
     cameras = train_cameras(dm) if cameras is None else cameras
-    use_gpu = cfg.use_gpu and torch.cuda.is_available()
+    use_gpu = D.use_cuda(cfg.use_gpu)
     model = build_model(cfg, dm.num_train_pids, dm.num_train_cams, cameras, models)
     return models.build_engine(cfg, dm, model.to(D.local_device(use_gpu)), use_gpu)
 
@@ -159,7 +159,8 @@ def run(cfg: CfgNode, resume: str = "", weights: str = "") -> Optional[LFEMEngin
     trains with DistributedDataParallel: one process per GPU (gloo on CPU), each loading whole identities of every
     global batch; rank 0 logs, evaluates and checkpoints.
     """
-    check_run_config(cfg)
+    models = family(cfg)
+    check_run_config(cfg, models)
     model_dir = os.path.join(cfg.data.save_dir, "model")
     D.init_from_env()
     lock = RunLock(cfg.data.save_dir) if D.is_main() and not cfg.test.evaluate else None
@@ -173,7 +174,7 @@ def run(cfg: CfgNode, resume: str = "", weights: str = "") -> Optional[LFEMEngin
                          start_epoch, cfg.train.max_epoch)
             engine = None
         else:
-            engine = _train(cfg, resume, weights)
+            engine = _train(cfg, resume, weights, models)
     finally:
         if lock is not None:
             lock.release()
@@ -181,8 +182,8 @@ def run(cfg: CfgNode, resume: str = "", weights: str = "") -> Optional[LFEMEngin
     return engine
 
 
-def _train(cfg: CfgNode, resume: str, weights: str = "") -> LFEMEngine:
-    built = set_up(cfg)
+def _train(cfg: CfgNode, resume: str, weights: str = "", models: Optional[Family] = None) -> LFEMEngine:
+    built = set_up(cfg, models)
     engine, model = built.engine, built.model
     if weights:
         state = load_checkpoint(weights)

@@ -234,7 +234,7 @@ def test_console_table_columns_line_up_with_long_labels():
 
 
 @pytest.mark.parametrize("override, message", [
-    (["lfem.strdie", "12"], "lfem.strdie (did you mean lfem.stride?)"),
+    (["lfem.strdie", "12"], "lfem.strdie (did you mean lfem.stride or lfem.share?)"),
     (["test.cross_domain_sie", "meen"], "test.cross_domain_sie 'meen' (in the KEY VALUE overrides) is not one of"),
     (["train.batch_size", "30"], "is not a multiple of sampler.num_instances"),
 ])
