@@ -248,3 +248,32 @@ def test_a_bad_core_override_stops_compare_before_any_training_with_exit_2(tmp_p
     assert code == 2 and line.startswith("lfem-reid compare: error: row 'full': ") and message in line
     assert "nothing was trained" in line and "Traceback" not in err
     assert not (tmp_path / "out").exists()  # no JSON, no table
+
+
+def test_a_row_stopped_mid_run_resumes_from_its_checkpoint(tmp_path, monkeypatch, caplog):
+    """A comparison killed inside a row (a session's end, a crash) loses at most the epochs since the row's last
+    checkpoint: the next call resumes the row (exactly, as `lfem-reid train --resume auto`) instead of restarting."""
+    from lfem_plugin.tools import train
+    extra = (*TINY, "train.max_epoch", "2", "train.save_checkpoints", "True", "train.checkpoint_period", "1")
+    real_run, calls = train.run, []
+
+    def stopped_after_epoch_1(cfg, resume="", weights=""):
+        calls.append((cfg.train.max_epoch, resume))
+        if len(calls) == 1:  # the first call trains one epoch of two, then "the session ends"
+            one = cfg.clone()
+            one.defrost()
+            one.train.max_epoch = 1
+            one.freeze()
+            real_run(one, resume=resume)
+            raise KeyboardInterrupt
+        return real_run(cfg, resume=resume, weights=weights)
+    monkeypatch.setattr(train, "run", stopped_after_epoch_1)
+    with pytest.raises(KeyboardInterrupt):
+        run_compare("quick", ["full"], seeds=[0], out_dir=tmp_path, root=str(tmp_path / "data"), extra=extra)
+    assert not (tmp_path / "full_seed0.json").exists()
+    import logging
+    with caplog.at_level(logging.INFO, logger="lfem_plugin"):
+        result = run_compare("quick", ["full"], seeds=[0], out_dir=tmp_path, root=str(tmp_path / "data"),
+                             extra=extra)[0]
+    assert result["status"] == "ok" and calls == [(2, "auto"), (2, "auto")]
+    assert "model.pth.tar-1 (epoch 1)" in caplog.text  # resumed after the first epoch, not restarted
