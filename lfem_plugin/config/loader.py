@@ -76,8 +76,8 @@ def _merge(cfg: CN, source: str, merge) -> None:
 
 
 def _unknown_key_hint(err: BaseException) -> str:
-    """yacs's message without its quotes, plus the closest valid keys: ``lfem.gate_inptu (did you mean
-    lfem.gate_input?)``."""
+    """yacs's message without its quotes, plus the closest valid keys: ``lfem.strdie (did you mean
+    lfem.stride or lfem.share?)``."""
     import difflib
     import re
     text = str(err.args[0]) if err.args else str(err)

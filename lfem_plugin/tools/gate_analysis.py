@@ -45,7 +45,7 @@ def group_occlusion(box: Box, image_size: Tuple[int, int], model: torch.nn.Modul
     y0, y1, x0, x1 = top * sy, (top + h) * sy, left * sx, (left + w) * sx
     ys, xs = np.arange(in_h) + 0.5, np.arange(in_w) + 0.5  # pixel centres
     mask[np.ix_((ys >= y0) & (ys < y1), (xs >= x0) & (xs < x1))] = 1.0
-    # the same patch pooling and JPM token order that give the visibility-aware model its training targets
+    # the patch pooling and JPM token order the gates see (models/visibility.py)
     visible = torch.from_numpy(1.0 - mask).unsqueeze(0)
     return 1.0 - model.token_geometry().from_mask(visible)[0].numpy()
 
