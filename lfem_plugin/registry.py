@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Dict, Iterator, List, Optional, TypeVar
 
-__all__ = ["Registry", "same_definition", "MODELS", "DATASETS", "PROJECTS_GROUP", "load_projects"]
+__all__ = ["Registry", "same_definition", "MODELS", "DATASETS", "LFEM_BLOCKS", "PROJECTS_GROUP", "load_projects"]
 
 T = TypeVar("T")
 
@@ -75,6 +75,9 @@ def same_definition(a: Any, b: Any) -> bool:
 
 MODELS = Registry("models")  # read by torchreid's build_model (pushed there by register_all) and the CLI
 DATASETS = Registry("datasets")  # read by torchreid's ImageDataManager (pushed there by register_all)
+# the fusion's block by name (LFEMViT's lfem_block): 'lfem' is the paper's; a research project registers its own, so a
+# model's arguments stay plain data (checkpoints store them)
+LFEM_BLOCKS = Registry("lfem_blocks")
 
 
 # Research projects beside the core (projects/*) declare an entry point in this group; importing it registers their

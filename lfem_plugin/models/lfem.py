@@ -6,13 +6,16 @@ Re-identification", Sec. 3.3 (Local feature enhancement module).
 from __future__ import annotations
 
 import math
-from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple
+import functools
+from typing import Any, Callable, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 from timm.layers import trunc_normal_
 from torch import nn
 
-__all__ = ["LFEM", "LFEMOutput", "SequentialFusion", "FusionOutput", "FusionBlock"]
+from ..registry import LFEM_BLOCKS
+
+__all__ = ["LFEM", "LFEMOutput", "SequentialFusion", "FusionOutput", "FusionBlock", "fusion_block"]
 
 
 class LFEMOutput(NamedTuple):
@@ -76,6 +79,17 @@ class LFEM(nn.Module):
 
 # A fusion block: called as block(dim, proj_dim, scale_gate), it returns a module with LFEM's forward.
 FusionBlock = Callable[[int, Optional[int], bool], nn.Module]
+LFEM_BLOCKS.register(LFEM, name="lfem")
+
+
+def fusion_block(name: str = "lfem", **kwargs: Any) -> FusionBlock:
+    """The fusion block registered as ``name`` (:data:`lfem_plugin.registry.LFEM_BLOCKS`) with its own ``kwargs``.
+    Raises ``KeyError`` listing the registered names (a research project's block exists once it is imported)."""
+    if name not in LFEM_BLOCKS:
+        raise KeyError(f"no LFEM block named {name!r}; registered: {list(LFEM_BLOCKS)} (a research project's block "
+                       f"exists once the project is imported, e.g. `import lfem_visibility`)")
+    block = LFEM_BLOCKS.get(name)
+    return functools.partial(block, **kwargs) if kwargs else block
 
 
 class FusionOutput(NamedTuple):

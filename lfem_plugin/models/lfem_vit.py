@@ -15,7 +15,7 @@ from ..registry import MODELS
 from .backbones import ARCHS, build_backbone
 from .head import BNNeckHead
 from .interface import BranchFeatures, BranchOutputs, BuildArgs, Views, Window, stack_views
-from .lfem import LFEM, FusionBlock, SequentialFusion
+from .lfem import SequentialFusion, fusion_block
 from .visibility import TokenGeometry
 from .vit import TransReIDViT
 
@@ -63,8 +63,10 @@ class LFEMViT(nn.Module):
         local_feature: ``'refined' | 'jpm' | 'fused'``.
         neck_feat: ``'before' | 'after'``.
         eval_feature: ``'final' | 'concat'``.
-        lfem_block: the fusion's block, ``block(dim, proj_dim, scale_gate)`` (default: the paper's
-            :class:`~lfem_plugin.models.lfem.LFEM`; a research project passes its own, e.g. ``projects/visibility``).
+        lfem_block: the fusion's block by its registered name (:func:`~lfem_plugin.models.lfem.fusion_block`;
+            ``'lfem'``: the paper's :class:`~lfem_plugin.models.lfem.LFEM`; a research project registers its own,
+            e.g. ``projects/visibility``), so the model's arguments stay plain data.
+        lfem_block_args: that block's own arguments (names and values: plain data).
     """
 
     def __init__(self, num_classes: int, backbone: TransReIDViT, loss: Literal["softmax", "triplet"] = "softmax",
@@ -73,7 +75,8 @@ class LFEMViT(nn.Module):
                  lfem_scale_gate: bool = True, lfem_share: bool = False,
                  local_feature: Literal["refined", "jpm", "fused"] = "refined",
                  neck_feat: Literal["before", "after"] = "before",
-                 eval_feature: Literal["final", "concat"] = "final", lfem_block: FusionBlock = LFEM) -> None:
+                 eval_feature: Literal["final", "concat"] = "final", lfem_block: str = "lfem",
+                 lfem_block_args: Optional[Dict[str, Any]] = None) -> None:
         super().__init__()
         if backbone.jpm is None:
             raise ValueError("LFEMViT needs a backbone built with jpm=True")
@@ -97,8 +100,9 @@ class LFEMViT(nn.Module):
         self.eval_feature = eval_feature
         dim = self.num_features = backbone.num_features
         groups = backbone.num_groups
-        self.fusion = SequentialFusion(dim, groups, lfem_share, lfem_proj_dim, lfem_scale_gate,
-                                       lfem_block) if use_lfem else None
+        block = fusion_block(lfem_block, **(lfem_block_args or {}))
+        self.fusion = SequentialFusion(dim, groups, lfem_share, lfem_proj_dim, lfem_scale_gate, block) \
+            if use_lfem else None
         self.branch_names = views + tuple(f"local{k + 1}" for k in range(groups))  # named as the data's views
         self.heads = nn.ModuleList(BNNeckHead(dim, num_classes) for _ in self.branch_names)
 

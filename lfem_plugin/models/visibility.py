@@ -1,11 +1,11 @@
 """What each JPM group of an image can see: visible fractions from a known occluder's pixel mask.
 
-Given the pixels an occluder hides (a box or a mask), this module turns them into one number per JPM group: the mean, over the group's patches, of the visible share of each patch's
-pixels (a patch counts in proportion to its visible pixel area). The patches are those of the overlapping patch
-embedding (``patch_size`` kernel, ``stride``, no padding), and the groups are formed by the *same* token permutation
-the JPM applies (:func:`~lfem_plugin.models.jpm.rearrange_tokens`: shift + shuffle when ``rearrange`` is true,
-consecutive row-major tokens - horizontal stripes - when false), so a group's target and its gate always come from
-the same tokens.
+Given the pixels an occluder hides (a box or a mask), this module turns them into one number per JPM group: the
+mean, over the group's patches, of the visible share of each patch's pixels (a patch counts in proportion to its
+visible pixel area). The patches are those of the overlapping patch embedding (``patch_size`` kernel, ``stride``, no
+padding), and the groups are formed by the *same* token permutation the JPM applies
+(:func:`~lfem_plugin.models.jpm.rearrange_tokens`: shift + shuffle when ``rearrange`` is true, consecutive row-major
+tokens - horizontal stripes - when false), so a group's target and its gate always come from the same tokens.
 
 What the gates see, as geometry: ``lfem-reid analyze-gates`` reads each gate against the share of its group that a
 known occluder hides (:mod:`lfem_plugin.tools.gate_analysis`), and a research project may train against the same

@@ -15,8 +15,9 @@ import torch
 from torch import nn
 
 from lfem_plugin.models.lfem import LFEM, FusionBlock, LFEMOutput
+from lfem_plugin.registry import LFEM_BLOCKS
 
-__all__ = ["VisibilityLFEM", "visibility_block", "GATE_SCOPES", "GATE_INPUTS", "GATE_GRADS"]
+__all__ = ["VisibilityLFEM", "visibility_block", "block_args", "GATE_SCOPES", "GATE_INPUTS", "GATE_GRADS"]
 
 GATE_SCOPES = ("refined", "local")  # what the gate r scales in the fusion: f' only (paper) or the whole local
 # what the gate logit reads: the relation f_l1 . f_g' (paper) or the relation plus a score of the group's patch tokens
@@ -97,6 +98,15 @@ class VisibilityLFEM(LFEM):
 
     def extra_repr(self) -> str:
         return f"gate_scope={self.gate_scope!r}, gate_input={self.gate_input!r}, gate_grad={self.gate_grad!r}"
+
+
+LFEM_BLOCKS.register(VisibilityLFEM, name="visibility")  # LFEMViT(lfem_block='visibility', lfem_block_args=...)
+
+
+def block_args(gate_scope: str = "refined", gate_input: str = "relation", gate_grad: str = "all") -> dict:
+    """``LFEMViT``'s ``lfem_block_args`` for the registered block ``'visibility'`` (plain data, stored in
+    checkpoints)."""
+    return {"gate_scope": gate_scope, "gate_input": gate_input, "gate_grad": gate_grad}
 
 
 def visibility_block(gate_scope: str = "refined", gate_input: str = "relation", gate_grad: str = "all") -> FusionBlock:

@@ -16,7 +16,7 @@ from lfem_plugin.registry import MODELS
 from lfem_plugin.tools.preflight import PreflightError
 from lfem_plugin.tools.train import PluginFamily, register_family
 
-from .block import visibility_block
+from .block import block_args
 from .config import block_kwargs, engine_kwargs, is_on, token_geometry_kwargs, visibility_targets
 from .engine import VisibilityEngine
 from .models import NAMES
@@ -68,7 +68,7 @@ class VisibilityFamily(PluginFamily):
         return build_visibility_transform(token_geometry(cfg), **C.transform_kwargs(cfg))
 
     def model_extras(self, cfg: CfgNode) -> Dict[str, Any]:
-        return {"lfem_block": visibility_block(**block_kwargs(cfg))}
+        return {"lfem_block": "visibility", "lfem_block_args": block_args(**block_kwargs(cfg))}
 
     def engine_kwargs(self, cfg: CfgNode) -> Dict[str, Any]:
         return dict(super().engine_kwargs(cfg), **engine_kwargs(cfg))

@@ -12,27 +12,26 @@ Reference: FED (Wang et al., CVPR 2022) for visibility learned from synthetic oc
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from torch import nn
 
-from lfem_plugin.models.lfem import FusionBlock
 from lfem_plugin.models.lfem_vit import BASE_S11 as _BASE_S11, TINY as _TINY, create_lfem_vit, register_variant
 
-from .block import visibility_block
+from .block import block_args
 
 __all__ = ["create_visibility_lfem_vit", "NAMES"]
 
 
 def create_visibility_lfem_vit(arch: str, num_classes: int, loss: str = "softmax", pretrained: bool = False,
                                use_gpu: bool = True, gate_scope: str = "refined", gate_input: str = "relation",
-                               gate_grad: str = "all", lfem_block: Optional[FusionBlock] = None,
-                               **kwargs: Any) -> nn.Module:
-    """:func:`~lfem_plugin.models.lfem_vit.create_lfem_vit` with the fusion block
-    :func:`~lfem_visibility.block.visibility_block` of these switches (``lfem_block``, as the training family
-    passes it from the config, wins)."""
-    block = lfem_block or visibility_block(gate_scope, gate_input, gate_grad)
-    return create_lfem_vit(arch, num_classes, loss, pretrained, use_gpu, lfem_block=block, **kwargs)
+                               gate_grad: str = "all", **kwargs: Any) -> nn.Module:
+    """:func:`~lfem_plugin.models.lfem_vit.create_lfem_vit` with the registered block ``'visibility'``
+    (:class:`~lfem_visibility.block.VisibilityLFEM`) of these switches; an explicit ``lfem_block`` /
+    ``lfem_block_args`` (as the training family passes them from the config) wins."""
+    kwargs.setdefault("lfem_block", "visibility")
+    kwargs.setdefault("lfem_block_args", block_args(gate_scope, gate_input, gate_grad))
+    return create_lfem_vit(arch, num_classes, loss, pretrained, use_gpu, **kwargs)
 
 
 _VIS = dict(rearrange=False, gate_scope="local")
