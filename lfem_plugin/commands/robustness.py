@@ -1,95 +1,83 @@
-"""``lfem-reid robustness``: occlusion-robustness curves of a trained checkpoint (plugin or torchreid model) on a
-Market-layout test folder (:mod:`lfem_plugin.tools.robustness`)."""
+"""``lfem-reid robustness``: occlusion-robustness curves of a trained checkpoint on a Market-layout test folder."""
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-from ._model import add_model_args, positive, writable_file
+from ._model import cuda_available, positive, writable_file
 
-HELP = "rank-1/mAP curves of a checkpoint while synthetic occluders of growing area cover the queries"
-
-AREAS = [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6]
+HELP = "occlusion-robustness curves: rank-1/mAP as synthetic occluders of known kind, area and position cover queries"
 
 
 def add_args(parser: argparse.ArgumentParser) -> None:
-    from ..data.query_occluders import POSITIONS, QUERY_OCCLUDER_KINDS
-    add_model_args(parser)
-    parser.add_argument("--data", required=True, type=Path, help="Market-layout folder: query/, bounding_box_test/ "
-                                                                 "(bounding_box_train/ optional: the donors)")
-    parser.add_argument("--query", default="query", help="query folder inside --data")
-    parser.add_argument("--gallery", default="bounding_box_test", help="gallery folder inside --data")
-    parser.add_argument("--donors", type=Path, default=None, help="folder of NNNN_cC images whose identities give "
-                        "the scene/person occluders (default: --data's bounding_box_train/, else the other queries)")
-    parser.add_argument("--kinds", nargs="+", default=list(QUERY_OCCLUDER_KINDS), help="occluder kinds")
-    parser.add_argument("--positions", nargs="+", default=list(POSITIONS), help="occluder positions")
-    parser.add_argument("--areas", nargs="+", type=float, default=AREAS, help="occluded fractions of the query")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the occluders (same seed: same pixels)")
-    parser.add_argument("--sie", dest="sie_mode", default="auto", choices=["auto", "cameras", "mean", "off"],
-                        help="cameras to SIE; auto: the evaluation's choice (cameras on the training folder, else "
-                             "test.cross_domain_sie)")
+    from ..data.synthetic_occluders import KINDS, POSITIONS
+    from ..tools.robustness import DEFAULT_AREAS
+    parser.add_argument("--weights", required=True, help="a trained checkpoint (plugin or torchreid model)")
+    parser.add_argument("--model", default="", help="model name, for a checkpoint without a stored config")
+    parser.add_argument("--folder", required=True, type=Path,
+                        help="Market-layout test folder: query/ and bounding_box_test/ (a training split not needed)")
+    parser.add_argument("--kinds", nargs="+", default=list(KINDS), help=f"occluder kinds ({', '.join(KINDS)})")
+    parser.add_argument("--positions", nargs="+", default=list(POSITIONS),
+                        help=f"occluder positions ({', '.join(POSITIONS)})")
+    parser.add_argument("--areas", nargs="+", type=float, default=list(DEFAULT_AREAS),
+                        help="occluded fractions of each query, ascending from 0 (the clean point)")
+    parser.add_argument("--seed", type=int, default=0, help="draws of the occluders (same seed: same pixels)")
+    parser.add_argument("--donors", type=Path, default=None,
+                        help="folder of images (NNNN_cC names) giving the scene and person pixels; default: the "
+                             "queries of other identities")
+    parser.add_argument("--sie", choices=["mean", "off", "cameras"], default="mean",
+                        help="camera reading for SIE models: mean (cameras the model never saw; default), off, or "
+                             "the folder's camera ids (data the model was trained on)")
+    parser.add_argument("--save-queries", action="store_true",
+                        help="also write each point's occluded queries as a Market-layout folder with occlusion.json "
+                             "(lfem-reid analyze-gates --dataset market_layout_occluded reads it)")
+    parser.add_argument("--out", type=Path, default=Path("robustness_out"))
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--save-images", action="store_true",
-                        help="also write each point's occluded queries (a folder analyze-gates reads)")
-    parser.add_argument("--out", type=Path, default=Path("robustness"),
-                        help="folder for robustness.json, robustness.md, curves.png and the points' boxes")
-
-
-def load_any(args: argparse.Namespace):
-    """``(model, cfg)`` of a plugin or torchreid checkpoint: the config stored in it, --config-file or --model."""
-    from .. import _torchreid
-    from ..tools.inference import load_trained
-    from ..tools.train import is_plugin_model
-    from ..utils.checkpoint import load_checkpoint, load_state_strict, strip_module_prefix
-    opts = [item for pair in args.set for item in pair] + (["model.name", args.model] if args.model else [])
-    state = load_checkpoint(args.weights)
-    if not isinstance(state, dict):
-        raise ValueError(f"{args.weights} is not a checkpoint (a dict with a state_dict); pass a model.pth.tar-N file")
-    if args.config_file or "config" not in state and not args.model:  # load_trained names what to pass
-        return load_trained(args.weights, args.config_file, opts)
-    from ..config import load_config
-    cfg = load_config(None, opts, text=state["config"]) if "config" in state else load_config(None, opts)
-    if is_plugin_model(cfg.model.name):
-        return load_trained(args.weights, None, opts)
-    sd = strip_module_prefix(state.get("state_dict", state))
-    num_classes = sd["classifier.weight"].shape[0] if "classifier.weight" in sd else 1
-    model = _torchreid.root().models.build_model(cfg.model.name, num_classes=num_classes, loss=cfg.loss.name,
-                                                 pretrained=False, use_gpu=False)
-    load_state_strict(model, sd, args.weights, f"torchreid model {cfg.model.name}")
-    return model.eval(), cfg
-
-
-def _sie(args: argparse.Namespace, cfg, model) -> str:
-    from ..models.interface import ReIDModel
-    if args.sie_mode != "auto":
-        return args.sie_mode
-    if not isinstance(model, ReIDModel) or not model.uses_sie or not cfg.test.use_cameras:
-        return "off"
-    trained_on = Path(cfg.data.root or ".").expanduser() / cfg.data.market_layout.folder
-    same = "market_layout" in cfg.data.sources and trained_on.resolve() == args.data.expanduser().resolve()
-    return "cameras" if same else cfg.test.cross_domain_sie
+    parser.add_argument("--device", default="cuda" if cuda_available() else "cpu")
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data.query_occluders import check_sweep
-    from ..engine.evaluation import print_results
-    from ..tools.robustness import read_test_folder, sweep
-    from ..tools.robustness_report import markdown_table, plot_curves, summarise, write_json
-    check_sweep(args.kinds, args.areas, args.positions)
+    from ..data.market_layout import scan_market_split
+    from ..tools.robustness import Sweep, format_table, load_any, read_test_folder, run_sweep, write_outputs
     positive(args.batch_size, "--batch-size")
+    sweep = Sweep(tuple(args.kinds), tuple(args.positions), tuple(args.areas), args.seed)  # checked: ValueError
+    read_test_folder(args.folder)  # the folder before the model: both fail fast
+    donors = scan_market_split(args.donors) if args.donors else None
     writable_file(args.out / "robustness.json", "--out")
-    data = read_test_folder(args.data, args.query, args.gallery, args.donors)
-    model, cfg = load_any(args)
-    result = sweep(model, data, args.kinds, args.areas, args.positions, args.out, (cfg.data.height, cfg.data.width),
-                   cfg.data.norm_mean, cfg.data.norm_std, _sie(args, cfg, model), cfg.test.dist_metric,
-                   cfg.test.normalize_feature, args.seed, args.batch_size, args.save_images)
-    result.update(checkpoint=str(args.weights), model=cfg.model.name, data=str(args.data))
-    result["summary"] = summarise(result)
-    print_results(result["clean"]["mAP"], [result["clean"]["rank1"]], [1])
-    table = markdown_table(result)
-    print(table)
-    (args.out / "robustness.md").write_text(table + "\n")
-    plot_curves(result, args.out / "curves.png", f"{cfg.model.name} on {args.data.name}")
-    path = write_json(result, args.out / "robustness.json")
-    print(f"written {path}, {args.out / 'robustness.md'}, {args.out / 'curves.png'}")
+    model, cfg = load_any(str(args.weights), args.model, args.device)
+    saver = _QuerySaver(args.out / "points", args.folder) if args.save_queries else None
+    result = run_sweep(model, cfg, args.folder, sweep, donors, args.sie, args.batch_size, args.device,
+                       on_point=saver)
+    result.update(weights=str(args.weights), model=cfg.model.name)
+    paths = write_outputs(result, args.out)
+    print(format_table(result))
+    print(f"written {paths['json']}, {paths['table']}, {paths['plot']}" +
+          (f"; occluded queries under {args.out / 'points'}/" if saver else ""))
     return 0
+
+
+class _QuerySaver:
+    """Each point's occluded queries as ``points/<kind>_<position>_<area>/``: ``query_occluded/`` (the images, same
+    names), ``occlusion.json`` (the boxes) and links to the folder's ``query/`` and ``bounding_box_test/``."""
+
+    def __init__(self, root: Path, folder: Path) -> None:
+        self.root, self.folder = root, folder.resolve()
+
+    def __call__(self, kind, position, area, query, images, boxes) -> None:
+        from PIL import Image
+
+        from ..data.occlusion import write_occlusion_file
+        point = self.root / f"{kind}_{position}_{round(100 * area)}"
+        (point / "query_occluded").mkdir(parents=True, exist_ok=True)
+        for name in ("query", "bounding_box_test"):
+            if not (point / name).exists():
+                (point / name).symlink_to(self.folder / name)
+        entries = {}
+        for (path, _, _), image, box in zip(query, images, boxes):
+            name = Path(path).name
+            Image.fromarray(image).save(point / "query_occluded" / name, quality=95)
+            entries[name] = {"box_xyxy": list(box), "image_size_wh": [image.shape[1], image.shape[0]], "kind": kind,
+                             "occluded_fraction": (box[2] - box[0]) * (box[3] - box[1]) /
+                             float(image.shape[0] * image.shape[1])}
+        write_occlusion_file(point / "occlusion.json", entries, about=f"lfem-reid robustness: {kind} at the "
+                             f"{position}, {area:.0%} of each query")

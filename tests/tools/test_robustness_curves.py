@@ -1,6 +1,6 @@
-"""``lfem-reid robustness``: the sweep on generated Market-layout folders, plugin and torchreid checkpoints."""
-from __future__ import annotations
-
+"""`lfem-reid robustness` on generated Market-layout folders: exact bands, occluders only inside them, determinism
+under a seed, area 0 equal to the plain evaluation, a torchreid model, a checkpoint trained on other data, boxes that
+analyze-gates reads, and bad inputs refused before any work."""
 import json
 from pathlib import Path
 
@@ -9,161 +9,151 @@ import pytest
 import torch
 from PIL import Image
 
-from lfem_plugin import _torchreid
 from lfem_plugin.cli import main
-from lfem_plugin.config import load_config, model_kwargs
-from lfem_plugin.metrics import evaluate_rank
-from lfem_plugin.engine.evaluation import query_gallery_distances
+from lfem_plugin.config import load_config
+from lfem_plugin.data.occlusion import find_occlusion_file, read_occlusion_file
+from lfem_plugin.data.synthetic_occluders import band_box, draw_occluder
+from lfem_plugin.metrics.distance import compute_distance_matrix
+from lfem_plugin.metrics.rank import evaluate_rank
 from lfem_plugin.registry import MODELS
-from lfem_plugin.tools.inference import extract_features, load_trained
-from lfem_plugin.tools.robustness_report import relative_auc
+from lfem_plugin.tools.inference import extract_features
+from lfem_plugin.tools.robustness import Sweep, curve_summary, load_any, occlude_queries, read_test_folder, run_sweep
 
-SWEEP = ["--kinds", "person", "erase", "--positions", "bottom", "side", "--areas", "0", "0.3", "0.6"]
+from ..helpers import TR
 
 
-def write_market(base: Path, ids=(1, 2, 3, 4), size=(48, 24), train_ids=(50, 51)) -> Path:
-    """query/ (one per identity, camera 1), bounding_box_test/ (two per identity: cameras 1 and 2) and
-    bounding_box_train/ (``train_ids``), images whose colours depend on the identity."""
-    rng = np.random.default_rng(1)
-    for split, pids, cams in (("query", ids, (1,)), ("bounding_box_test", ids, (1, 2)),
-                              ("bounding_box_train", train_ids, (1, 2))):
+def _folder(base: Path, ids=range(100, 106), size=(48, 24), seed=0) -> Path:
+    """query/ (camera 1) and bounding_box_test/ (camera 2, 2 per id) of identity-coloured noisy images."""
+    rng = np.random.default_rng(seed)
+    for split, per_id, cam in (("query", 1, 1), ("bounding_box_test", 2, 2)):
         (base / split).mkdir(parents=True, exist_ok=True)
-        for pid in pids:
-            colours = rng.integers(0, 255, (4, 2, 3))
-            for i, cam in enumerate(cams):
-                img = np.kron(colours, np.ones((size[0] // 4, size[1] // 2, 1))) + rng.normal(0, 15, (*size, 3))
-                name = f"{pid:04d}_c{cam}s1_{i + (10 if split == 'query' else 0):06d}_00.jpg"
-                Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(base / split / name)
+        for pid in ids:
+            colour = rng.integers(0, 255, size=(4, 2, 3))
+            for i in range(per_id):
+                img = np.kron(colour, np.ones((size[0] // 4, size[1] // 2, 1))) + rng.normal(0, 15, (*size, 3))
+                Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(base / split / f"{pid:04d}_c{cam}_{i}.jpg")
     return base
 
 
-def plugin_checkpoint(path: Path, name="lfem_vit_tiny", num_classes=7, root="") -> Path:
-    """A randomly initialised plugin model saved as ``lfem-reid train`` does (config + model_args): trained on
-    other data (7 identities, 64x32, 2 cameras) than the folders it is evaluated on."""
-    cfg = load_config(None, ["model.name", name, "data.root", root, "use_gpu", "False", "data.height", "64",
-                             "data.width", "32"])
-    torch.manual_seed(0)
-    model = MODELS.get(name)(num_classes=num_classes, **model_kwargs(cfg, 2, [0, 1]))
+def _checkpoint(path: Path, name="lfem_vit_tiny", num_classes=7, **opts) -> Path:
+    """A plugin checkpoint as the engine writes it (weights, stored config, data-given sizes), of a model trained
+    elsewhere: `num_classes` identities, two cameras."""
+    cfg = load_config(None, ["model.name", name, "data.height", "64", "data.width", "32", "lfem.stride", "8",
+                             *[str(v) for kv in opts.items() for v in kv]])
+    model = MODELS.get(name)(num_classes=num_classes, loss="triplet", img_size=(64, 32), stride=8, num_cameras=2,
+                             camera_ids=[0, 1])
     torch.save({"state_dict": model.state_dict(), "epoch": 1, "config": cfg.dump(),
                 "model_args": model.build_args()._asdict()}, path)
     return path
 
 
-def _run(tmp_path, weights, data, *extra):
-    return main(["robustness", "--weights", str(weights), "--data", str(data), "--out", str(tmp_path / "out"),
-                 *SWEEP, *extra])
+def test_bands_cover_exactly_the_area_at_their_position():
+    rng = np.random.default_rng(0)
+    assert band_box(64, 32, 0.25, "bottom", rng) == (0, 48, 32, 64)
+    assert band_box(64, 32, 0.25, "top", rng) == (0, 0, 32, 16)
+    sides = {band_box(64, 32, 0.25, "side", np.random.default_rng(s)) for s in range(20)}
+    assert sides == {(0, 0, 8, 64), (24, 0, 32, 64)}  # left or right, 8 of 32 columns
+    assert band_box(64, 32, 0.0, "bottom", rng) == (0, 64, 32, 64)  # nothing
+    for bad in (1.0, -0.1):
+        with pytest.raises(ValueError, match=r"must be in \[0, 1\)"):
+            band_box(64, 32, bad, "bottom", rng)
+    with pytest.raises(ValueError, match="position 'middle'"):
+        band_box(64, 32, 0.2, "middle", rng)
 
 
-def _result(tmp_path):
-    return json.loads((tmp_path / "out" / "robustness.json").read_text())
+@pytest.mark.parametrize("kind", ["scene", "person", "noise", "erase"])
+def test_an_occluder_changes_only_its_box(kind):
+    image = np.full((40, 20, 3), 200, dtype=np.uint8)
+    donor = np.random.default_rng(1).integers(0, 100, size=(60, 30, 3), dtype=np.uint8)
+    out = draw_occluder(image, donor, (0, 30, 20, 40), kind, np.random.default_rng(2))
+    assert np.array_equal(out[:30], image[:30]) and not np.array_equal(out[30:], image[30:])
+    assert np.array_equal(out, draw_occluder(image, donor, (0, 30, 20, 40), kind, np.random.default_rng(2)))
+    if kind == "erase":
+        assert (out[30:] == np.array([124, 116, 104], dtype=np.uint8)).all()
+    if kind in ("scene", "person"):
+        assert out[30:].max() < 100  # the donor's pixels
 
 
-def test_area_zero_is_the_plain_evaluation_and_the_outputs_are_written(tmp_path, capsys):
-    data = write_market(tmp_path / "market")
-    weights = plugin_checkpoint(tmp_path / "m.pth")
-    assert _run(tmp_path, weights, data) == 0
-    result = _result(tmp_path)
-    model, _ = load_trained(str(weights))  # the plain path: features of extract, torchreid's protocol
-    feats = {}
-    for split in ("query", "bounding_box_test"):
-        paths = sorted(str(p) for p in (data / split).glob("*.jpg"))
-        feats[split] = (torch.from_numpy(extract_features(model, paths, 64, 32, [0.5] * 3, [0.5] * 3)[0]),
-                        np.array([int(Path(p).name[:4]) for p in paths]),
-                        np.array([int(Path(p).name[6]) for p in paths]))
-    (qf, qp, qc), (gf, gp, gc) = feats["query"], feats["bounding_box_test"]
-    cmc, mAP = evaluate_rank(query_gallery_distances(qf, gf, "euclidean", True), qp, gp, qc, gc)
-    assert result["clean"] == {"rank1": float(cmc[0]), "mAP": float(mAP)}
-    zero = [p for p in result["points"] if p["area"] == 0]
-    assert len(zero) == 4 and all((p["rank1"], p["mAP"]) == (cmc[0], mAP) for p in zero)
-    assert len(result["points"]) == 2 * 2 * 3 and result["donors"] == "bounding_box_train"
-    assert {(s["kind"], s["position"]) for s in result["summary"]} == {(k, p) for k in ("person", "erase")
-                                                                       for p in ("bottom", "side")}
-    out = capsys.readouterr().out
-    assert "** Results **" in out and "| kind | position |" in out
-    assert (tmp_path / "out" / "curves.png").is_file() and (tmp_path / "out" / "robustness.md").is_file()
+def test_the_draws_are_deterministic_under_a_seed_and_the_same_boxes_for_every_kind():
+    images = [np.full((40, 20, 3), v, dtype=np.uint8) for v in (10, 20, 30)]
+    pids = np.array([1, 2, 3])
+    one = occlude_queries(images, pids, images, pids, "noise", "side", 0.3, 3, seed=7)
+    again = occlude_queries(images, pids, images, pids, "noise", "side", 0.3, 3, seed=7)
+    assert all(np.array_equal(a, b) for a, b in zip(one[0], again[0])) and one[1] == again[1]
+    other = occlude_queries(images, pids, images, pids, "noise", "side", 0.3, 3, seed=8)
+    assert not all(np.array_equal(a, b) for a, b in zip(one[0], other[0]))
+    assert occlude_queries(images, pids, images, pids, "person", "side", 0.3, 3, seed=7)[1] == one[1]
+    for out, pid in zip(occlude_queries(images, pids, images, pids, "person", "bottom", 0.5, 5, seed=7)[0], pids):
+        assert not (out[20:] == 10 * pid).all()  # a donor of another identity
 
 
-def test_boxes_are_exact_and_the_same_seed_gives_the_same_pixels(tmp_path):
-    data = write_market(tmp_path / "market")
-    weights = plugin_checkpoint(tmp_path / "m.pth")
-    assert _run(tmp_path, weights, data, "--seed", "3", "--save-images") == 0
-    boxes = json.loads((tmp_path / "out" / "erase_bottom_30" / "occlusion.json").read_text())["queries"]
-    assert len(boxes) == 4 and {tuple(b["box_xyxy"]) for b in boxes.values()} == {(0, 34, 24, 48)}  # 14.4 rows -> 14
-    side = json.loads((tmp_path / "out" / "person_side_60" / "occlusion.json").read_text())["queries"]
-    assert {tuple(b["box_xyxy"]) for b in side.values()} <= {(0, 0, 14, 48), (10, 0, 24, 48)}
-    first = {p: p.read_bytes() for p in sorted((tmp_path / "out").rglob("*.png")) if "curves" not in p.name}
-    first_json = {k: v for k, v in _result(tmp_path).items() if k != "wall_s"}
-    assert _run(tmp_path, weights, data, "--seed", "3", "--save-images") == 0
-    assert first == {p: p.read_bytes() for p in first} and len(first) == 12 * 4
-    assert {k: v for k, v in _result(tmp_path).items() if k != "wall_s"} == first_json
-    assert _run(tmp_path, weights, data, "--seed", "4", "--save-images") == 0
-    assert any(first[p] != p.read_bytes() for p in first if "person_side" in str(p))
+def test_area_zero_is_the_plain_evaluation_and_the_curve_falls(tmp_path):
+    folder = _folder(tmp_path / "test")
+    model, cfg = load_any(str(_checkpoint(tmp_path / "m.pth")))
+    result = run_sweep(model, cfg, folder, Sweep(("erase",), ("bottom",), (0.0, 0.3, 0.6)), sie="off",
+                       progress=False)
+    query, gallery = read_test_folder(folder)
+    qf, _ = extract_features(model, [q[0] for q in query], 64, 32, [0.5] * 3, [0.5] * 3)
+    gf, _ = extract_features(model, [g[0] for g in gallery], 64, 32, [0.5] * 3, [0.5] * 3)
+    dist = compute_distance_matrix(torch.from_numpy(qf), torch.from_numpy(gf), cfg.test.dist_metric)
+    cmc, mean_ap = evaluate_rank(dist.numpy(), np.array([q[1] for q in query]), np.array([g[1] for g in gallery]),
+                                 np.array([q[2] for q in query]), np.array([g[2] for g in gallery]))
+    assert result["clean"]["mAP"] == round(100 * float(mean_ap), 2) and result["clean"]["R1"] == round(
+        100 * float(cmc[0]), 2)
+    curve = result["curves"][0]
+    assert curve["areas"] == [0.0, 0.3, 0.6] and curve["mAP"][0] == result["clean"]["mAP"]
+    assert curve["mAP_auc_rel"] == curve_summary(curve["areas"], curve["mAP"])
+    assert curve_summary([0, 0.5], [40.0, 20.0]) == 0.75 and curve_summary([0, 0.5], [0.0, 0.0]) is None
 
 
-def test_analyze_gates_reads_a_point_folder(tmp_path, capsys):
-    data = write_market(tmp_path / "market")
-    weights = plugin_checkpoint(tmp_path / "m.pth")
-    assert _run(tmp_path, weights, data, "--save-images") == 0
-    point = tmp_path / "out" / "erase_bottom_60"
-    assert main(["analyze-gates", "--weights", str(weights), "--dataset", "market_layout", "--root", "",
-                 "--set", "data.market_layout.folder", str(point), "--out", str(tmp_path / "gates")]) == 0
-    gates = json.loads((tmp_path / "gates" / "gates.json").read_text())
-    assert gates["kinds"] == ["erase"] * 4
-    assert np.array(gates["fractions"]).mean() > 0.4  # the bottom 60% of the image: mostly covered groups
+def test_a_torchreid_model_and_a_checkpoint_trained_on_other_data(tmp_path):
+    folder = _folder(tmp_path / "other", ids=range(3, 9), size=(40, 20))  # other people, another image size
+    osnet = TR.models.build_model("osnet_x0_25", num_classes=5, loss="softmax", pretrained=False)
+    torch.save({"state_dict": osnet.state_dict(), "epoch": 3}, tmp_path / "osnet.pth")
+    with pytest.raises(ValueError, match="--model NAME"):
+        load_any(str(tmp_path / "osnet.pth"))
+    model, cfg = load_any(str(tmp_path / "osnet.pth"), "osnet_x0_25")
+    result = run_sweep(model, cfg, folder, Sweep(("noise",), ("top",), (0.0, 0.4)), progress=False)
+    assert result["sie"] == "off" and 0 <= result["points"][0]["mAP"] <= 100
+    vit, vcfg = load_any(str(_checkpoint(tmp_path / "vit.pth", num_classes=11)))
+    assert run_sweep(vit, vcfg, folder, Sweep(("scene",), ("side",), (0.0, 0.2)), progress=False)["sie"] == "mean"
 
 
-@pytest.mark.parametrize("stored_config", [False, True])  # torchreid's engine / lfem-reid train (config inside)
-def test_a_torchreid_model(tmp_path, stored_config):
-    data = write_market(tmp_path / "market", size=(80, 40))
-    model = _torchreid.root().models.build_model("osnet_x0_25", num_classes=9, loss="softmax", pretrained=False)
-    state = {"state_dict": model.state_dict(), "epoch": 3}
-    size = ["data.height", "64", "data.width", "32"]
-    if stored_config:
-        state["config"] = load_config(None, ["model.name", "osnet_x0_25", "loss.name", "softmax", *size]).dump()
-    torch.save(state, tmp_path / "osnet.pth")
-    flags = [] if stored_config else ["--model", "osnet_x0_25", "--set", *size[:2], "--set", *size[2:]]
-    assert _run(tmp_path, tmp_path / "osnet.pth", data, *flags) == 0
-    result = _result(tmp_path)
-    assert result["model"] == "osnet_x0_25" and result["image_size_hw"] == [64, 32]
-    assert all(0 <= p["mAP"] <= 1 for p in result["points"])
+def test_the_cli_writes_json_table_plot_and_boxes_analyze_gates_reads(tmp_path, capsys):
+    folder = _folder(tmp_path / "test")
+    ckpt = _checkpoint(tmp_path / "m.pth")
+    out = tmp_path / "out"
+    assert main(["robustness", "--weights", str(ckpt), "--folder", str(folder), "--kinds", "person", "erase",
+                 "--positions", "bottom", "--areas", "0", "0.5", "--save-queries", "--out", str(out)]) == 0
+    result = json.loads((out / "robustness.json").read_text())
+    assert [(c["kind"], c["position"]) for c in result["curves"]] == [("person", "bottom"), ("erase", "bottom")]
+    assert (out / "robustness.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| person |" in (out / "robustness.md").read_text()
+    point = out / "points" / "person_bottom_50"
+    queries = sorted(str(p) for p in (point / "query_occluded").iterdir())
+    boxes = read_occlusion_file(find_occlusion_file(queries))
+    assert len(boxes) == 6 and {b.box_xyxy for b in boxes.values()} == {(0, 24, 24, 48)}
+    assert main(["analyze-gates", "--weights", str(ckpt), "--dataset", "market_layout_occluded", "--set",
+                 "data.market_layout.folder", str(point), "--out", str(tmp_path / "gates")]) == 0
+    assert "Spearman" in capsys.readouterr().out
 
 
-def test_a_plugin_model_trained_on_other_data_without_a_training_split(tmp_path, caplog):
-    data = write_market(tmp_path / "market", ids=(7, 8, 9, 10, 11), size=(128, 64))
-    for p in (data / "bounding_box_train").iterdir():
-        p.unlink()
-    (data / "bounding_box_train").rmdir()
-    weights = plugin_checkpoint(tmp_path / "m.pth", name="vit_transreid_tiny", num_classes=3)
-    assert _run(tmp_path, weights, data) == 0
-    result = _result(tmp_path)
-    assert result["donors"] == "query (other identities)" and result["queries"] == 5
-    assert "no bounding_box_train/" in caplog.text
-
-
-@pytest.mark.parametrize("change,message", [
-    (["--areas", "0", "1.0"], "in [0, 1)"), (["--kinds", "fog"], "choose among"),
-    (["--positions", "middle"], "choose among"), (["--data", "nowhere"], "does not exist"),
+@pytest.mark.parametrize("args, message", [
+    (["--folder", "nowhere"], "test folder nowhere does not exist"),
+    (["--areas", "0", "1.0"], "areas [0.0, 1.0]"),
+    (["--areas", "0.1", "0.2"], "starting at 0"),
+    (["--kinds", "smoke"], "occluder kinds ['smoke']"),
+    (["--positions", "middle"], "occluder positions ['middle']"),
+    (["--batch-size", "0"], "--batch-size is 0"),
 ])
-def test_bad_inputs_are_refused_before_any_work(tmp_path, capsys, change, message):
-    data = write_market(tmp_path / "market")
-    weights = plugin_checkpoint(tmp_path / "m.pth")
-    args = ["robustness", "--weights", str(weights), "--data", str(data), "--out", str(tmp_path / "out")] + change
-    assert main(args) == 2
-    assert message in capsys.readouterr().err and not (tmp_path / "out" / "robustness.json").exists()
-
-
-def test_missing_query_folder_and_a_file_that_is_no_checkpoint(tmp_path, capsys):
-    data = write_market(tmp_path / "market")
-    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint at all")
-    assert main(["robustness", "--weights", str(tmp_path / "junk.pth"), "--data", str(data)]) == 2
-    assert "refusing to load" in capsys.readouterr().err
-    weights = plugin_checkpoint(tmp_path / "m.pth")
-    assert main(["robustness", "--weights", str(weights), "--data", str(data), "--query", "q2"]) == 2
-    assert "has no q2/ (query)" in capsys.readouterr().err
-
-
-def test_relative_auc_on_hand_made_curves():
-    assert relative_auc([0, 0.5], [0.8, 0.8], 0.8) == pytest.approx(1.0)
-    assert relative_auc([0, 0.3, 0.6], [0.8, 0.4, 0.0], 0.8) == pytest.approx(0.5)
-    assert relative_auc([0.2, 0.4], [0.5, 0.5], 1.0) == pytest.approx((0.75 * 0.2 + 0.5 * 0.2) / 0.4)
-    assert np.isnan(relative_auc([0, 0.5], [0, 0], 0.0))
+def test_bad_inputs_are_refused_before_any_work(tmp_path, capsys, args, message):
+    folder = _folder(tmp_path / "test")
+    ckpt = _checkpoint(tmp_path / "m.pth")
+    base = {"--weights": str(ckpt), "--folder": str(folder)}
+    for flag, value in zip(args[0::2], args[1::2]):
+        base.pop(flag, None)
+    argv = ["robustness", *[v for kv in base.items() for v in kv], *args, "--out", str(tmp_path / "out")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("lfem-reid robustness: error: ") and message in err and "Traceback" not in err
+    assert not (tmp_path / "out" / "robustness.json").exists()
