@@ -192,6 +192,9 @@ def load_any(weights: str, model_name: str = "", device: str = "cpu") -> Tuple[t
     from ..utils.checkpoint import load_checkpoint, load_state_strict, trained_size
     from .inference import load_trained
     state = load_checkpoint(weights)
+    if not isinstance(state, dict):  # e.g. torch.save(tensor): refused here, not as an AttributeError below
+        raise ValueError(f"{weights} holds no checkpoint (a {type(state).__name__}, not a dict with a state_dict); "
+                         f"pass a model.pth.tar-N file written by lfem-reid train or torchreid's engine")
     opts = ["model.name", model_name] if model_name else []
     if not state.get("config") and not model_name:
         raise ValueError(f"{weights} holds no config (written by torchreid's engine?); name its model with --model "

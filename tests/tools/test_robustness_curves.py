@@ -157,3 +157,13 @@ def test_bad_inputs_are_refused_before_any_work(tmp_path, capsys, args, message)
     err = capsys.readouterr().err
     assert err.startswith("lfem-reid robustness: error: ") and message in err and "Traceback" not in err
     assert not (tmp_path / "out" / "robustness.json").exists()
+
+
+@pytest.mark.parametrize("content", [torch.zeros(3), [1, 2]], ids=["tensor", "list"])
+def test_a_file_that_holds_no_checkpoint_dict_is_refused(tmp_path, capsys, content):
+    torch.save(content, tmp_path / "not_a_checkpoint.pth")
+    argv = ["robustness", "--weights", str(tmp_path / "not_a_checkpoint.pth"), "--folder",
+            str(_folder(tmp_path / "test")), "--out", str(tmp_path / "out")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "holds no checkpoint" in err and "Traceback" not in err
