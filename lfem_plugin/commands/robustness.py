@@ -25,7 +25,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--donors", type=Path, default=None,
                         help="folder of images (NNNN_cC names) giving the scene and person pixels; default: the "
                              "queries of other identities")
-    parser.add_argument("--sie", choices=["mean", "off", "cameras"], default="mean",
+    parser.add_argument("--sie", dest="sie_mode", choices=["mean", "off", "cameras"], default="mean",
                         help="camera reading for SIE models: mean (cameras the model never saw; default), off, or "
                              "the folder's camera ids (data the model was trained on)")
     parser.add_argument("--save-queries", action="store_true",
@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     writable_file(args.out / "robustness.json", "--out")
     model, cfg = load_any(str(args.weights), args.model, args.device)
     saver = _QuerySaver(args.out / "points", args.folder) if args.save_queries else None
-    result = run_sweep(model, cfg, args.folder, sweep, donors, args.sie, args.batch_size, args.device,
+    result = run_sweep(model, cfg, args.folder, sweep, donors, args.sie_mode, args.batch_size, args.device,
                        on_point=saver)
     result.update(weights=str(args.weights), model=cfg.model.name)
     paths = write_outputs(result, args.out)

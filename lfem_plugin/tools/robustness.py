@@ -82,11 +82,11 @@ class _Features:
         self.model, self.device, self.batch_size = model, device, batch_size
         self.transform = build_test_transform(cfg.data.height, cfg.data.width, cfg.data.norm_mean, cfg.data.norm_std)
         self.plugin = hasattr(model, "uses_sie")
-        self.sie = sie if self.plugin and model.uses_sie else "off"
+        self.sie_mode = sie if self.plugin and model.uses_sie else "off"
 
     @torch.no_grad()
     def __call__(self, images: Sequence[np.ndarray], cameras: Sequence[int]) -> torch.Tensor:
-        cams = camera_argument(list(cameras), self.sie)
+        cams = camera_argument(list(cameras), self.sie_mode)
         out = []
         for i in range(0, len(images), self.batch_size):
             x = torch.stack([self.transform(Image.fromarray(a)) for a in images[i:i + self.batch_size]])
@@ -178,7 +178,7 @@ def run_sweep(model: torch.nn.Module, cfg, folder: str | Path, sweep: Sweep, don
                            "mAP_auc_rel": curve_summary(sweep.areas, [r["mAP"] for r in row]),
                            "R1_auc_rel": curve_summary(sweep.areas, [r["R1"] for r in row])})
     return {"folder": str(folder), "queries": len(query), "gallery": len(gallery), "seed": sweep.seed,
-            "sie": features.sie, "metric": metric, "clean": clean, "points": results, "curves": curves}
+            "sie": features.sie_mode, "metric": metric, "clean": clean, "points": results, "curves": curves}
 
 
 def load_any(weights: str, model_name: str = "", device: str = "cpu") -> Tuple[torch.nn.Module, Any]:
