@@ -82,6 +82,7 @@ CONFIG_TOOLS = {f"lfem_plugin.tools.{name}" for name in (
     "synthetic",  # synthetic_config: a config's datasets written synthetically (doctor's generated data)
     "protocols",  # a comparison row is a shipped config plus changes; its model is the loaded config's
     "robustness",  # the curves read the checkpoint's config: input size, normalisation, distance
+    "embedder",  # a tracker's embedder reads the checkpoint's config: input size, normalisation
 )}
 MAX_MODULE_LINES = 300
 

@@ -62,13 +62,13 @@ class TrackerGraph(nn.Module):
         self.register_buffer("scale", fed_std / std)
         self.register_buffer("bias", (fed_mean - mean) / std)
         self.plugin = hasattr(model, "uses_sie")
-        self.sie = self.plugin and bool(model.uses_sie)
+        self.mean_camera = self.plugin and bool(model.uses_sie)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = images * self.scale + self.bias
         if not self.plugin:
             return self.model(x)
-        camera = torch.full_like(x[:, 0, 0, 0], UNKNOWN_CAMERA, dtype=torch.long) if self.sie else None
+        camera = torch.full_like(x[:, 0, 0, 0], UNKNOWN_CAMERA, dtype=torch.long) if self.mean_camera else None
         return self.model(x, camera=camera)
 
 
@@ -144,7 +144,7 @@ def export_for_tracker(model: nn.Module, out: str | Path, height: int, width: in
     got = _run_exported(out, fmt, fed)
     with torch.no_grad():
         own = torch.from_numpy((crops - np.array(mean).reshape(1, 3, 1, 1)) / np.array(std).reshape(1, 3, 1, 1))
-        cams = torch.full((len(crops),), UNKNOWN_CAMERA) if graph.sie else None
+        cams = torch.full((len(crops),), UNKNOWN_CAMERA) if graph.mean_camera else None
         ref = (reading(own.float(), camera=cams) if graph.plugin else reading(own.float())).numpy()
     diff = float(np.abs(got - ref).max())
     scale = float(np.abs(ref).max())
@@ -154,7 +154,7 @@ def export_for_tracker(model: nn.Module, out: str | Path, height: int, width: in
                            f"{scale}); nothing was written")
     report = {"target": target, "format": fmt, "file": str(out), "input": [None, 3, height, width],
               "feature": "f_final after the BNNeck" if graph.plugin else "the model's evaluation feature",
-              "sie": "mean camera row" if graph.sie else "none", "max_abs_diff": diff, "crops": int(len(crops))}
+              "sie": "mean camera row" if graph.mean_camera else "none", "max_abs_diff": diff, "crops": int(len(crops))}
     if target == "boxmot":
         report["metadata"] = str(_write_metadata(out, model_name, height, width, fed_mean, fed_std, report))
     return report
