@@ -6,17 +6,16 @@ one holding non-finite weights or optimiser state is refused, and a full disk le
 """
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import random
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
 import numpy as np
 import torch
+
+from .atomic import DiskFullError, atomic_open
 
 __all__ = ["save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state", "latest_checkpoint",
            "list_checkpoints", "load_state_strict", "non_finite_tensors", "newest_finite_checkpoint",
@@ -29,10 +28,6 @@ PREFIX = "model.pth.tar-"
 
 class NonFiniteStateError(RuntimeError):
     """Weights or optimiser state hold NaN/inf: the checkpoint is not written."""
-
-
-class DiskFullError(OSError):
-    """Not enough space to write a checkpoint; the previous checkpoint is intact."""
 
 
 def rng_state() -> Dict[str, Any]:
@@ -73,15 +68,8 @@ def non_finite_tensors(obj: Any) -> List[str]:
     return [name for name, t in _tensors(obj) if t.is_floating_point() and not bool(torch.isfinite(t).all())]
 
 
-def _file_mode() -> int:
-    """Mode of a new regular file under the process umask (0644 under umask 022), as ``open`` would give."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
 def save_checkpoint(state: Dict[str, Any], path: str | os.PathLike) -> Path:
-    """Write ``state`` atomically (temporary file in the same folder, fsync, rename): never half-written.
+    """Write ``state`` atomically (:func:`~lfem_plugin.utils.atomic.atomic_open`: temporary file, fsync, rename).
 
     Raises :class:`NonFiniteStateError` (nothing written) when ``state_dict`` or ``optimizer`` hold NaN/inf, and
     :class:`DiskFullError` naming the path and the bytes needed when the disk cannot hold it; in both cases the
@@ -92,33 +80,13 @@ def save_checkpoint(state: Dict[str, Any], path: str | os.PathLike) -> Path:
     if bad:
         raise NonFiniteStateError(f"{len(bad)} weight/optimiser tensors hold NaN or inf (e.g. {', '.join(bad[:3])}); "
                                   f"{path} was not written")
-    path.parent.mkdir(parents=True, exist_ok=True)
     needed = sum(t.numel() * t.element_size() for _, t in _tensors(state))
-    free = shutil.disk_usage(path.parent).free
-    if free < needed:
-        raise _disk_full(path, needed, free)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, _file_mode())  # mkstemp creates 0600; a checkpoint is an output like any other
-        os.replace(tmp, path)
-    except OSError as err:
-        if err.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise _disk_full(path, needed, shutil.disk_usage(path.parent).free) from None
-        raise
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_open(path, "wb", needed, "checkpoint", _FULL_ADVICE) as handle:
+        torch.save(state, handle)
     return path
 
 
-def _disk_full(path: Path, needed: int, free: int) -> DiskFullError:
-    return DiskFullError(errno.ENOSPC, f"no space to write checkpoint {path}: it needs about {needed / 2**20:.0f} MiB "
-                                       f"and {free / 2**20:.0f} MiB are free; free some space (older checkpoints "
-                                       f"stay intact) and resume with --resume auto")
+_FULL_ADVICE = "free some space (older checkpoints stay intact) and resume with --resume auto"
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Optional[str] = "cpu") -> Dict[str, Any]:
