@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import re
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
@@ -16,11 +17,12 @@ import numpy as np
 import torch
 
 from .atomic import DiskFullError, atomic_open
+from .checkpoint_file import DamagedCheckpointError, verify_checkpoint_file
 
 __all__ = ["save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state", "latest_checkpoint",
            "list_checkpoints", "load_state_strict", "non_finite_tensors", "newest_finite_checkpoint",
            "remove_orphan_tmp", "NonFiniteStateError", "DiskFullError", "strip_module_prefix", "load_trained_weights",
-           "numpy_scalar_globals", "trained_size"]
+           "numpy_scalar_globals", "trained_size", "DamagedCheckpointError", "torch_load_reason"]
 
 _logger = logging.getLogger(__name__)
 PREFIX = "model.pth.tar-"
@@ -92,8 +94,14 @@ _FULL_ADVICE = "free some space (older checkpoints stay intact) and resume with 
 def load_checkpoint(path: str | os.PathLike, map_location: Optional[str] = "cpu") -> Dict[str, Any]:
     """``torch.load(weights_only=True)`` with errors that say what is wrong with the file.
 
-    A checkpoint with pickled objects is refused, except the numpy scalars torchreid's engines store
-    (``rank1``), which are allow-listed.
+    The file is checked first (:func:`~lfem_plugin.utils.checkpoint_file.verify_checkpoint_file`: every zip
+    member's CRC-32, the end record). A checkpoint with pickled objects is refused, except the numpy scalars
+    torchreid's engines store (``rank1``), which are allow-listed.
+
+    Raises:
+        FileNotFoundError, IsADirectoryError: no such file, or a folder (naming its newest checkpoint).
+        DamagedCheckpointError: (a ``ValueError``) empty, cut short, or a member with other bytes than written.
+        RuntimeError: not readable with ``weights_only=True`` (pickled objects), naming what torch found.
     """
     path = Path(path)
     if path.is_dir():
@@ -103,16 +111,27 @@ def load_checkpoint(path: str | os.PathLike, map_location: Optional[str] = "cpu"
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} not found")
     if path.stat().st_size == 0:
-        raise ValueError(f"checkpoint {path} is empty (0 bytes): it was not written completely; use an earlier "
-                         f"checkpoint")
+        raise DamagedCheckpointError(f"checkpoint {path} is empty (0 bytes): it was not written completely; use an "
+                                     f"earlier checkpoint")
+    verify_checkpoint_file(path)  # CRC-32 of every member, end record: refuses damaged or truncated files
     torch.serialization.add_safe_globals(numpy_scalar_globals())  # a context manager would remove them on exit
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - re-raised with what to do
         raise RuntimeError(f"refusing to load {path}: it is not a plain tensor checkpoint readable with "
-                         f"torch.load(weights_only=True) ({type(err).__name__}: {str(err)[:200]}). Checkpoints "
-                         f"with pickled Python objects could execute code; re-save it as a state dict in a "
-                         f"trusted environment.") from err
+                           f"torch.load(weights_only=True) ({torch_load_reason(err)}). Checkpoints with pickled "
+                           f"Python objects could execute code; re-save it as a state dict in a trusted "
+                           f"environment.") from err
+
+
+def torch_load_reason(err: Exception) -> str:
+    """The one sentence of a ``torch.load`` error that says what is wrong, whole (never cut mid-sentence)."""
+    text = str(err).replace("\x1b[1m", "").replace("\x1b[0m", "")
+    found = re.search(r"WeightsUnpickler error: (.+?\.)(?:\s|$)", text)
+    if found:
+        return found.group(1)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return f"{type(err).__name__}: {lines[0] if lines else 'no message'}"
 
 
 def numpy_scalar_globals() -> list:
