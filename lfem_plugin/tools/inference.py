@@ -21,7 +21,8 @@ from ..models.interface import BuildArgs
 from ..models.lfem_vit import build_args_of
 from ..registry import MODELS
 from ..utils.finite import require_finite_features
-from ..utils.checkpoint import load_checkpoint, load_state_strict, strip_module_prefix, trained_size
+from ..utils.checkpoint import load_checkpoint, load_state_strict, trained_size
+from ..utils.state_layout import trained_state_dict
 from .export import export_onnx  # noqa: F401  (re-exported)
 
 __all__ = ["load_trained", "extract_features", "export_onnx", "list_images", "read_image", "cameras_from_names",
@@ -45,7 +46,7 @@ def load_trained(weights: str, config_file: Optional[str] = None, opts: Sequence
         raise ValueError(f"{weights} holds no config (written by torchreid's engine?); name the model with --model "
                          f"NAME (plus --set KEY VALUE for settings it was trained with that differ from the "
                          f"variant's, e.g. --set data.height 384), or pass the training config with --config-file")
-    sd = strip_module_prefix(state.get("state_dict", state))
+    sd = trained_state_dict(state)  # also fast-reid's {"model": ...} and TransReID's key names
     name = cfg.model.name
     if name not in MODELS:
         raise KeyError(f"{name!r} is not a plugin model; choices: {sorted(MODELS)} (torchreid models: use "

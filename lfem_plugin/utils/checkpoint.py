@@ -18,11 +18,13 @@ import torch
 
 from .atomic import DiskFullError, atomic_open
 from .checkpoint_file import DamagedCheckpointError, verify_checkpoint_file
+from .state_layout import strip_module_prefix, trained_state_dict
 
 __all__ = ["save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state", "latest_checkpoint",
            "list_checkpoints", "load_state_strict", "non_finite_tensors", "newest_finite_checkpoint",
            "remove_orphan_tmp", "NonFiniteStateError", "DiskFullError", "strip_module_prefix", "load_trained_weights",
-           "numpy_scalar_globals", "trained_size", "DamagedCheckpointError", "torch_load_reason"]
+           "numpy_scalar_globals", "trained_size", "DamagedCheckpointError", "torch_load_reason",
+           "report_partial_load"]
 
 _logger = logging.getLogger(__name__)
 PREFIX = "model.pth.tar-"
@@ -141,13 +143,6 @@ def numpy_scalar_globals() -> list:
     return [core.multiarray.scalar, np.dtype, *dtypes]
 
 
-def strip_module_prefix(state_dict: Dict[str, Any]) -> Dict[str, Any]:
-    """Keys without the ``module.`` prefix that DataParallel/DDP add (only when every key has it)."""
-    if state_dict and all(k.startswith("module.") for k in state_dict):
-        return {k[len("module."):]: v for k, v in state_dict.items()}
-    return state_dict
-
-
 def trained_size(state: Dict[str, Any]) -> Optional[tuple]:
     """``(height, width)`` a checkpoint was trained at, from its stored config (None: no config, or no size in it;
     a config stores every key, so its absence means the default 256x128 only for a config without ``data``)."""
@@ -161,11 +156,12 @@ def trained_size(state: Dict[str, Any]) -> Optional[tuple]:
 
 def load_state_strict(model: torch.nn.Module, state_dict: Dict[str, Any], source: str | os.PathLike,
                       target: str, trained_at: Optional[tuple] = None) -> None:
-    """``load_state_dict`` that accepts a ``module.`` prefix and raises a ``KeyError`` naming the missing and
+    """``load_state_dict`` that accepts a ``module.`` prefix, fast-reid's ``model`` wrapper and TransReID's key names
+    (:func:`~lfem_plugin.utils.state_layout.trained_state_dict`) and raises a ``KeyError`` naming the missing and
     unexpected keys; a position embedding of another input size is resampled to the model's (``trained_at``: the
     checkpoint's ``(height, width)``; unknown, it is an error naming both token counts)."""
     from ..models.pretrained import resample_trained_pos_embed
-    state_dict = resample_trained_pos_embed(strip_module_prefix(state_dict), model, trained_at, str(source))
+    state_dict = resample_trained_pos_embed(trained_state_dict(state_dict), model, trained_at, str(source))
     result = model.load_state_dict(state_dict, strict=False)
     if result.missing_keys or result.unexpected_keys:
         parts = [f"{name} keys {keys[:10]}" for name, keys in (("missing", result.missing_keys),
@@ -186,7 +182,7 @@ def load_trained_weights(model: torch.nn.Module, path: str | os.PathLike) -> Non
         raise FileNotFoundError(f"model.load_weights {path} not found; give the path of a trained checkpoint")
     from ..models.pretrained import resample_trained_pos_embed
     state = load_checkpoint(path)
-    weights = strip_module_prefix(state.get("state_dict", state))
+    weights = trained_state_dict(state)
     weights = resample_trained_pos_embed(weights, model, trained_size(state), f"model.load_weights {path}")
     own = model.state_dict()
     matched = {k: v for k, v in weights.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
@@ -196,9 +192,26 @@ def load_trained_weights(model: torch.nn.Module, path: str | os.PathLike) -> Non
                 if "patch_embed.proj.weight" in weights else "is it a checkpoint of another model?")
         raise ValueError(f"model.load_weights {path}: no tensor matches the model; {hint}")
     model.load_state_dict(matched, strict=False)
+    report_partial_load(own, matched, weights, f"model.load_weights {path}")
+
+
+def report_partial_load(own: Dict[str, torch.Tensor], matched: Dict[str, Any], weights: Dict[str, Any],
+                        source: str) -> None:
+    """Log what a partial load filled: INFO when only classifiers (their identity count is the data's) stayed at
+    their initial values, else a WARNING naming the modules left at init and the share of parameters filled."""
+    left = [k for k in own if k not in matched]
+    unexpected = [k for k in left if ".classifier." not in f".{k}"]
     skipped = sorted(set(weights) - set(matched))
-    _logger.info("loaded %d of %d tensors of %s%s", len(matched), len(own), path,
-                 f"; not loaded (name or shape differ): {skipped[:10]}" if skipped else "")
+    filled = sum(own[k].numel() for k in matched) / max(1, sum(v.numel() for v in own.values()))
+    text = (f"{source}: loaded {len(matched)} of {len(own)} tensors ({filled:.0%} of the values)"
+            + (f"; in the file but not loaded (name or shape differ): {skipped[:10]}" if skipped else ""))
+    if not unexpected:
+        _logger.info("%s", text)
+        return
+    modules = sorted({".".join(k.split(".")[:3]) for k in unexpected})
+    _logger.warning("%s; %d tensors stayed at their initial values: %s. Is it a checkpoint of another model or "
+                    "layout? (Classifiers of another identity count are expected to stay.)", text, len(unexpected),
+                    ", ".join(modules[:12]) + (f" and {len(modules) - 12} more" if len(modules) > 12 else ""))
 
 
 def list_checkpoints(folder: str | os.PathLike) -> List[tuple]:
