@@ -52,6 +52,27 @@ def skipping_bad_images(skip: bool = True) -> Iterator[None]:
         _SKIP_BAD_IMAGES.reset(token)
 
 
+def drop_dangling_links(paths: Sequence[str], where: str) -> List[str]:
+    """``paths`` without the symbolic links whose targets are gone: refused (naming how many and the first ones)
+    unless unreadable images are being skipped (:func:`skipping_bad_images`), then dropped with a warning and the
+    count, as unreadable images are.
+
+    Raises:
+        BadImageError: some paths are dangling links and ``data.skip_bad_images`` is off.
+    """
+    dangling = [p for p in paths if os.path.islink(p) and not os.path.exists(p)]
+    if not dangling:
+        return list(paths)
+    shown = ", ".join(f"{p} -> {os.readlink(p)}" for p in dangling[:3])
+    text = f"{where}: {len(dangling)} of {len(paths)} image files are symbolic links whose targets are gone ({shown})"
+    if not _SKIP_BAD_IMAGES.get():
+        raise BadImageError(f"{text}. Restore the targets or remove the links, or skip unreadable images "
+                            f"(data.skip_bad_images True)")
+    _logger.warning("%s: skipped", text)
+    gone = set(dangling)
+    return [p for p in paths if p not in gone]
+
+
 def _drop_bad(items: List[Item], split: str) -> List[Item]:
     kept = []
     for item in items:
@@ -100,7 +121,7 @@ def relabel_ids(items: List[Item]) -> List[Item]:
 
 
 def _scan(folder: Path, relabel: bool) -> List[Item]:
-    paths = sorted(str(p) for p in folder.glob("*.jpg"))
+    paths = drop_dangling_links(sorted(str(p) for p in folder.glob("*.jpg")), str(folder))
     items = [(p, *parse_duke_name(p)) for p in paths]
     return relabel_ids(items) if relabel else items
 

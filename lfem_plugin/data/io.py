@@ -40,7 +40,9 @@ def read_image(path: str) -> Image.Image:
     except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as err:
         if isinstance(err, BadImageError):
             raise
-        raise BadImageError(f"{path}: cannot read image ({err}). {_SKIP_HINT}") from err
+        reason = (f"a symbolic link to {os.readlink(path)}, which does not exist"
+                  if os.path.islink(path) and not os.path.exists(path) else err)
+        raise BadImageError(f"{path}: cannot read image ({reason}). {_SKIP_HINT}") from err
 
 
 _SKIP_HINT = ("Remove or replace the file, or skip unreadable images (extract/search: --skip-bad-images; datasets: "
