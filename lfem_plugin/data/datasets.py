@@ -23,6 +23,7 @@ from PIL import Image
 from .. import _torchreid
 from ..registry import DATASETS
 from .io import BadImageError, parse_reid_name, read_image
+from .io import drop_dangling_links as _drop_links
 from .occlusion import OCCLUSION_FILE, write_occlusion_file
 
 __all__ = ["OccludedDuke", "OrlFaces", "OrlFacesOccluded", "parse_duke_name", "find_orl_root", "SafeImageDataset",
@@ -53,24 +54,8 @@ def skipping_bad_images(skip: bool = True) -> Iterator[None]:
 
 
 def drop_dangling_links(paths: Sequence[str], where: str) -> List[str]:
-    """``paths`` without the symbolic links whose targets are gone: refused (naming how many and the first ones)
-    unless unreadable images are being skipped (:func:`skipping_bad_images`), then dropped with a warning and the
-    count, as unreadable images are.
-
-    Raises:
-        BadImageError: some paths are dangling links and ``data.skip_bad_images`` is off.
-    """
-    dangling = [p for p in paths if os.path.islink(p) and not os.path.exists(p)]
-    if not dangling:
-        return list(paths)
-    shown = ", ".join(f"{p} -> {os.readlink(p)}" for p in dangling[:3])
-    text = f"{where}: {len(dangling)} of {len(paths)} image files are symbolic links whose targets are gone ({shown})"
-    if not _SKIP_BAD_IMAGES.get():
-        raise BadImageError(f"{text}. Restore the targets or remove the links, or skip unreadable images "
-                            f"(data.skip_bad_images True)")
-    _logger.warning("%s: skipped", text)
-    gone = set(dangling)
-    return [p for p in paths if p not in gone]
+    """:func:`~lfem_plugin.data.io.drop_dangling_links`, skipping them inside :func:`skipping_bad_images`."""
+    return _drop_links(paths, where, _SKIP_BAD_IMAGES.get())
 
 
 def _drop_bad(items: List[Item], split: str) -> List[Item]:

@@ -115,8 +115,8 @@ def load_checkpoint(path: str | os.PathLike, map_location: Optional[str] = "cpu"
     if path.stat().st_size == 0:
         raise DamagedCheckpointError(f"checkpoint {path} is empty (0 bytes): it was not written completely; use an "
                                      f"earlier checkpoint")
-    verify_checkpoint_file(path)  # CRC-32 of every member, end record: refuses damaged or truncated files
     torch.serialization.add_safe_globals(numpy_scalar_globals())  # a context manager would remove them on exit
+    verify_checkpoint_file(path)  # CRC-32 of every member, end record: refuses damaged or truncated files
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - re-raised with what to do

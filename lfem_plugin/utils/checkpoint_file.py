@@ -13,7 +13,7 @@ import os
 import zipfile
 import zlib
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, Iterator, List, Tuple
 
 __all__ = ["DamagedCheckpointError", "verify_checkpoint_file", "bad_members", "name_damaged_tensors"]
 
@@ -121,18 +121,28 @@ def name_damaged_tensors(path: Path, bad: List[Tuple[zipfile.ZipInfo, int]]) -> 
     """Names of the tensors stored in the ``bad`` members (matched by size and actual CRC-32 of their storage);
     empty when the file cannot be read even so."""
     import torch
-    from .checkpoint import _tensors, numpy_scalar_globals
     wanted = {(info.file_size, crc) for info, crc in bad if "/data/" in info.filename}
     if not wanted:
         return []
-    try:
-        with torch.serialization.safe_globals(numpy_scalar_globals()):
-            state: Dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
+    try:  # the numpy scalars torchreid stores are allow-listed by load_checkpoint beforehand
+        state: Dict[str, Any] = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:  # noqa: BLE001 - naming the tensor is a bonus; the members are named anyway
         return []
     names = []
-    for name, tensor in _tensors(state):
+    for name, tensor in _named_tensors(state):
         storage = tensor.untyped_storage()
         if (storage.nbytes(), zlib.crc32(bytes(storage))) in wanted:
             names.append(name)
     return names
+
+
+def _named_tensors(obj: Any, prefix: str = "") -> Iterator[Tuple[str, Any]]:
+    """``(dotted name, tensor)`` of every tensor in a nested dict/list state."""
+    if hasattr(obj, "untyped_storage"):
+        yield prefix, obj
+    elif isinstance(obj, dict):
+        for key, value in obj.items():
+            yield from _named_tensors(value, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(obj, (list, tuple)):
+        for i, value in enumerate(obj):
+            yield from _named_tensors(value, f"{prefix}.{i}")
