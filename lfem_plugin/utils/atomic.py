@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator, Optional
 
-__all__ = ["DiskFullError", "atomic_path", "atomic_open", "write_text", "save_npy", "file_mode"]
+__all__ = ["DiskFullError", "disk_full", "atomic_path", "atomic_open", "write_text", "save_npy", "file_mode"]
 
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 

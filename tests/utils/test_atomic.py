@@ -99,3 +99,14 @@ def test_pictures_on_a_full_disk_leave_no_truncated_png(tmp_path, monkeypatch):
     with pytest.raises(DiskFullError, match=f"picture {tmp_path / 'cmc.png'}"):
         visualize.plot_cmc({"a": [0.5, 1.0]}, tmp_path / "cmc.png")
     assert not (tmp_path / "cmc.png").exists() and not list(tmp_path.glob(".cmc*"))
+
+
+def test_a_val_split_on_a_full_disk_names_the_folder_and_leaves_nothing(tmp_path, monkeypatch, capsys):
+    from lfem_plugin.data import prepare_val_split
+
+    from ..data.test_market_layout import write_market_folder
+    src = write_market_folder(tmp_path / "mine")
+    monkeypatch.setattr(prepare_val_split, "_place", lambda src, dst: _half_then_full(dst))
+    assert main(["prepare", "val-split", "--source", str(src), "--out", str(tmp_path / "val"), "--ids", "1"]) == 2
+    assert f"no space to write validation split {tmp_path / 'val'}" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
