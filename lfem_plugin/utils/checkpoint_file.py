@@ -69,11 +69,10 @@ def _member_crc(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> int:
     return info.CRC
 
 
-def _incomplete(path: Path, size: int, archive_error: str) -> DamagedCheckpointError:
+def _incomplete(path: Path, size: int) -> DamagedCheckpointError:
     return DamagedCheckpointError(
-        f"checkpoint {path} is incomplete ({size} bytes; the zip's end record is missing: {archive_error}): it was "
-        f"cut short, e.g. by an interrupted copy or save. Copy it again from its source, or use an earlier "
-        f"checkpoint")
+        f"checkpoint {path} is incomplete ({size} bytes; the zip's end record is missing): it was cut short, e.g. "
+        f"by an interrupted copy or save. Copy it again from its source, or use an earlier checkpoint")
 
 
 def verify_checkpoint_file(path: str | os.PathLike) -> None:
@@ -94,8 +93,8 @@ def verify_checkpoint_file(path: str | os.PathLike) -> None:
     size = path.stat().st_size
     try:
         archive = zipfile.ZipFile(path)
-    except zipfile.BadZipFile as err:
-        raise _incomplete(path, size, str(err)) from None
+    except zipfile.BadZipFile:
+        raise _incomplete(path, size) from None
     with archive:
         expected = max((i.header_offset + i.compress_size for i in archive.infolist()), default=0)
         try:
