@@ -25,6 +25,7 @@ from PIL import Image, ImageDraw
 from ..data.io import read_image
 from ..engine.evaluation import query_gallery_distances
 from ..utils.atomic import atomic_open, atomic_path, write_text
+from ..utils.finite import require_finite_features
 from .inference import extract_features
 
 __all__ = ["file_sha256", "files_sha256", "gallery_features", "rank_gallery", "write_results", "draw_ranked",
@@ -174,6 +175,7 @@ def run_search(model, cfg, queries: Sequence[str], gallery: Sequence[str], query
 
     key = feature_key(cfg, weights_hash, gallery)
     g_feats, g_kept, cached = gallery_features(extract, gallery, gallery_cams, key, out_dir)
+    require_finite_features(g_feats, g_kept, f"gallery features of {out_dir / CACHE_NAME}")  # a cache from before
     q_feats, q_kept = extract(queries, query_cams)
     order, dist = rank_gallery(q_feats, g_feats, min(top_k, len(g_kept)), cfg.test.dist_metric,
                                cfg.test.normalize_feature, rerank)
