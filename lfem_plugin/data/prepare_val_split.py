@@ -20,7 +20,6 @@ Reference: the usual ReID practice of holding out training identities for valida
 """
 from __future__ import annotations
 
-import errno
 import json
 import logging
 import os
@@ -37,7 +36,7 @@ from PIL import Image
 from .datasets import DUKE_SPLITS, OCCLUDER_KINDS, _box_entry, occluder_box, paste_occluder
 from .market_layout import scan_market_split
 from .occluded_benchmarks import _pick
-from ..utils.atomic import disk_full
+from ..utils.atomic import raise_if_disk_full
 from .occlusion import OCCLUSION_FILE, write_occlusion_file
 
 __all__ = ["split_identities", "write_val_split", "write_occluded_queries"]
@@ -158,9 +157,8 @@ def write_val_split(source: str | os.PathLike, out: str | os.PathLike, num_ids: 
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
-    except OSError as err:  # the folder is written whole or not at all; a full disk says where and how much
-        if err.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise disk_full(out, None, "validation split") from None
+    except OSError as err:  # the folder is written whole or not at all; a full disk names it
+        raise_if_disk_full(err, out, "validation split")
         raise
     finally:
         if tmp.exists():

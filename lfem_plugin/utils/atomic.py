@@ -15,7 +15,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO, Iterator, Optional
 
-__all__ = ["DiskFullError", "disk_full", "atomic_path", "atomic_open", "write_text", "save_npy", "file_mode"]
+__all__ = ["DiskFullError", "disk_full", "raise_if_disk_full", "atomic_path", "atomic_open", "write_text", "save_npy",
+           "file_mode"]
 
 _FULL = (errno.ENOSPC, errno.EDQUOT)
 
@@ -42,6 +43,12 @@ def disk_full(path: Path, needed: Optional[int], what: str = "file", advice: str
     return DiskFullError(errno.ENOSPC, f"no space to write {what} {path}: {need} and {_mib(free)} are free on "
                                        f"{path.parent}; {advice or 'free some space or write elsewhere'} (nothing "
                                        f"was left at {path})")
+
+
+def raise_if_disk_full(err: OSError, path: str | os.PathLike, what: str = "file") -> None:
+    """Raise :func:`disk_full`'s error for ``path`` when ``err`` is ENOSPC/EDQUOT (else return: re-raise ``err``)."""
+    if err.errno in _FULL and not isinstance(err, DiskFullError):
+        raise disk_full(Path(path), None, what) from None
 
 
 @contextmanager
