@@ -54,9 +54,9 @@ class BranchFeatures(NamedTuple):
     # (V*B, K) every view's gates before the sigmoid, rows in the order of the stacked views (view-major, as
     # stack_views lays them out): row v*B + b is view v of image b. None without LFEM.
     gate_logits: Optional[torch.Tensor] = None
-    # (V*B, K, n) per-patch-token gate scores in the same row order and each group's JPM token order (LFEM
-    # gate_input 'relation_tokens'), else None
-    token_logits: Optional[torch.Tensor] = None
+    # (V*B, K, ...) what the fusion's blocks add per group in the same row order (a research block's per-token
+    # scores, e.g. projects/visibility), None for the paper's LFEM
+    aux: Optional[torch.Tensor] = None
 
 
 class BranchOutputs(NamedTuple):

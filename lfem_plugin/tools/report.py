@@ -12,8 +12,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 import numpy as np
 
 from ..utils.atomic import atomic_open, write_text
-
-from .visualize import _plt, plot_cmc, save_figure
+from .visualize import plot_cmc, pyplot, save_figure
 
 __all__ = ["write_report"]
 
@@ -117,7 +116,7 @@ def _plots(out_dir: Path, groups: Dict[str, List[Dict[str, Any]]], suffix: str =
     done = {k: v for k, v in done.items() if v}
     plot_cmc({runs[0]["label"]: np.mean([r["cmc"] for r in runs], axis=0) for runs in done.values()},
              out_dir / f"cmc{suffix}.png")
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(6, len(done) * 0.9), 4))
     x = np.arange(len(done))
     for offset, metric in ((-0.2, "R1"), (0.2, "mAP")):
