@@ -1,0 +1,94 @@
+"""ReID speed as a tracker meets it: crops/s at batch 1, 8 and 32, on torch and on ONNX Runtime (the tracker graph of
+``lfem-reid export --for ultralytics``: the fused input affine included), for the plugin's tiny model, a DeiT-S and
+the paper's ViT-B s11 at 256x128, beside BoxMOT's default ReID architecture ``osnet_x0_25`` (torchreid's, random
+weights: speed needs none), all measured in the same run; the frame rate each allows with 10 people in view.
+
+Usage: python benchmarks/bench_tracker_reid.py [--models lfem_vit_tiny lfem_deit_small_patch16_s16_256x128 lfem_vit
+       osnet_x0_25] [--batches 1 8 32] [--iters 5] [--warmup 2] [--threads N] [--out benchmarks/results/trackers/...]
+Run it alone on the machine (timings): nothing else heavy at the same time.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+_SIZES = {"lfem_vit_tiny": (64, 32)}  # the others: 256x128
+
+
+def _model(name: str):
+    from lfem_plugin import _torchreid
+    from lfem_plugin.registry import MODELS
+    from lfem_plugin.tools.tracker_export import TrackerGraph, tracker_model
+    if name in MODELS:
+        model = MODELS.get(name)(num_classes=10, loss="triplet", pretrained=False, num_cameras=2, camera_ids=[0, 1])
+    else:
+        model = _torchreid.root().models.build_model(name, num_classes=10, loss="softmax", pretrained=False)
+    graph = TrackerGraph(tracker_model(model.eval()), (0.0,) * 3, (1.0,) * 3, (0.5,) * 3, (0.5,) * 3).eval()
+    return graph, _SIZES.get(name, (256, 128))
+
+
+def _time(run, batch: int, iters: int, warmup: int) -> float:
+    for _ in range(warmup):
+        run()
+    start = time.perf_counter()
+    for _ in range(iters):
+        run()
+    return batch * iters / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", nargs="+", default=["lfem_vit_tiny", "lfem_deit_small_patch16_s16_256x128",
+                                                        "lfem_vit", "osnet_x0_25"])
+    parser.add_argument("--batches", nargs="+", type=int, default=[1, 8, 32])
+    parser.add_argument("--iters", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--out", type=Path, default=Path(f"benchmarks/results/trackers/bench_tracker_reid_"
+                                                         f"{platform.machine()}_torch{torch.__version__}.json"))
+    args = parser.parse_args()
+    import onnxruntime as ort
+
+    from lfem_plugin.tools.export import _export
+    torch.set_num_threads(args.threads)
+    rows = []
+    for name in args.models:
+        graph, (h, w) = _model(name)
+        with tempfile.TemporaryDirectory() as folder:
+            path = str(Path(folder) / "m.onnx")
+            _export(graph, (torch.rand(2, 3, h, w),), ["images"], path)
+            options = ort.SessionOptions()
+            options.intra_op_num_threads = args.threads
+            session = ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
+            for batch in args.batches:
+                x = torch.rand(batch, 3, h, w)
+                with torch.no_grad():
+                    torch_rate = _time(lambda: graph(x), batch, args.iters, args.warmup)
+                ort_rate = _time(lambda: session.run(None, {"images": x.numpy()}), batch, args.iters, args.warmup)
+                rows.append({"model": name, "input": [h, w], "batch": batch, "torch_crops_per_s": round(torch_rate, 1),
+                             "onnxruntime_crops_per_s": round(ort_rate, 1),
+                             "fps_10_people_torch": round(torch_rate / 10, 2),
+                             "fps_10_people_onnxruntime": round(ort_rate / 10, 2)})
+                print(json.dumps(rows[-1]))
+    base = {r["batch"]: r for r in rows if r["model"] == "osnet_x0_25"}
+    for r in rows:
+        if r["batch"] in base:
+            r["torch_vs_osnet_x0_25"] = round(r["torch_crops_per_s"] / base[r["batch"]]["torch_crops_per_s"], 3)
+    record = {"about": __doc__.split("\n\n")[0], "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+              "machine": f"{platform.machine()} CPU, {os.cpu_count()} cores, {args.threads} threads, torch "
+                         f"{torch.__version__}, onnxruntime {ort.__version__}", "iters": args.iters,
+              "warmup": args.warmup, "rows": rows}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(record, indent=1) + "\n")
+    print(f"written {args.out}")
+
+
+if __name__ == "__main__":
+    main()
