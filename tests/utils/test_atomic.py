@@ -110,3 +110,16 @@ def test_a_val_split_on_a_full_disk_names_the_folder_and_leaves_nothing(tmp_path
     assert main(["prepare", "val-split", "--source", str(src), "--out", str(tmp_path / "val"), "--ids", "1"]) == 2
     assert f"no space to write validation split {tmp_path / 'val'}" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
+
+
+def test_a_tracker_export_on_a_full_disk_leaves_no_truncated_file(tmp_path, monkeypatch):
+    import torch
+
+    from lfem_plugin.registry import MODELS
+    from lfem_plugin.tools.tracker_export import export_for_tracker
+    monkeypatch.setattr(torch.jit, "save", lambda module, f, *a, **k: _half_then_full(f))
+    model = MODELS.get("lfem_vit_tiny")(num_classes=4, img_size=(64, 32)).eval()
+    out = tmp_path / "reid.torchscript"
+    with pytest.raises(DiskFullError, match=f"tracker export {out}"):
+        export_for_tracker(model, out, 64, 32, [0.5] * 3, [0.5] * 3, "boxmot", fmt="torchscript")
+    assert _leftovers(tmp_path) == []
