@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
                             amp_check=args.amp_check or None)
     print(format_report(report))
     if args.out:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(report, indent=1) + "\n")
+        from ..utils.atomic import write_text
+        write_text(args.out, json.dumps(report, indent=1) + "\n", "doctor report")
         print(f"report: {args.out}")
     return 0

@@ -22,9 +22,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from ..data.io import list_images
+    from ..utils.atomic import save_npy, write_text
     from ..tools.inference import extract_features
     positive(args.batch_size, "--batch-size")
     if args.out.suffix != ".npy":  # np.save would append .npy silently
@@ -35,8 +34,8 @@ def run(args: argparse.Namespace) -> int:
     cameras = parse_cameras(args.cameras, paths, "extract")
     feats, kept = extract_features(model, paths, cfg.data.height, cfg.data.width, cfg.data.norm_mean,
                                    cfg.data.norm_std, cameras, args.batch_size, args.device, args.skip_bad_images)
-    np.save(args.out, feats)
     paths_file = args.out.with_suffix(".paths.txt")
-    paths_file.write_text("\n".join(kept) + "\n")
+    save_npy(args.out, feats)
+    write_text(paths_file, "\n".join(kept) + "\n", "feature paths")
     print(f"{feats.shape[0]} features of dimension {feats.shape[1]} -> {args.out} (paths: {paths_file})")
     return 0

@@ -23,6 +23,7 @@ from PIL import Image
 from .. import _torchreid
 from ..registry import DATASETS
 from .io import BadImageError, parse_reid_name, read_image
+from .io import drop_dangling_links as _drop_links
 from .occlusion import OCCLUSION_FILE, write_occlusion_file
 
 __all__ = ["OccludedDuke", "OrlFaces", "OrlFacesOccluded", "parse_duke_name", "find_orl_root", "SafeImageDataset",
@@ -50,6 +51,11 @@ def skipping_bad_images(skip: bool = True) -> Iterator[None]:
         yield
     finally:
         _SKIP_BAD_IMAGES.reset(token)
+
+
+def drop_dangling_links(paths: Sequence[str], where: str) -> List[str]:
+    """:func:`~lfem_plugin.data.io.drop_dangling_links`, skipping them inside :func:`skipping_bad_images`."""
+    return _drop_links(paths, where, _SKIP_BAD_IMAGES.get())
 
 
 def _drop_bad(items: List[Item], split: str) -> List[Item]:
@@ -100,7 +106,7 @@ def relabel_ids(items: List[Item]) -> List[Item]:
 
 
 def _scan(folder: Path, relabel: bool) -> List[Item]:
-    paths = sorted(str(p) for p in folder.glob("*.jpg"))
+    paths = drop_dangling_links(sorted(str(p) for p in folder.glob("*.jpg")), str(folder))
     items = [(p, *parse_duke_name(p)) for p in paths]
     return relabel_ids(items) if relabel else items
 

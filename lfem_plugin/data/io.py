@@ -4,6 +4,7 @@ Used by the datasets (training and evaluation), by inference (extract, search, v
 """
 from __future__ import annotations
 
+import logging
 import os
 import re
 from pathlib import Path
@@ -13,9 +14,10 @@ import numpy as np
 from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 __all__ = ["IMAGE_SUFFIXES", "BadImageError", "read_image", "to_viewer_rgb", "list_images", "parse_reid_name",
-           "cameras_from_names"]
+           "cameras_from_names", "drop_dangling_links"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".webp", ".tif", ".tiff")
+_logger = logging.getLogger(__name__)
 _REID_NAME = re.compile(r"^(-?\d+)_c(\d+)")
 
 
@@ -40,7 +42,9 @@ def read_image(path: str) -> Image.Image:
     except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as err:
         if isinstance(err, BadImageError):
             raise
-        raise BadImageError(f"{path}: cannot read image ({err}). {_SKIP_HINT}") from err
+        reason = (f"a symbolic link to {os.readlink(path)}, which does not exist"
+                  if os.path.islink(path) and not os.path.exists(path) else err)
+        raise BadImageError(f"{path}: cannot read image ({reason}). {_SKIP_HINT}") from err
 
 
 _SKIP_HINT = ("Remove or replace the file, or skip unreadable images (extract/search: --skip-bad-images; datasets: "
@@ -103,6 +107,26 @@ def list_images(source: str) -> List[str]:
     if not found:
         raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found in {source}")
     return found
+
+
+def drop_dangling_links(paths: Sequence[str], where: str, skip: bool = False) -> List[str]:
+    """``paths`` without the symbolic links whose targets are gone: refused (naming how many and the first ones),
+    or with ``skip`` dropped with a warning and the count, as unreadable images are.
+
+    Raises:
+        BadImageError: some paths are dangling links and ``skip`` is off.
+    """
+    dangling = [p for p in paths if os.path.islink(p) and not os.path.exists(p)]
+    if not dangling:
+        return list(paths)
+    shown = ", ".join(f"{p} -> {os.readlink(p)}" for p in dangling[:3])
+    text = f"{where}: {len(dangling)} of {len(paths)} image files are symbolic links whose targets are gone ({shown})"
+    if not skip:
+        raise BadImageError(f"{text}. Restore the targets or remove the links, or skip unreadable images "
+                            f"(data.skip_bad_images True)")
+    _logger.warning("%s: skipped", text)
+    gone = set(dangling)
+    return [p for p in paths if p not in gone]
 
 
 def parse_reid_name(path: str, max_camera: Optional[int] = None) -> Tuple[int, int]:

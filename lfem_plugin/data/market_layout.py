@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Iterator, List, Optional
 
 from ..registry import DATASETS
-from .datasets import DUKE_SPLITS, Item, SafeImageDataset, relabel_ids
+from .datasets import DUKE_SPLITS, Item, SafeImageDataset, drop_dangling_links, relabel_ids
 from .io import IMAGE_SUFFIXES, parse_reid_name
 from .occluded_benchmarks import Layout, _listing, _pick, init_without_training, split_dirs
 
@@ -100,7 +100,9 @@ def scan_market_split(split_dir: Path) -> List[Item]:
     """``(path, pid, camid)`` of every ``NNNN_cC...`` image directly in ``split_dir`` (sorted), junk (-1) skipped;
     raises ``FileNotFoundError`` for a folder without images and ``ValueError`` naming a file whose name does not
     follow the pattern."""
-    paths = sorted(str(p) for p in split_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    paths = sorted(str(p) for p in split_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
+                   and (p.is_file() or p.is_symlink()))
+    paths = drop_dangling_links(paths, str(split_dir))
     if not paths:
         raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) directly in {split_dir}; a Market-layout "
                                 f"split folder holds NNNN_cC_*.jpg files")

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..registry import DATASETS
-from .datasets import Item, SafeImageDataset, relabel_ids
+from .datasets import Item, SafeImageDataset, drop_dangling_links, relabel_ids
 from .io import IMAGE_SUFFIXES
 
 __all__ = ["QUERY_CAMERA", "GALLERY_CAMERA", "TEST_ONLY", "Layout", "find_dataset_dir", "split_dirs", "scan_split",
@@ -118,7 +118,9 @@ def _pid(image: Path, split_dir: Path) -> int:
 
 def scan_split(split_dir: Path, camera: int) -> List[Item]:
     """``(path, pid, camera)`` of every image under ``split_dir`` (sorted; pids as written, not relabelled)."""
-    paths = sorted(p for p in split_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    found = sorted(str(p) for p in split_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES
+                   and (p.is_file() or p.is_symlink()))
+    paths = [Path(p) for p in drop_dangling_links(found, str(split_dir))]
     if not paths:
         raise FileNotFoundError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in {split_dir}")
     return [(str(p), _pid(p, split_dir), camera) for p in paths]

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Sequence, Tuple
 
+from ..utils.atomic import write_text
+
 __all__ = ["OCCLUSION_FILE", "OccluderBox", "read_occlusion_file", "write_occlusion_file", "find_occlusion_file"]
 
 OCCLUSION_FILE = "occlusion.json"
@@ -76,7 +78,7 @@ def write_occlusion_file(path: str | os.PathLike, boxes: Dict[str, Dict], about:
     extra keys)."""
     path = Path(path)
     payload = {"about": about, "queries": boxes} if about else {"queries": boxes}
-    path.write_text(json.dumps(payload, indent=1) + "\n")
+    write_text(path, json.dumps(payload, indent=1) + "\n", "occlusion file")
     return path
 
 

@@ -36,6 +36,7 @@ from PIL import Image
 from .datasets import DUKE_SPLITS, OCCLUDER_KINDS, _box_entry, occluder_box, paste_occluder
 from .market_layout import scan_market_split
 from .occluded_benchmarks import _pick
+from ..utils.atomic import raise_if_disk_full
 from .occlusion import OCCLUSION_FILE, write_occlusion_file
 
 __all__ = ["split_identities", "write_val_split", "write_occluded_queries"]
@@ -156,6 +157,9 @@ def write_val_split(source: str | os.PathLike, out: str | os.PathLike, num_ids: 
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)
+    except OSError as err:  # the folder is written whole or not at all; a full disk names it
+        raise_if_disk_full(err, out, "validation split")
+        raise
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -23,6 +23,7 @@ from ..models.interface import ReIDModel
 from ..models.sie import camera_argument
 from ..utils import distributed as D
 from ..utils.checkpoint import rng_state, set_rng_state
+from ..utils.finite import require_finite_features
 
 __all__ = ["EvaluationMixin", "print_results", "query_gallery_distances"]
 
@@ -112,6 +113,9 @@ class EvaluationMixin:
         start, sie = time.perf_counter(), self.sie_mode(dataset_name)
         qf, q_pids, q_cams = self._extract(query_loader, sie)
         gf, g_pids, g_cams = self._extract(gallery_loader, sie)
+        for split, feats, loader in (("query", qf, query_loader), ("gallery", gf, gallery_loader)):
+            if feats is not None:
+                require_finite_features(feats, _image_paths(loader), f"evaluation of {dataset_name} ({split})")
         if not D.is_main():
             return 0.0, 0.0
         distmat = query_gallery_distances(qf, gf, dist_metric, normalize_feature, rerank)
@@ -130,6 +134,15 @@ class EvaluationMixin:
                 distmat, dm.fetch_test_loaders(dataset_name), dm.data_type, width=dm.width, height=dm.height,
                 topk=visrank_topk, save_dir=osp.join(save_dir, "visrank_" + dataset_name))
         return cmc[0], mAP
+
+
+def _image_paths(loader) -> Optional[List[str]]:
+    """The image paths of an evaluation loader, in its (unshuffled) order; None when its dataset lists none."""
+    data = getattr(getattr(loader, "dataset", None), "data", None)
+    try:
+        return [str(item[0]) for item in data] if data is not None else None
+    except (TypeError, IndexError):
+        return None
 
 
 def query_gallery_distances(qf: torch.Tensor, gf: torch.Tensor, metric: str = "euclidean", normalize: bool = True,

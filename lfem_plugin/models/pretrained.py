@@ -18,6 +18,8 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import resample_abs_pos_embed
 from torch import nn
 
+from ..utils.checkpoint_file import verify_checkpoint_file
+from ..utils.state_layout import unwrap_state_dict
 from .patch_embed import patch_grid
 
 __all__ = ["WeightSource", "WEIGHT_SOURCES", "checkpoint_filter_fn", "load_pretrained", "resolve_weights",
@@ -55,23 +57,23 @@ _DROP_PREFIXES = ("head.", "head_dist.", "fc.", "pre_logits.")
 
 
 def load_state_dict_file(path: str | os.PathLike) -> Dict[str, torch.Tensor]:
-    """``torch.load(weights_only=True)`` with an actionable error for pickled objects or broken files."""
+    """``torch.load(weights_only=True)`` with an actionable error for pickled objects or broken files.
+
+    Raises:
+        FileNotFoundError: no such file.
+        DamagedCheckpointError: cut short, or a zip member with other bytes than written.
+        RuntimeError: not readable with ``weights_only=True``.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file {path} does not exist")
+    verify_checkpoint_file(path)  # damaged or cut-short downloads: named, never loaded as garbage
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - re-raised with the file name and what to do
         raise RuntimeError(f"could not load {path} safely (torch.load weights_only=True): {err}. The file is either "
                            f"corrupt or holds pickled Python objects; only tensor state dicts are accepted. "
                            f"Re-save it as a plain state dict from a trusted environment.") from err
-
-
-def _unwrap(state_dict: Mapping[str, Any]) -> Dict[str, torch.Tensor]:
-    for key in ("model", "state_dict"):
-        if key in state_dict and isinstance(state_dict[key], Mapping):
-            state_dict = state_dict[key]
-    return {k[len("module."):] if k.startswith("module.") else k: v for k, v in state_dict.items()}
 
 
 def _resize_pos_embed(pos_embed: torch.Tensor, grid_size: Tuple[int, int]) -> torch.Tensor:
@@ -99,7 +101,7 @@ def checkpoint_filter_fn(state_dict: Mapping[str, Any], model: nn.Module) -> Dic
     """
     out: Dict[str, torch.Tensor] = {}
     model_sd = model.state_dict()
-    for key, value in _unwrap(state_dict).items():
+    for key, value in unwrap_state_dict(state_dict).items():
         if key.startswith(_DROP_PREFIXES) or key == "dist_token":
             continue
         if key == "patch_embed.proj.weight" and value.dim() < 4:

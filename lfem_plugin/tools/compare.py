@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from ..registry import MODELS
+from ..utils.atomic import write_text
 from .protocols import PAPER, PROFILES, QUICK, ModelSpec, Profile, configs_dir  # noqa: F401  (re-exported)
 from .report import write_report
 
@@ -131,10 +132,7 @@ def run_one(spec: ModelSpec, profile: Profile, seed: int, out_dir: Path, root: s
     except Exception as err:  # noqa: BLE001 - one failing model must not stop the comparison
         _logger.exception("%s (seed %d) failed", spec.key, seed)
         result.update(status="failed", reason=f"{type(err).__name__}: {err}", traceback=traceback.format_exc())
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(result, indent=2))
-    tmp.replace(path)
+    write_text(path, json.dumps(result, indent=2), "comparison result")
     return result
 
 

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from ..utils.atomic import atomic_path
+
 __all__ = ["export_onnx", "require_onnx_extra", "ONNX_EXTRA"]
 
 _logger = logging.getLogger(__name__)
@@ -69,7 +71,8 @@ def export_onnx(model: nn.Module, out: str, height: int, width: int, with_camera
     names = ["images", "cameras"][:len(inputs)]
     with warnings.catch_warnings():  # the model keeps last_gates for pictures; not part of the exported graph
         warnings.filterwarnings("ignore", message=".*was assigned during export.*")
-        _export(graph, inputs, names, out)
+        with atomic_path(out, what="ONNX export", keep_suffix=True) as tmp:
+            _export(graph, inputs, names, str(tmp))
     model.eval()
     if not check:
         return {}

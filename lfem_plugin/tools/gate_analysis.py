@@ -28,7 +28,8 @@ from ..data.occlusion import OccluderBox, find_occlusion_file, read_occlusion_fi
 from ..data.transforms import build_test_transform
 from ..models.sie import camera_argument
 from ..registry import DATASETS
-from .visualize import pyplot
+from ..utils.atomic import write_text
+from .visualize import pyplot, save_figure
 
 __all__ = ["group_occlusion", "gate_statistics", "analyze_gates", "plot_gates"]
 
@@ -130,7 +131,7 @@ def plot_gates(result: Dict[str, Any], out_dir: Path, title: str = "") -> List[P
     ax.legend(fontsize=7)
     fig.tight_layout()
     scatter = out_dir / "gates_scatter.png"
-    fig.savefig(scatter, dpi=120)
+    save_figure(fig, scatter)
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(5, 3.4))
     x = np.arange(fractions.shape[1])
@@ -141,7 +142,7 @@ def plot_gates(result: Dict[str, Any], out_dir: Path, title: str = "") -> List[P
     ax.legend(fontsize=7)
     fig.tight_layout()
     bars = out_dir / "gates_bars.png"
-    fig.savefig(bars, dpi=120)
+    save_figure(fig, bars)
     plt.close(fig)
     return [scatter, bars]
 
@@ -149,5 +150,5 @@ def plot_gates(result: Dict[str, Any], out_dir: Path, title: str = "") -> List[P
 def write(result: Dict[str, Any], out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / "gates.json"
-    path.write_text(json.dumps(result, indent=1) + "\n")
+    write_text(path, json.dumps(result, indent=1) + "\n", "gate report")
     return path

@@ -20,7 +20,9 @@ from ..data.transforms import build_test_transform
 from ..models.interface import BuildArgs
 from ..models.lfem_vit import build_args_of
 from ..registry import MODELS
-from ..utils.checkpoint import load_checkpoint, load_state_strict, strip_module_prefix, trained_size
+from ..utils.finite import require_finite_features
+from ..utils.checkpoint import load_checkpoint, load_state_strict, trained_size
+from ..utils.state_layout import trained_state_dict
 from .export import export_onnx  # noqa: F401  (re-exported)
 
 __all__ = ["load_trained", "extract_features", "export_onnx", "list_images", "read_image", "cameras_from_names",
@@ -44,7 +46,7 @@ def load_trained(weights: str, config_file: Optional[str] = None, opts: Sequence
         raise ValueError(f"{weights} holds no config (written by torchreid's engine?); name the model with --model "
                          f"NAME (plus --set KEY VALUE for settings it was trained with that differ from the "
                          f"variant's, e.g. --set data.height 384), or pass the training config with --config-file")
-    sd = strip_module_prefix(state.get("state_dict", state))
+    sd = trained_state_dict(state)  # also fast-reid's {"model": ...} and TransReID's key names
     name = cfg.model.name
     if name not in MODELS:
         raise KeyError(f"{name!r} is not a plugin model; choices: {sorted(MODELS)} (torchreid models: use "
@@ -62,7 +64,12 @@ def load_trained(weights: str, config_file: Optional[str] = None, opts: Sequence
 def extract_features(model: nn.Module, paths: Sequence[str], height: int, width: int, mean, std,
                      cameras: Optional[Sequence[int]] = None, batch_size: int = 64, device: str = "cpu",
                      skip_bad_images: bool = False) -> Tuple[np.ndarray, List[str]]:
-    """Features ``(N, D)`` of the readable images, and their paths (bad ones skipped with a warning if asked)."""
+    """Features ``(N, D)`` of the readable images, and their paths (bad ones skipped with a warning if asked).
+
+    Raises:
+        BadImageError: an unreadable image (without ``skip_bad_images``), or none readable.
+        NonFiniteFeaturesError: a feature holds NaN or inf, naming the images.
+    """
     from tqdm import tqdm
     transform = build_test_transform(height, width, mean, std)
     if cameras is not None and len(cameras) != len(paths):
@@ -92,4 +99,6 @@ def extract_features(model: nn.Module, paths: Sequence[str], height: int, width:
         _logger.warning("skipped %d unreadable image(s) of %d", skipped, len(paths))
     if not feats:
         raise BadImageError("no readable image")
-    return torch.cat(feats).numpy(), kept
+    out = torch.cat(feats).numpy()
+    require_finite_features(out, kept, "features")
+    return out, kept

@@ -11,7 +11,8 @@ from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from .visualize import pyplot, plot_cmc
+from ..utils.atomic import atomic_open, write_text
+from .visualize import plot_cmc, pyplot, save_figure
 
 __all__ = ["write_report"]
 
@@ -99,10 +100,10 @@ def _write_tables(out_dir: Path, tables: List[Tuple[str, List[Dict[str, Any]]]],
     for target, rows in tables:
         lines += ["", f"### {target}", ""] if len(tables) > 1 else [""]
         lines += _table(rows)
-    (out_dir / "results.md").write_text("\n".join(lines) + "\n")
+    write_text(out_dir / "results.md", "\n".join(lines) + "\n", "results table")
     fields = ["model", "label", "target", "runs", "seeds", "R1", "R1_std", "R5", "R5_std", "R10", "R10_std", "mAP",
               "mAP_std", "params", "train_images_per_s", "eval_s", "epochs", "status"]
-    with open(out_dir / "results.csv", "w", newline="") as handle:
+    with atomic_open(out_dir / "results.csv", "w", what="results table", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         for target, rows in tables:
@@ -125,7 +126,7 @@ def _plots(out_dir: Path, groups: Dict[str, List[Dict[str, Any]]], suffix: str =
     ax.set(ylabel="%", title="Rank-1 and mAP (mean ± std over seeds)")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(out_dir / f"bars{suffix}.png", dpi=120)
+    save_figure(fig, out_dir / f"bars{suffix}.png")
     plt.close(fig)
 
 

@@ -215,12 +215,13 @@ def write_outputs(result: Dict[str, Any], out_dir: Path) -> Dict[str, Path]:
     ``robustness.png`` (one panel per position, one line per kind) in ``out_dir``."""
     import json
 
-    from .visualize import pyplot
+    from ..utils.atomic import write_text
+    from .visualize import pyplot, save_figure
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = {"json": out_dir / "robustness.json", "table": out_dir / "robustness.md",
              "plot": out_dir / "robustness.png"}
-    paths["json"].write_text(json.dumps(result, indent=1) + "\n")
-    paths["table"].write_text(format_table(result))
+    write_text(paths["json"], json.dumps(result, indent=1) + "\n", "robustness report")
+    write_text(paths["table"], format_table(result), "robustness table")
     positions = list(dict.fromkeys(c["position"] for c in result["curves"]))
     plt = pyplot()
     fig, axes = plt.subplots(1, len(positions), figsize=(4 * len(positions), 3.4), sharey=True, squeeze=False)
@@ -232,7 +233,7 @@ def write_outputs(result: Dict[str, Any], out_dir: Path) -> Dict[str, Path]:
         ax.legend(fontsize=7, title="kind (AUC rel.)", title_fontsize=7)
     axes[0][0].set_ylabel("mAP (%)")
     fig.tight_layout()
-    fig.savefig(paths["plot"], dpi=110)
+    save_figure(fig, paths["plot"], dpi=110)
     plt.close(fig)
     return paths
 

@@ -24,6 +24,8 @@ from PIL import Image, ImageDraw
 
 from ..data.io import read_image
 from ..engine.evaluation import query_gallery_distances
+from ..utils.atomic import atomic_open, atomic_path, write_text
+from ..utils.finite import require_finite_features
 from .inference import extract_features
 
 __all__ = ["file_sha256", "files_sha256", "gallery_features", "rank_gallery", "write_results", "draw_ranked",
@@ -70,9 +72,8 @@ def gallery_features(extract, paths: Sequence[str], cameras: Optional[Sequence[i
         _logger.info("the cache %s was made from another gallery or checkpoint: extracting again", cache)
     feats, kept = extract(paths, cameras)
     out_dir.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_name(cache.name + ".tmp.npz")
-    np.savez(tmp, features=feats, kept=np.array(kept), key=np.array(json.dumps(wanted)))
-    tmp.replace(cache)
+    with atomic_open(cache, "wb", feats.nbytes, "gallery feature cache") as handle:
+        np.savez(handle, features=feats, kept=np.array(kept), key=np.array(json.dumps(wanted)))
     return feats, kept, False
 
 
@@ -89,7 +90,7 @@ def write_results(out_dir: Path, queries: Sequence[str], gallery: Sequence[str],
                   dist: np.ndarray) -> Tuple[Path, Path]:
     """``results.csv`` (query, rank, gallery, distance) and ``results.json`` ({query: [{gallery, distance}]})."""
     csv_path, json_path = out_dir / "results.csv", out_dir / "results.json"
-    with open(csv_path, "w", newline="") as handle:
+    with atomic_open(csv_path, "w", what="search results", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["query", "rank", "gallery", "distance"])
         for q, path in enumerate(queries):
@@ -97,7 +98,7 @@ def write_results(out_dir: Path, queries: Sequence[str], gallery: Sequence[str],
                 writer.writerow([path, r + 1, gallery[g], f"{d:.6f}"])
     payload = {path: [{"gallery": gallery[g], "distance": float(d)} for g, d in zip(order[q], dist[q])]
                for q, path in enumerate(queries)}
-    json_path.write_text(json.dumps(payload, indent=1) + "\n")
+    write_text(json_path, json.dumps(payload, indent=1, allow_nan=False) + "\n", "search results")
     return csv_path, json_path
 
 
@@ -114,8 +115,8 @@ def draw_ranked(query: str, gallery: Sequence[str], distances: Sequence[float], 
         if i == 0:
             draw.rectangle([x - 2, pad - 2, x + width + 1, pad + height + 1], outline=(40, 90, 220), width=2)
         draw.text((x + 2, pad + height + 2), label, fill=(0, 0, 0))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(out)
+    with atomic_path(out, what="ranked-list picture", keep_suffix=True) as tmp:
+        canvas.save(tmp)
 
 
 def picture_name(index: int, query: str) -> str:
@@ -155,7 +156,7 @@ def write_pictures(out_dir: Path, queries: Sequence[str], gallery: Sequence[str]
     for q, path in enumerate(queries):
         draw_ranked(path, [gallery[g] for g in order[q]], dist[q], out_dir / "ranked" / names[q],
                     (max(size[0], 128), max(size[0], 128) * size[1] // size[0]))
-    (out_dir / MANIFEST_NAME).write_text(json.dumps({"pictures": names}, indent=1) + "\n")
+    write_text(out_dir / MANIFEST_NAME, json.dumps({"pictures": names}, indent=1) + "\n", "search manifest")
     others = sorted(p.name for p in (out_dir / "ranked").iterdir() if p.name not in set(names))
     if others:
         _logger.warning("%s also holds %d file(s) this search did not write (left in place): %s", out_dir / "ranked",
@@ -174,6 +175,7 @@ def run_search(model, cfg, queries: Sequence[str], gallery: Sequence[str], query
 
     key = feature_key(cfg, weights_hash, gallery)
     g_feats, g_kept, cached = gallery_features(extract, gallery, gallery_cams, key, out_dir)
+    require_finite_features(g_feats, g_kept, f"gallery features of {out_dir / CACHE_NAME}")  # a cache from before
     q_feats, q_kept = extract(queries, query_cams)
     order, dist = rank_gallery(q_feats, g_feats, min(top_k, len(g_kept)), cfg.test.dist_metric,
                                cfg.test.normalize_feature, rerank)

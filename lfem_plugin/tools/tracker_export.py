@@ -26,6 +26,7 @@ from torch import nn
 
 from ..models.pretrained import IMAGENET_MEAN, IMAGENET_STD
 from ..models.sie import UNKNOWN_CAMERA
+from ..utils.atomic import atomic_path, write_text
 
 __all__ = ["TARGETS", "TrackerGraph", "tracker_model", "tracker_crops", "export_for_tracker", "FED_STATS"]
 
@@ -105,11 +106,12 @@ def _run_export(graph: nn.Module, out: Path, fmt: str, height: int, width: int) 
     if fmt == "onnx":
         from .export import _export, require_onnx_extra
         require_onnx_extra(True)
-        _export(graph, (torch.rand(2, 3, height, width),), ["images"], str(out))
+        with atomic_path(out, what="tracker export", keep_suffix=True) as tmp:
+            _export(graph, (torch.rand(2, 3, height, width),), ["images"], str(tmp))
     else:  # BoxMOT's TorchScript backend loads it with torch.jit.load: torch's deprecation notice is not the user's
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), atomic_path(out, what="tracker export", keep_suffix=True) as tmp:
             warnings.filterwarnings("ignore", category=FutureWarning, message=".*torch.jit.*")
-            torch.jit.save(torch.jit.trace(graph, torch.rand(2, 3, height, width), check_trace=False), str(out))
+            torch.jit.save(torch.jit.trace(graph, torch.rand(2, 3, height, width), check_trace=False), str(tmp))
 
 
 def _run_exported(out: Path, fmt: str, x: np.ndarray) -> np.ndarray:
@@ -169,8 +171,7 @@ def _write_metadata(out: Path, model_name: str, height: int, width: int, fed_mea
             "model_kwargs": {"img_size": [height, width]},
             "preprocess": {"input": "RGB", "scale": 1 / 255, "mean": list(fed_mean), "std": list(fed_std)},
             "feature": report["feature"], "sie": report["sie"], "exported_by": "lfem_plugin"}
-    path.write_text(json.dumps(meta, indent=2) + "\n")
-    return path
+    return write_text(path, json.dumps(meta, indent=2) + "\n", "tracker metadata")
 
 
 def is_tracker_target(target: Optional[str]) -> bool:

@@ -12,7 +12,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-__all__ = ["plot_cmc", "draw_lfem_groups", "draw_gate_pictures", "pyplot"]
+__all__ = ["plot_cmc", "draw_lfem_groups", "draw_gate_pictures", "pyplot", "save_figure"]
 
 _COLOURS = ("#e41a1c", "#377eb8", "#4daf4a", "#984ea3", "#ff7f00", "#a65628")
 
@@ -26,6 +26,14 @@ def pyplot():
     return plt
 
 
+def save_figure(fig, path: str | Path, dpi: int = 120) -> Path:
+    """``fig.savefig(path)`` through a temporary file and a rename (:func:`~lfem_plugin.utils.atomic.atomic_path`)."""
+    from ..utils.atomic import atomic_path
+    with atomic_path(path, what="picture", keep_suffix=True) as tmp:
+        fig.savefig(tmp, dpi=dpi)
+    return Path(path)
+
+
 def plot_cmc(curves: Dict[str, Sequence[float]], path: str | Path, max_rank: int = 20) -> Path:
     """One CMC curve per entry of ``curves`` (fractions in [0, 1])."""
     plt = pyplot()
@@ -37,7 +45,7 @@ def plot_cmc(curves: Dict[str, Sequence[float]], path: str | Path, max_rank: int
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
     plt.close(fig)
     return Path(path)
 
@@ -76,7 +84,7 @@ def draw_lfem_groups(model: torch.nn.Module, image: torch.Tensor, shown: np.ndar
     for ax in axes:
         ax.axis("off")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
     plt.close(fig)
     return gates
 

@@ -6,22 +6,25 @@ one holding non-finite weights or optimiser state is refused, and a full disk le
 """
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import random
-import shutil
-import tempfile
+import re
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional
 
 import numpy as np
 import torch
 
+from .atomic import DiskFullError, atomic_open
+from .checkpoint_file import DamagedCheckpointError, verify_checkpoint_file
+from .state_layout import strip_module_prefix, trained_state_dict
+
 __all__ = ["save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state", "latest_checkpoint",
            "list_checkpoints", "load_state_strict", "non_finite_tensors", "newest_finite_checkpoint",
            "remove_orphan_tmp", "NonFiniteStateError", "DiskFullError", "strip_module_prefix", "load_trained_weights",
-           "numpy_scalar_globals", "trained_size"]
+           "numpy_scalar_globals", "trained_size", "DamagedCheckpointError", "torch_load_reason",
+           "report_partial_load"]
 
 _logger = logging.getLogger(__name__)
 PREFIX = "model.pth.tar-"
@@ -29,10 +32,6 @@ PREFIX = "model.pth.tar-"
 
 class NonFiniteStateError(RuntimeError):
     """Weights or optimiser state hold NaN/inf: the checkpoint is not written."""
-
-
-class DiskFullError(OSError):
-    """Not enough space to write a checkpoint; the previous checkpoint is intact."""
 
 
 def rng_state() -> Dict[str, Any]:
@@ -73,15 +72,8 @@ def non_finite_tensors(obj: Any) -> List[str]:
     return [name for name, t in _tensors(obj) if t.is_floating_point() and not bool(torch.isfinite(t).all())]
 
 
-def _file_mode() -> int:
-    """Mode of a new regular file under the process umask (0644 under umask 022), as ``open`` would give."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
 def save_checkpoint(state: Dict[str, Any], path: str | os.PathLike) -> Path:
-    """Write ``state`` atomically (temporary file in the same folder, fsync, rename): never half-written.
+    """Write ``state`` atomically (:func:`~lfem_plugin.utils.atomic.atomic_open`: temporary file, fsync, rename).
 
     Raises :class:`NonFiniteStateError` (nothing written) when ``state_dict`` or ``optimizer`` hold NaN/inf, and
     :class:`DiskFullError` naming the path and the bytes needed when the disk cannot hold it; in both cases the
@@ -92,40 +84,26 @@ def save_checkpoint(state: Dict[str, Any], path: str | os.PathLike) -> Path:
     if bad:
         raise NonFiniteStateError(f"{len(bad)} weight/optimiser tensors hold NaN or inf (e.g. {', '.join(bad[:3])}); "
                                   f"{path} was not written")
-    path.parent.mkdir(parents=True, exist_ok=True)
     needed = sum(t.numel() * t.element_size() for _, t in _tensors(state))
-    free = shutil.disk_usage(path.parent).free
-    if free < needed:
-        raise _disk_full(path, needed, free)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(tmp, _file_mode())  # mkstemp creates 0600; a checkpoint is an output like any other
-        os.replace(tmp, path)
-    except OSError as err:
-        if err.errno in (errno.ENOSPC, errno.EDQUOT):
-            raise _disk_full(path, needed, shutil.disk_usage(path.parent).free) from None
-        raise
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_open(path, "wb", needed, "checkpoint", _FULL_ADVICE) as handle:
+        torch.save(state, handle)
     return path
 
 
-def _disk_full(path: Path, needed: int, free: int) -> DiskFullError:
-    return DiskFullError(errno.ENOSPC, f"no space to write checkpoint {path}: it needs about {needed / 2**20:.0f} MiB "
-                                       f"and {free / 2**20:.0f} MiB are free; free some space (older checkpoints "
-                                       f"stay intact) and resume with --resume auto")
+_FULL_ADVICE = "free some space (older checkpoints stay intact) and resume with --resume auto"
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: Optional[str] = "cpu") -> Dict[str, Any]:
     """``torch.load(weights_only=True)`` with errors that say what is wrong with the file.
 
-    A checkpoint with pickled objects is refused, except the numpy scalars torchreid's engines store
-    (``rank1``), which are allow-listed.
+    The file is checked first (:func:`~lfem_plugin.utils.checkpoint_file.verify_checkpoint_file`: every zip
+    member's CRC-32, the end record). A checkpoint with pickled objects is refused, except the numpy scalars
+    torchreid's engines store (``rank1``), which are allow-listed.
+
+    Raises:
+        FileNotFoundError, IsADirectoryError: no such file, or a folder (naming its newest checkpoint).
+        DamagedCheckpointError: (a ``ValueError``) empty, cut short, or a member with other bytes than written.
+        RuntimeError: not readable with ``weights_only=True`` (pickled objects), naming what torch found.
     """
     path = Path(path)
     if path.is_dir():
@@ -135,16 +113,27 @@ def load_checkpoint(path: str | os.PathLike, map_location: Optional[str] = "cpu"
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} not found")
     if path.stat().st_size == 0:
-        raise ValueError(f"checkpoint {path} is empty (0 bytes): it was not written completely; use an earlier "
-                         f"checkpoint")
+        raise DamagedCheckpointError(f"checkpoint {path} is empty (0 bytes): it was not written completely; use an "
+                                     f"earlier checkpoint")
     torch.serialization.add_safe_globals(numpy_scalar_globals())  # a context manager would remove them on exit
+    verify_checkpoint_file(path)  # CRC-32 of every member, end record: refuses damaged or truncated files
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # noqa: BLE001 - re-raised with what to do
         raise RuntimeError(f"refusing to load {path}: it is not a plain tensor checkpoint readable with "
-                         f"torch.load(weights_only=True) ({type(err).__name__}: {str(err)[:200]}). Checkpoints "
-                         f"with pickled Python objects could execute code; re-save it as a state dict in a "
-                         f"trusted environment.") from err
+                           f"torch.load(weights_only=True) ({torch_load_reason(err)}). Checkpoints with pickled "
+                           f"Python objects could execute code; re-save it as a state dict in a trusted "
+                           f"environment.") from err
+
+
+def torch_load_reason(err: Exception) -> str:
+    """The one sentence of a ``torch.load`` error that says what is wrong, whole (never cut mid-sentence)."""
+    text = str(err).replace("\x1b[1m", "").replace("\x1b[0m", "")
+    found = re.search(r"WeightsUnpickler error: (.+?\.)(?:\s|$)", text)
+    if found:
+        return found.group(1)
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return f"{type(err).__name__}: {lines[0] if lines else 'no message'}"
 
 
 def numpy_scalar_globals() -> list:
@@ -152,13 +141,6 @@ def numpy_scalar_globals() -> list:
     dtypes = [type(np.dtype(t)) for t in ("float16", "float32", "float64", "int32", "int64")]
     core = getattr(np, "_core", None) or np.core  # numpy 2 renamed the module
     return [core.multiarray.scalar, np.dtype, *dtypes]
-
-
-def strip_module_prefix(state_dict: Dict[str, Any]) -> Dict[str, Any]:
-    """Keys without the ``module.`` prefix that DataParallel/DDP add (only when every key has it)."""
-    if state_dict and all(k.startswith("module.") for k in state_dict):
-        return {k[len("module."):]: v for k, v in state_dict.items()}
-    return state_dict
 
 
 def trained_size(state: Dict[str, Any]) -> Optional[tuple]:
@@ -174,11 +156,12 @@ def trained_size(state: Dict[str, Any]) -> Optional[tuple]:
 
 def load_state_strict(model: torch.nn.Module, state_dict: Dict[str, Any], source: str | os.PathLike,
                       target: str, trained_at: Optional[tuple] = None) -> None:
-    """``load_state_dict`` that accepts a ``module.`` prefix and raises a ``KeyError`` naming the missing and
+    """``load_state_dict`` that accepts a ``module.`` prefix, fast-reid's ``model`` wrapper and TransReID's key names
+    (:func:`~lfem_plugin.utils.state_layout.trained_state_dict`) and raises a ``KeyError`` naming the missing and
     unexpected keys; a position embedding of another input size is resampled to the model's (``trained_at``: the
     checkpoint's ``(height, width)``; unknown, it is an error naming both token counts)."""
     from ..models.pretrained import resample_trained_pos_embed
-    state_dict = resample_trained_pos_embed(strip_module_prefix(state_dict), model, trained_at, str(source))
+    state_dict = resample_trained_pos_embed(trained_state_dict(state_dict), model, trained_at, str(source))
     result = model.load_state_dict(state_dict, strict=False)
     if result.missing_keys or result.unexpected_keys:
         parts = [f"{name} keys {keys[:10]}" for name, keys in (("missing", result.missing_keys),
@@ -199,7 +182,7 @@ def load_trained_weights(model: torch.nn.Module, path: str | os.PathLike) -> Non
         raise FileNotFoundError(f"model.load_weights {path} not found; give the path of a trained checkpoint")
     from ..models.pretrained import resample_trained_pos_embed
     state = load_checkpoint(path)
-    weights = strip_module_prefix(state.get("state_dict", state))
+    weights = trained_state_dict(state)
     weights = resample_trained_pos_embed(weights, model, trained_size(state), f"model.load_weights {path}")
     own = model.state_dict()
     matched = {k: v for k, v in weights.items() if k in own and tuple(v.shape) == tuple(own[k].shape)}
@@ -209,9 +192,26 @@ def load_trained_weights(model: torch.nn.Module, path: str | os.PathLike) -> Non
                 if "patch_embed.proj.weight" in weights else "is it a checkpoint of another model?")
         raise ValueError(f"model.load_weights {path}: no tensor matches the model; {hint}")
     model.load_state_dict(matched, strict=False)
+    report_partial_load(own, matched, weights, f"model.load_weights {path}")
+
+
+def report_partial_load(own: Dict[str, torch.Tensor], matched: Dict[str, Any], weights: Dict[str, Any],
+                        source: str) -> None:
+    """Log what a partial load filled: INFO when only classifiers (their identity count is the data's) stayed at
+    their initial values, else a WARNING naming the modules left at init and the share of parameters filled."""
+    left = [k for k in own if k not in matched]
+    unexpected = [k for k in left if ".classifier." not in f".{k}"]
     skipped = sorted(set(weights) - set(matched))
-    _logger.info("loaded %d of %d tensors of %s%s", len(matched), len(own), path,
-                 f"; not loaded (name or shape differ): {skipped[:10]}" if skipped else "")
+    filled = sum(own[k].numel() for k in matched) / max(1, sum(v.numel() for v in own.values()))
+    text = (f"{source}: loaded {len(matched)} of {len(own)} tensors ({filled:.0%} of the values)"
+            + (f"; in the file but not loaded (name or shape differ): {skipped[:10]}" if skipped else ""))
+    if not unexpected:
+        _logger.info("%s", text)
+        return
+    modules = sorted({".".join(k.split(".")[:3]) for k in unexpected})
+    _logger.warning("%s; %d tensors stayed at their initial values: %s. Is it a checkpoint of another model or "
+                    "layout? (Classifiers of another identity count are expected to stay.)", text, len(unexpected),
+                    ", ".join(modules[:12]) + (f" and {len(modules) - 12} more" if len(modules) > 12 else ""))
 
 
 def list_checkpoints(folder: str | os.PathLike) -> List[tuple]:
