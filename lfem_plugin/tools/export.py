@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 import logging
 import warnings
+from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
 import numpy as np
@@ -88,7 +89,12 @@ def export_onnx(model: nn.Module, out: str, height: int, width: int, with_camera
     with torch.no_grad():
         ref = model(test, camera=cams).numpy()
     got = session.run(None, feed)[0]
-    return {"max_abs_diff": float(np.abs(got - ref).max()), "batch": 5}
+    diff = float(np.abs(got - ref).max())
+    if not (np.isfinite(got).all() and np.isfinite(ref).all()):  # never pass (or print "nan") on broken weights
+        Path(out).unlink(missing_ok=True)
+        raise RuntimeError(f"{out}: the model gives non-finite features (max abs diff {diff}); is the checkpoint "
+                           f"damaged? The export was removed")
+    return {"max_abs_diff": diff, "batch": 5}
 
 
 def _export(graph: nn.Module, inputs: Tuple[torch.Tensor, ...], names: List[str], out: str) -> None:
