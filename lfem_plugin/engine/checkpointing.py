@@ -9,7 +9,7 @@ import logging
 import math
 import os
 
-from ..models.interface import ReIDModel
+from ..models.interface import ReIDModel, build_spec
 from ..utils import distributed as D
 from ..utils.checkpoint import (NonFiniteStateError, load_checkpoint, newest_finite_checkpoint, rng_state,
                                 save_checkpoint, set_rng_state)
@@ -69,6 +69,9 @@ class CheckpointMixin:
         model = D.unwrap(self.model)
         if isinstance(model, ReIDModel):  # the data-given sizes: the config plus these rebuild the model
             state["model_args"] = model.build_args()._asdict()
+        spec = build_spec(model)
+        if spec is not None:  # every resolved builder argument: rebuilds the model without its config
+            state["model_build"] = spec
         try:
             path = save_checkpoint(state, os.path.join(save_dir, "model", f"model.pth.tar-{epoch + 1}"))
         except NonFiniteStateError as err:

@@ -269,7 +269,11 @@ def _variant(name: str, arch: str, fixed: Tuple[str, ...] = (), training: Option
     the config keys, never the builder."""
     def builder(num_classes: int, loss: str = "softmax", pretrained: bool = False, use_gpu: bool = True,
                 **kwargs: Any) -> LFEMViT:
-        return create_lfem_vit(arch, num_classes, loss, pretrained, use_gpu, **dict(model_args, **kwargs))
+        resolved = dict(model_args, **kwargs)
+        model = create_lfem_vit(arch, num_classes, loss, pretrained, use_gpu, **resolved)
+        resolved.pop("pretrained_path", None)  # where ImageNet weights came from: not part of the trained model
+        model.build_spec = {"name": name, "kwargs": dict(resolved, num_classes=num_classes, loss=loss)}
+        return model
     builder.__name__ = builder.__qualname__ = name
     builder.__doc__ = f"{name}: {arch} with {dict(model_args, **training or {})}."
     builder.arch = arch  # the backbone architecture (its weight source fixes the input normalisation)
