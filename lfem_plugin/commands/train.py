@@ -34,6 +34,8 @@ def config_from_args(args: argparse.Namespace, test: bool = False):
     import torch
 
     from ..config import load_config
+    from ._overrides import split_list_overrides
+    split_list_overrides(args, ("sources", "targets"))  # `-s NAME KEY VALUE`: the overrides are not datasets
     check_overrides(args, args._flags)
     opts = list(args.opts[1:] if args.opts[:1] == ["--"] else args.opts)  # `-t NAME -- KEY VALUE`: ends the list
     for key, value in (("model.name", args.model), ("data.root", args.root)):

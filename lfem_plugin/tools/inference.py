@@ -24,8 +24,8 @@ from ..registry import MODELS
 from ..utils.checkpoint import load_checkpoint, load_state_strict, strip_module_prefix, trained_size
 from .export import export_onnx  # noqa: F401  (re-exported)
 
-__all__ = ["load_trained", "rebuild_model", "extract_features", "export_onnx", "list_images", "read_image", "cameras_from_names",
-           "BadImageError"]  # the last five live in export and data.io; re-exported for callers of this module
+__all__ = ["load_trained", "rebuild_model", "extract_features", "export_onnx", "list_images", "read_image",
+           "cameras_from_names", "BadImageError"]  # the last five: export, data.io
 
 _logger = logging.getLogger(__name__)
 
