@@ -80,6 +80,7 @@ CONFIG_TOOLS = {f"lfem_plugin.tools.{name}" for name in (
     "train", "preflight", "compare", "doctor", "inference", "search", "gate_analysis",  # the pipelines (as before)
     "synthetic",  # synthetic_config: a config's datasets written synthetically (doctor's generated data)
     "protocols",  # a comparison row is a shipped config plus changes; its model is the loaded config's
+    "checkpoint_test",  # `lfem-reid test` of a plugin checkpoint: the targets and test keys of the loaded config
 )}
 MAX_MODULE_LINES = 300
 

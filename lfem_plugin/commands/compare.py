@@ -31,7 +31,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..tools.compare import report, run_compare, summary_text
-    from ._overrides import split_list_overrides
+    from .train import split_list_overrides
     split_list_overrides(args, ("models", "seeds"))  # `--seeds 0 1 train.max_epoch 3`: the overrides stay theirs
     args.seeds = _seeds(args.seeds or [0])
     if not args.report:

@@ -8,6 +8,7 @@ import logging
 import os
 import sys
 import time
+from typing import List, Sequence
 
 HELP = "train a model (lfem_vit or any torchreid model) from a yacs config"
 
@@ -22,6 +23,36 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY VALUE config overrides, e.g. train.max_epoch 10")
 
 
+# Options that take a list (``-s A B``, ``-t C``, ``compare --models/--seeds``) stop at the first config key:
+# argparse's ``nargs='+'`` would swallow the ``KEY VALUE`` overrides after them (``-s NAME data.root X``: "Invalid
+# dataset name 'data.root'"); those items go back to the overrides, in order.
+def is_config_key(item: str) -> bool:
+    """``item`` names a config key or a key inside a config section (``train.max_epoch``, ``use_gpu``,
+    ``data.market_layout.foldr``: a misspelt key still goes to the overrides, whose error names the closest keys);
+    dataset and model names are never section-dotted."""
+    from ..config.defaults import get_default_config
+    defaults = get_default_config()
+    head = str(item).split(".")[0]
+    return head in defaults and ("." in str(item) or not isinstance(defaults[head], dict))
+
+
+def split_list_overrides(args: argparse.Namespace, names: Sequence[str]) -> None:
+    """Cut each list option in ``names`` at its first config key; the rest goes before ``args.opts`` (in place).
+    ``-t NAME -- KEY VALUE`` keeps working (argparse already ends the list at ``--``)."""
+    moved: List[str] = []
+    for name in names:
+        items = getattr(args, name, None)
+        if not items:
+            continue
+        cut = next((i for i, item in enumerate(items) if is_config_key(item)), None)
+        if cut is not None:
+            setattr(args, name, list(items[:cut]) or None)
+            moved += [str(item) for item in items[cut:]]
+    if moved:
+        rest = list(args.opts[1:] if args.opts[:1] == ["--"] else args.opts)
+        args.opts = moved + rest
+
+
 def check_overrides(args: argparse.Namespace, parser_flags) -> None:
     """Flags after the ``KEY VALUE`` overrides would be read as overrides: say so instead."""
     misplaced = [item for item in args.opts if item.split("=")[0] in parser_flags]
@@ -34,7 +65,6 @@ def config_from_args(args: argparse.Namespace, test: bool = False):
     import torch
 
     from ..config import load_config
-    from ._overrides import split_list_overrides
     split_list_overrides(args, ("sources", "targets"))  # `-s NAME KEY VALUE`: the overrides are not datasets
     check_overrides(args, args._flags)
     opts = list(args.opts[1:] if args.opts[:1] == ["--"] else args.opts)  # `-t NAME -- KEY VALUE`: ends the list
@@ -57,17 +87,19 @@ def config_from_args(args: argparse.Namespace, test: bool = False):
 
 def _stored_config(args: argparse.Namespace):
     """``test`` without ``--config-file``: the config stored in the checkpoint (model, sizes, datasets), as
-    ``extract`` and ``search`` use it; a checkpoint without one needs ``--model`` and ``-s`` (or ``data.sources``)."""
+    ``extract`` and ``search`` use it; a checkpoint without one needs ``--model`` (and for torchreid's own models ``-s``
+    or ``data.sources``: their classifier is sized from it)."""
     from ..utils.checkpoint import load_checkpoint
     if args.config_file:
         return None
     state = load_checkpoint(args.weights)
     if state.get("config"):
         return state["config"]
-    if not args.model or not (args.sources or "data.sources" in args.opts):
+    from ..registry import MODELS
+    if not args.model or (args.model not in MODELS and not (args.sources or "data.sources" in args.opts)):
         raise ValueError(f"{args.weights} holds no config (written by torchreid's engine?): pass the training config "
                          f"with --config-file, or name the model and its training data with --model NAME -s "
-                         f"DATASET [-t DATASET] (the classifier and camera embedding are sized from -s)")
+                         f"DATASET [-t DATASET] (a plugin model needs only --model; torchreid's own are sized from -s)")
     return None
 
 

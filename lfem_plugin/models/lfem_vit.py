@@ -269,9 +269,8 @@ def _variant(name: str, arch: str, fixed: Tuple[str, ...] = (), training: Option
     the config keys, never the builder."""
     def builder(num_classes: int, loss: str = "softmax", pretrained: bool = False, use_gpu: bool = True,
                 **kwargs: Any) -> LFEMViT:
-        resolved = dict(model_args, **kwargs)
-        model = create_lfem_vit(arch, num_classes, loss, pretrained, use_gpu, **resolved)
-        resolved.pop("pretrained_path", None)  # where ImageNet weights came from: not part of the trained model
+        model = create_lfem_vit(arch, num_classes, loss, pretrained, use_gpu, **dict(model_args, **kwargs))
+        resolved = {k: v for k, v in dict(model_args, **kwargs).items() if k != "pretrained_path"}  # not the model
         model.build_spec = {"name": name, "kwargs": dict(resolved, num_classes=num_classes, loss=loss)}
         return model
     builder.__name__ = builder.__qualname__ = name
