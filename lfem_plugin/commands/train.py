@@ -121,10 +121,34 @@ def run(args: argparse.Namespace) -> int:
         sys.stdout = open(os.devnull, "w")
     else:
         log_to_file(cfg.data.save_dir, "train")
-    engine = train.run(cfg, resume=args.resume or cfg.model.resume)
+    from ..utils.interrupt import TrainingInterrupted, stop_on_sigterm
+    try:
+        with stop_on_sigterm():  # SIGTERM: the run's finally releases the lock, then we say where to resume
+            engine = train.run(cfg, resume=args.resume or cfg.model.resume)
+    except TrainingInterrupted as err:
+        print(interrupted_message(err, cfg.data.save_dir), file=sys.stderr)
+        return 128 + err.signum  # the shell's code for a death by that signal
     if engine is None:
         print(f"nothing to do: the run in {cfg.data.save_dir} already finished (train.max_epoch "
               f"{cfg.train.max_epoch}); raise train.max_epoch to train further")
         return 0
     print(summary(getattr(engine, "last_results", {})))
     return 0
+
+
+def interrupted_message(err, save_dir: str, argv: Sequence[str] = ()) -> str:
+    """Where an interrupted training resumes: its newest checkpoint and the ``--resume`` command."""
+    import shlex
+
+    from ..utils.checkpoint import latest_checkpoint
+    from ..utils.run_lock import RunLock
+    newest = latest_checkpoint(os.path.join(save_dir, "model"))
+    argv = list(argv or sys.argv[1:])
+    argv = argv[argv.index("train") + 1:] if "train" in argv else argv
+    rest = [a for i, a in enumerate(argv) if a != "--resume" and (i == 0 or argv[i - 1] != "--resume")]
+    lock = RunLock(save_dir).path
+    held = "" if not lock.exists() else f"; the lock {lock} is still there (delete it if no training runs)"
+    if newest is None:
+        return f"lfem-reid train: {err} before the first checkpoint of {save_dir}; start it again{held}"
+    return (f"lfem-reid train: {err}; the newest checkpoint is {newest}; resume with:\n  lfem-reid train --resume "
+            f"{newest} {shlex.join(rest)}\n(or --resume auto){held}")
