@@ -9,6 +9,7 @@ import logging
 import math
 import os
 
+from ..data.fingerprint import fingerprint_change, train_fingerprint
 from ..models.interface import ReIDModel, build_spec
 from ..utils import distributed as D
 from ..utils.checkpoint import (NonFiniteStateError, load_checkpoint, newest_finite_checkpoint, rng_state,
@@ -66,6 +67,9 @@ class CheckpointMixin:
                  "results": {k: {"mAP": v["mAP"], "cmc": v["cmc"][:50]} for k, v in self.last_results.items()}}
         if self.config_text:
             state["config"] = self.config_text
+        fingerprint = self._train_fingerprint()
+        if fingerprint is not None:  # resuming on other training data is refused (resume)
+            state["train_fingerprint"] = fingerprint
         model = D.unwrap(self.model)
         if isinstance(model, ReIDModel):  # the data-given sizes: the config plus these rebuild the model
             state["model_args"] = model.build_args()._asdict()
@@ -82,6 +86,7 @@ class CheckpointMixin:
     def resume(self, path: str) -> int:
         """Restore model, optimiser, scheduler, scaler and RNG states; returns the epoch to start from."""
         state = load_checkpoint(path)
+        self._check_same_training_data(state, path)
         D.unwrap(self.model).load_state_dict(state["state_dict"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -92,3 +97,30 @@ class CheckpointMixin:
         self.resumed_epoch = int(state["epoch"])
         _logger.info("resumed from %s (epoch %d)", path, state["epoch"])
         return int(state["epoch"])
+
+    def _train_fingerprint(self):
+        """The :func:`~lfem_plugin.data.fingerprint.train_fingerprint` of the data manager's training set (computed
+        once); None without one."""
+        if getattr(self, "_fingerprint", None) is None:
+            loader = getattr(getattr(self, "datamanager", None), "train_loader", None)
+            items = getattr(getattr(loader, "dataset", None), "train", None)
+            self._fingerprint = train_fingerprint(items) if items else None
+        return self._fingerprint
+
+    def _check_same_training_data(self, state, path: str) -> None:
+        """Resuming continues the same run: the same training images, identities and cameras. Raises ValueError
+        on a change; a checkpoint from before fingerprints resumes with a warning."""
+        current, stored = self._train_fingerprint(), state.get("train_fingerprint")
+        if current is None:
+            return
+        if stored is None:
+            _logger.warning("%s holds no fingerprint of its training data (written before lfem_plugin 0.3): "
+                            "resuming without checking that the training set is the one it was trained on", path)
+            return
+        change = fingerprint_change(stored, current)
+        if change:
+            raise ValueError(f"the training data changed since {path} was written ({change}): resuming would "
+                             f"continue the run on other people (its classifier rows belong to the old identities). "
+                             f"To fine-tune on the new data, start a new run (another data.save_dir, no --resume) "
+                             f"with model.load_weights {path}; to resume, restore the training data it was "
+                             f"trained on")
