@@ -88,8 +88,7 @@ class CheckpointMixin:
         state = load_checkpoint(path)
         self._check_same_training_data(state, path)
         D.unwrap(self.model).load_state_dict(state["state_dict"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
+        self._resume_optimization(state, path)
         if state.get("scaler") and self.scaler is not None:
             self.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
@@ -124,3 +123,20 @@ class CheckpointMixin:
                              f"To fine-tune on the new data, start a new run (another data.save_dir, no --resume) "
                              f"with model.load_weights {path}; to resume, restore the training data it was "
                              f"trained on")
+
+    def _resume_optimization(self, state, path: str) -> None:
+        """Optimiser buffers (momentum, Adam moments) and the schedule's position from the checkpoint; the
+        hyperparameters (lr schedule, weight decay, momentum) from the current config, as a fresh run has them at
+        that epoch. An unchanged config resumes exactly; a changed one is logged."""
+        fresh = [{k: v for k, v in group.items() if k != "params"} for group in self.optimizer.param_groups]
+        self.optimizer.load_state_dict(state["optimizer"])
+        changed = sorted({k for group, now in zip(self.optimizer.param_groups, fresh) for k, v in now.items()
+                          if k != "lr" and group.get(k) != v})
+        for group, now in zip(self.optimizer.param_groups, fresh):
+            group.update(now)
+        changes = getattr(self.scheduler, "changes", lambda s: [])(state["scheduler"]) + changed
+        self.scheduler.load_state_dict(state["scheduler"])  # sets the learning rates of the next epoch
+        if changes:
+            _logger.warning("resuming %s with the current config's optimisation, not the checkpoint's (%s): the "
+                            "epochs from %d on run at the learning rates a fresh run of this config has there",
+                            path, "; ".join(changes), int(state["epoch"]) + 1)
