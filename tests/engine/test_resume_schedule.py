@@ -39,4 +39,4 @@ def test_training_further_after_the_end_follows_the_longer_schedule(synthetic_ro
     assert _lrs(tmp_path / "a", 2) == [2e-6, 2e-6]  # to do"; the 2-epoch schedule had reached its floor
     for epoch in (3, 4, 5):
         assert _lrs(tmp_path / "a", epoch) == _lrs(tmp_path / "fresh", epoch)
-    assert _lrs(tmp_path / "a", 3)[0] > 50 * 2e-6  # not the floor
+    assert _lrs(tmp_path / "a", 3)[0] > 10 * 2e-6  # not the floor
