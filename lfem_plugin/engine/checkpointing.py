@@ -12,8 +12,8 @@ import os
 from ..data.fingerprint import fingerprint_change, train_fingerprint
 from ..models.interface import ReIDModel, build_spec
 from ..utils import distributed as D
-from ..utils.checkpoint import (NonFiniteStateError, load_checkpoint, newest_finite_checkpoint, rng_state,
-                                save_checkpoint, set_rng_state)
+from ..utils.checkpoint import (NonFiniteStateError, list_checkpoints, load_checkpoint, newest_finite_checkpoint,
+                                non_finite_tensors, rng_state, save_checkpoint, set_rng_state)
 
 __all__ = ["CheckpointMixin", "NonFiniteLossError", "non_finite_advice"]
 
@@ -24,11 +24,50 @@ class NonFiniteLossError(RuntimeError):
     """Training produced a NaN/inf loss or weights; no non-finite checkpoint is ever written."""
 
 
+RISE = 1.1  # a checkpoint whose epoch loss rose above RISE x the lowest epoch loss so far was already diverging
+
+
 def non_finite_advice(save_dir: str) -> str:
-    """What to do after a divergence: the newest finite checkpoint to resume from, and what to change."""
-    newest = newest_finite_checkpoint(os.path.join(save_dir, "model"))
-    where = (f"the newest finite checkpoint is {newest}" if newest else f"no finite checkpoint exists in {save_dir}")
+    """What to do after a divergence: the checkpoint to resume from, and what to change.
+
+    Finite is not enough: the checkpoints of the epochs before a divergence are finite but often already diverging
+    (their epoch loss thousands of times the best; a fresh optimiser at a lower lr does not bring them back). The
+    one named is the newest whose epoch training loss (stored as ``train_loss``) was still within ``RISE`` of the
+    lowest so far; for checkpoints without a stored loss, the newest finite one, said to be unchecked.
+    """
+    folder = os.path.join(save_dir, "model")
+    usable, losses = usable_checkpoint(folder)
+    if usable is not None:
+        after = [p for p, _ in losses].index(usable) + 1
+        rose = [f"{p.name} {loss:.4g}" for p, loss in losses[after:] if loss is not None]
+        later = f" (later epoch losses: {', '.join(rose)}: finite but already diverging)" if rose else ""
+        where = f"the newest checkpoint whose training loss was still falling is {usable} (epoch loss " \
+                f"{dict(losses)[usable]:.4g}){later}"
+    else:
+        newest = newest_finite_checkpoint(folder)
+        where = (f"the newest finite checkpoint is {newest} (its training loss is not recorded: it may already be "
+                 f"diverging; an earlier one is safer)" if newest else f"no finite checkpoint exists in {save_dir}")
     return f"{where}. Lower train.lr or set lfem.grad_clip, then resume from it (--resume PATH) or start again"
+
+
+def usable_checkpoint(folder: str):
+    """The newest finite checkpoint in ``folder`` whose stored epoch loss is within ``RISE`` of the lowest epoch
+    loss of it and the checkpoints before it (None if none has a loss), and every finite checkpoint's
+    ``(path, loss or None)``, oldest first."""
+    losses = []
+    for _, path in list_checkpoints(folder):
+        try:
+            state = load_checkpoint(path)
+        except (OSError, ValueError, RuntimeError):
+            continue
+        if not non_finite_tensors({"s": state.get("state_dict", {}), "o": state.get("optimizer", {})}):
+            losses.append((path, state.get("train_loss")))
+    best, usable = math.inf, None
+    for path, loss in losses:
+        if loss is not None:
+            best = min(best, loss)
+            usable = path if loss <= RISE * best else usable
+    return usable, losses
 
 
 class CheckpointMixin:
@@ -67,6 +106,9 @@ class CheckpointMixin:
                  "results": {k: {"mAP": v["mAP"], "cmc": v["cmc"][:50]} for k, v in self.last_results.items()}}
         if self.config_text:
             state["config"] = self.config_text
+        loss = getattr(self, "epoch_loss", None)
+        if loss is not None and math.isfinite(loss):  # the epoch's mean training loss: non_finite_advice reads it
+            state["train_loss"] = float(loss)
         fingerprint = self._train_fingerprint()
         if fingerprint is not None:  # resuming on other training data is refused (resume)
             state["train_fingerprint"] = fingerprint
