@@ -118,3 +118,14 @@ def test_a_checkpoint_without_model_build_loads_as_before(trained_on_a, tmp_path
     assert torch.equal(new(x, camera=torch.tensor([0, 1])), old(x, camera=torch.tensor([0, 1])))
     concat = load_trained(str(ckpt), opts=["lfem.eval_feature", "concat"])[0]  # an override still changes the build
     assert concat(x).shape[1] > new(x).shape[1]
+
+
+def test_every_command_that_takes_the_checkpoint_runs_on_the_test_only_folder(trained_on_a, tmp_path):
+    base, ckpt = trained_on_a
+    b = base / "b"
+    model = ["--weights", str(ckpt)]
+    assert main(["search", *model, "--query", str(b / "query"), "--gallery", str(b / "bounding_box_test"),
+                 "--cameras", "mean", "--device", "cpu", "--out", str(tmp_path / "s")]) == 0
+    assert main(["visualize", *model, "--images", str(b / "query"), "--cameras", "mean", "--out",
+                 str(tmp_path / "v")]) == 0
+    assert len(list((tmp_path / "v").glob("*_lfem.png"))) == 5
