@@ -74,9 +74,12 @@ def __getattr__(name: str):
     if name == "build_datamanager":  # lazy: it pulls in the training stack
         from .tools.train import build_datamanager
         return build_datamanager
+    if name == "Embedder":  # lazy: a tracker's embedder (tools/embedder.py)
+        from .tools.embedder import Embedder
+        return Embedder
     if name in MOVED:  # ``lfem_plugin.train`` without importing it first, as before 0.2.0
         return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module 'lfem_plugin' has no attribute {name!r}")
 
 
-__all__ = ["__version__", "register_all", "build_datamanager", "MODELS", "DATASETS"]
+__all__ = ["__version__", "register_all", "build_datamanager", "Embedder", "MODELS", "DATASETS"]

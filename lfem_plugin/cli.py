@@ -14,8 +14,8 @@ import zipfile
 from types import ModuleType
 from typing import Dict, List, Optional
 
-from .commands import (analyze_gates, compare, demo, doctor, export, extract, prepare, search, test, train,
-                       visualize)
+from .commands import (analyze_gates, compare, demo, doctor, export, extract, prepare, robustness, search, test,
+                       train, visualize)
 
 __all__ = ["main", "build_parser", "COMMANDS"]
 
@@ -24,6 +24,7 @@ __all__ = ["main", "build_parser", "COMMANDS"]
 COMMANDS: Dict[str, ModuleType] = {
     "train": train, "test": test, "doctor": doctor, "demo": demo, "compare": compare, "extract": extract,
     "search": search, "export": export, "visualize": visualize, "analyze-gates": analyze_gates, "prepare": prepare,
+    "robustness": robustness,
 }
 
 
@@ -44,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    from .registry import load_projects
+    load_projects()  # installed research projects (projects/*) register their names before the commands read them
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,

@@ -4,9 +4,10 @@ Reference: fast-reid ``fastreid/utils/registry.py`` (design only).
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Iterator, Optional, TypeVar
+import logging
+from typing import Any, Dict, Iterator, List, Optional, TypeVar
 
-__all__ = ["Registry", "same_definition", "MODELS", "DATASETS"]
+__all__ = ["Registry", "same_definition", "MODELS", "DATASETS", "LFEM_BLOCKS", "PROJECTS_GROUP", "load_projects"]
 
 T = TypeVar("T")
 
@@ -74,4 +75,28 @@ def same_definition(a: Any, b: Any) -> bool:
 
 MODELS = Registry("models")  # read by torchreid's build_model (pushed there by register_all) and the CLI
 DATASETS = Registry("datasets")  # read by torchreid's ImageDataManager (pushed there by register_all)
+# the fusion's block by name (LFEMViT's lfem_block): 'lfem' is the paper's; a research project registers its own, so a
+# model's arguments stay plain data (checkpoints store them)
+LFEM_BLOCKS = Registry("lfem_blocks")
 
+
+# Research projects beside the core (projects/*) declare an entry point in this group; importing it registers their
+# names (models, keys, families, profiles). The core never imports a project by name.
+PROJECTS_GROUP = "lfem_plugin.projects"
+
+
+def load_projects() -> List[str]:
+    """Import every installed research project (entry points of :data:`PROJECTS_GROUP`), as ``lfem-reid`` does
+    before it reads a command; returns their names. A project that fails to import is skipped with a warning naming
+    it (the core's commands still work)."""
+    from importlib.metadata import entry_points
+    loaded = []
+    for point in entry_points(group=PROJECTS_GROUP):
+        try:
+            point.load()
+        except Exception as err:  # noqa: BLE001 - a broken project must not break the core's commands
+            logging.getLogger(__name__).warning("research project %s (%s) failed to import and is skipped: %s",
+                                                point.name, point.value, err)
+            continue
+        loaded.append(point.value)
+    return loaded

@@ -6,9 +6,11 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+PROJECT_DOCS = sorted((REPO / "projects").glob("*/README.md"))  # each research project's own page
 _FENCE = re.compile(r"^```.*?^```", re.S | re.M)
 _LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
-TEST_COMMAND = 'pip install -e ".[dev]" && python -m pytest'
+TEST_COMMAND = 'pip install -e ".[dev]" -e projects/visibility && python -m pytest'
+RUFF = " && ruff check lfem_plugin tests benchmarks projects && "
 
 
 def github_anchor(heading: str) -> str:
@@ -33,7 +35,7 @@ def test_github_anchor_and_link_extraction_on_hand_built_text():
     assert relative_links(text) == ["docs/A.md#x", "p.png", "#top"]
 
 
-@pytest.mark.parametrize("doc", DOCS, ids=lambda p: p.relative_to(REPO).as_posix())
+@pytest.mark.parametrize("doc", DOCS + PROJECT_DOCS, ids=lambda p: p.relative_to(REPO).as_posix())
 def test_every_relative_link_resolves(doc):
     broken = []
     for target in relative_links(doc.read_text(encoding="utf-8")):
@@ -55,5 +57,5 @@ def test_readme_is_a_front_door_whose_test_command_ci_runs_after_ruff():
     assert TEST_COMMAND in readme
     ci = [line.strip() for line in (REPO / ".ci" / "run").read_text(encoding="utf-8").splitlines()]
     runs = [line for line in ci if "python -m pytest" in line]
-    assert len(runs) == 1 and " && ruff check lfem_plugin tests benchmarks && " in runs[0]
-    assert runs[0].replace(" && ruff check lfem_plugin tests benchmarks", "") == TEST_COMMAND
+    assert len(runs) == 1 and RUFF in runs[0]
+    assert runs[0].replace(RUFF, " && ") == TEST_COMMAND

@@ -78,9 +78,11 @@ TOP_LEVEL = {"__init__", "__main__", "version", "_torchreid", "cli", "registry",
 CONFIG_FOLDERS = ("lfem_plugin.config", "lfem_plugin.commands")
 CONFIG_TOOLS = {f"lfem_plugin.tools.{name}" for name in (
     "train", "preflight", "compare", "doctor", "inference", "search", "gate_analysis",  # the pipelines (as before)
+    "families",  # each model family builds its data manager, model and engine from the config (train.py's parts)
     "synthetic",  # synthetic_config: a config's datasets written synthetically (doctor's generated data)
     "protocols",  # a comparison row is a shipped config plus changes; its model is the loaded config's
     "checkpoint_test",  # `lfem-reid test` of a plugin checkpoint: the targets and test keys of the loaded config
+    "robustness",  # the curves read the checkpoint's config: input size, normalisation, distance
 )}
 MAX_MODULE_LINES = 300
 
@@ -129,8 +131,9 @@ def test_only_config_commands_the_cli_and_the_listed_tools_read_a_config():
 
 
 def test_the_training_pipeline_parts_the_model_families_in_one_place():
-    """train.py asks "plugin model or torchreid's?" only in ``family()``; the rest calls the family's methods."""
-    tree = ast.parse((PACKAGE / "tools" / "train.py").read_text())
+    """The pipeline asks "plugin model or torchreid's?" only in ``family()`` (tools/families.py); train.py and the
+    families' methods never ask."""
+    tree = ast.parse((PACKAGE / "tools" / "families.py").read_text() + (PACKAGE / "tools" / "train.py").read_text())
     asking = set()
     for func in (n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef)):
         for node in ast.walk(func):
@@ -166,3 +169,15 @@ def test_no_module_imports_the_package_root():  # the root registers everything;
     modules = _modules()
     assert [name for name, path in modules.items()
             if name != "lfem_plugin" and "lfem_plugin" in _imports(name, path, modules)] == []
+
+
+def test_the_core_imports_no_research_project():  # projects/ plug in through hooks; the core names none of them
+    projects = {p.name for p in (PACKAGE.parent / "projects").iterdir() if p.is_dir()} if \
+        (PACKAGE.parent / "projects").is_dir() else set()
+    packages = {f"lfem_{name}" for name in projects}
+    found = sorted(f"{path.relative_to(PACKAGE)}: {alias.name if isinstance(node, ast.Import) else node.module}"
+                   for path in PACKAGE.rglob("*.py") for node in ast.walk(ast.parse(path.read_text()))
+                   if isinstance(node, (ast.Import, ast.ImportFrom))
+                   for alias in (node.names if isinstance(node, ast.Import) else [node])
+                   if ((alias.name if isinstance(node, ast.Import) else node.module) or "").split(".")[0] in packages)
+    assert packages and found == []

@@ -24,8 +24,8 @@ def load_model(args: argparse.Namespace, device: str = "cpu"):
 
 
 def cuda_available() -> bool:
-    import torch
-    return torch.cuda.is_available()
+    from ..utils.distributed import use_cuda
+    return use_cuda()
 
 
 def positive(value: int, flag: str) -> None:

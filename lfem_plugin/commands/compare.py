@@ -12,9 +12,8 @@ def add_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", choices=list(PROFILES), default="quick",
                         help="quick: CPU, offline ORL faces with occluders; paper: GPU, the paper's recipe; "
                              "pedestrians: CPU, CUHK03 camera pair 1 (--root holding cuhk03_pair1_128x64/), clean "
-                             "and occluded queries in one run; visibility: the visibility-aware LFEM's ablation on "
-                             "the quick protocol; visibility_pedestrians: the same rows on the pedestrians' recipe "
-                             "(--seeds 0 1 2)")
+                             "and occluded queries in one run; a research project adds its own (projects/visibility: "
+                             "visibility, visibility_pedestrians)")
     parser.add_argument("--benchmark", default=None,
                         help="paper profile: occluded_duke (default), market1501 (with occluded_reid, partial_reid, "
                              "partial_ilids as targets), p_dukemtmc_reid, dukemtmcreid or msmt17: the configs in "

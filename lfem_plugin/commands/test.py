@@ -23,12 +23,11 @@ def run(args: argparse.Namespace) -> int:
     log_to_file(cfg.data.save_dir, "test")
     if cfg.model.name not in MODELS:  # torchreid's own models: the training pipeline with test.evaluate
         return _torchreid_test(cfg, args)
-    import torch
-
     from ..tools.checkpoint_test import evaluate_checkpoint
+    from ..utils.distributed import use_cuda
     opts = args.opts[1:] if args.opts[:1] == ["--"] else args.opts
     explicit = None if args.config_file else [str(key) for key in opts[0::2]]  # the user's own overrides
-    device = "cuda" if cfg.use_gpu and torch.cuda.is_available() else "cpu"
+    device = "cuda" if use_cuda(cfg.use_gpu) else "cpu"
     done = evaluate_checkpoint(cfg, args.weights, explicit, device)
     print(summary(done.results))
     if args.visualize:

@@ -62,9 +62,8 @@ def check_overrides(args: argparse.Namespace, parser_flags) -> None:
 
 
 def config_from_args(args: argparse.Namespace, test: bool = False):
-    import torch
-
     from ..config import load_config
+    from ..utils.distributed import use_cuda
     split_list_overrides(args, ("sources", "targets"))  # `-s NAME KEY VALUE`: the overrides are not datasets
     check_overrides(args, args._flags)
     opts = list(args.opts[1:] if args.opts[:1] == ["--"] else args.opts)  # `-t NAME -- KEY VALUE`: ends the list
@@ -74,7 +73,7 @@ def config_from_args(args: argparse.Namespace, test: bool = False):
     for key, value in (("data.sources", args.sources), ("data.targets", args.targets)):
         if value:
             opts += [key, str(list(value))]
-    if not torch.cuda.is_available():
+    if not use_cuda():
         opts += ["use_gpu", "False"]
     stored = _stored_config(args) if test else None
     if test:

@@ -12,7 +12,7 @@ __all__ = ["MODEL_ARG_KEYS", "config_value", "imagedata_kwargs", "model_kwargs",
            "scheduler_kwargs", "criterion_kwargs", "engine_run_kwargs", "lfem_engine_kwargs",
            "torchreid_optimizer_kwargs", "torchreid_engine_kwargs", "test_transform_kwargs", "transform_kwargs",
            "sie_mode", "market_layout_kwargs", "target_sie", "build_model_kwargs", "acceleration_kwargs",
-           "distributed_loader_kwargs", "loader_kwargs", "TRAINING_KEYS", "visibility_targets", "token_geometry_kwargs"]
+           "distributed_loader_kwargs", "loader_kwargs", "TRAINING_KEYS", "variant_keys"]
 
 
 def imagedata_kwargs(cfg: CN, transforms: Optional[List[str]] = None) -> Dict[str, Any]:
@@ -66,11 +66,20 @@ MODEL_ARG_KEYS = {"stride": "lfem.stride", "sie_coef": "lfem.sie_coef", "drop_pa
                   "shuffle_groups": "lfem.shuffle_groups", "use_lfem": "lfem.use_lfem",
                   "lfem_scale_gate": "lfem.scale_gate", "lfem_share": "lfem.share",
                   "local_feature": "lfem.local_feature", "neck_feat": "lfem.neck_feat",
-                  "eval_feature": "lfem.eval_feature", "gate_scope": "lfem.gate_scope",
-                  "gate_input": "lfem.gate_input", "gate_grad": "lfem.gate_grad"}
-# A registered variant's training settings (not builder arguments) -> their config keys (loader.apply_variant).
-TRAINING_KEYS = {"gate_supervision": "lfem.gate_supervision", "occluder": "lfem.occluder",
-                 "token_supervision": "lfem.token_supervision"}
+                  "eval_feature": "lfem.eval_feature"}
+# A registered variant's training settings (not builder arguments) -> their config keys (loader.apply_variant); the
+# core's variants have none (a project's come with its keys: variant_keys).
+TRAINING_KEYS: Dict[str, str] = {}
+
+
+def variant_keys() -> Dict[str, str]:
+    """Every registered variant setting -> the config key that carries it: the core's (``MODEL_ARG_KEYS``,
+    ``TRAINING_KEYS``) and the registered projects' (:func:`lfem_plugin.config.extensions.register_keys`)."""
+    from .extensions import extensions
+    keys = {**MODEL_ARG_KEYS, **TRAINING_KEYS}
+    for extension in extensions():
+        keys.update(extension.variant_keys)
+    return keys
 
 
 def config_value(cfg: CN, key: str) -> Any:
@@ -133,23 +142,9 @@ def target_sie(cfg: CN) -> Dict[str, str]:
     return {name: sie_mode(cfg, name) for name in cfg.data.targets}
 
 
-def token_geometry_kwargs(cfg: CN) -> Dict[str, Any]:
-    """The patch grid and JPM grouping the model is built with (:class:`~lfem_plugin.models.visibility.TokenGeometry`
-    arguments but the architecture's patch size)."""
-    return dict(img_size=(cfg.data.height, cfg.data.width), stride=cfg.lfem.stride, num_groups=cfg.lfem.num_groups,
-                rearrange=cfg.lfem.rearrange, shift_num=cfg.lfem.shift_num, shuffle_groups=cfg.lfem.shuffle_groups)
-
-
-def visibility_targets(cfg: CN) -> bool:
-    """Does training need each view's hidden rectangle and group visibility (gate supervision or pasting)?"""
-    return cfg.lfem.gate_supervision > 0 or cfg.lfem.token_supervision > 0 or cfg.lfem.occluder != "noise"
-
-
 def lfem_engine_kwargs(cfg: CN) -> Dict[str, Any]:
     return dict(amp=cfg.lfem.amp, eval_amp=cfg.test.amp, grad_clip=cfg.lfem.grad_clip,
-                use_cameras=cfg.test.use_cameras, gate_supervision=cfg.lfem.gate_supervision,
-                token_supervision=cfg.lfem.token_supervision, occluder=cfg.lfem.occluder,
-                target_sie=target_sie(cfg),
+                use_cameras=cfg.test.use_cameras, target_sie=target_sie(cfg),
                 checkpoint_period=cfg.train.checkpoint_period, save_checkpoints=cfg.train.save_checkpoints,
                 config_text=cfg.dump())
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from yacs.config import CfgNode as CN
 
+from .extensions import extensions
+
 __all__ = ["get_default_config", "add_lfem_config"]
 
 
@@ -43,6 +45,8 @@ def get_default_config() -> CN:
     _add_training_config(cfg)
     _add_test_config(cfg)
     add_lfem_config(cfg)
+    for extension in extensions():  # a research project's own keys (lfem_plugin.config.extensions)
+        extension.add_keys(cfg)
     return cfg
 
 
@@ -131,14 +135,3 @@ def add_lfem_config(cfg: CN) -> None:
     cfg.lfem.grad_clip = 0.0  # max gradient norm (0: off)
     cfg.lfem.compile = False  # torch.compile the training step (model + loss) and the model (checkpoints keep keys)
     cfg.lfem.tf32 = True  # TF32 matmuls/convolutions on Ampere+ GPUs for what runs in fp32 (CUDA only)
-    # Visibility-aware LFEM (beyond the paper; the model lfem_vit_vis sets them, docs/VISIBILITY.md):
-    cfg.lfem.gate_supervision = 0.0  # weight of BCE(gate logit, group visible fraction of its own view); 0 = paper
-    # erased rectangles: 'noise' (paper, timm pixel mode), 'paste' (another identity's same rectangle) or
-    # 'paste_resized' (a rectangle cut anywhere in another identity's image, resized into the erased one)
-    cfg.lfem.occluder = "noise"
-    cfg.lfem.gate_scope = "refined"  # the gate scales 'refined' (paper: f' only) or 'local' (f_l + f')
-    cfg.lfem.token_supervision = 0.0  # weight of BCE(per-token gate score, patch visible fraction); needs tokens
-    cfg.lfem.gate_grad = "all"  # which losses train the gate: 'all' (paper) or 'visibility' (only the BCE terms)
-    # the gate logit reads 'relation' (paper), or adds a linear ('relation_tokens') or one-hidden-layer
-    # ('relation_tokens_mlp') score of the group's patch tokens
-    cfg.lfem.gate_input = "relation"

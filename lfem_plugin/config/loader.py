@@ -13,8 +13,9 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import yaml
 from yacs.config import CfgNode as CN
 
-from .adapters import MODEL_ARG_KEYS, TRAINING_KEYS, config_value
+from .adapters import config_value, variant_keys
 from .defaults import get_default_config
+from .extensions import RETIRED_KEYS, extensions
 
 __all__ = ["load_config", "load_yaml_with_base", "apply_variant", "check_choices"]
 
@@ -75,8 +76,8 @@ def _merge(cfg: CN, source: str, merge) -> None:
 
 
 def _unknown_key_hint(err: BaseException) -> str:
-    """yacs's message without its quotes, plus the closest valid keys: ``lfem.gate_inptu (did you mean
-    lfem.gate_input?)``."""
+    """yacs's message without its quotes, plus the closest valid keys: ``lfem.strdie (did you mean
+    lfem.stride or lfem.share?)``."""
     import difflib
     import re
     text = str(err.args[0]) if err.args else str(err)
@@ -108,8 +109,9 @@ def load_config(path: str | os.PathLike | None = None, opts: Sequence[str] = (),
     cfg = get_default_config()
     explicit: Dict[str, str] = {}  # key -> where it was set
     data = load_yaml_with_base(path) if path else (yaml.safe_load(text) or {}) if text else {}
-    layers = [(f"config file {path}" if path else "the checkpoint's stored config", data),
-              (changes_source, _nested(changes or {}))]
+    first = f"config file {path}" if path else "the checkpoint's stored config"
+    data = _without_retired(cfg, data, first)
+    layers = [(first, data), (changes_source, _without_retired(cfg, _nested(changes or {}), changes_source))]
     for source, layer in layers:
         if layer:
             _merge(cfg, source, lambda: cfg.merge_from_other_cfg(CN(layer)))
@@ -118,6 +120,7 @@ def load_config(path: str | os.PathLike | None = None, opts: Sequence[str] = (),
         if len(opts) % 2:
             raise ValueError(f"the KEY VALUE overrides have an odd number of items ({' '.join(map(str, opts))}): "
                              f"every key needs a value")
+        opts = _opts_without_retired(cfg, opts)
         _merge(cfg, "the KEY VALUE overrides", lambda: cfg.merge_from_list(list(opts)))
         explicit.update(dict.fromkeys(map(str, opts[0::2]), "the KEY VALUE overrides"))
     if text and not path:  # after every layer: the name that is built, and only keys nothing else set
@@ -128,13 +131,57 @@ def load_config(path: str | os.PathLike | None = None, opts: Sequence[str] = (),
     return cfg
 
 
+def _retired(cfg: CN, key: str, value: Any, source: str) -> bool:
+    """Is ``key`` a retired key (:data:`~lfem_plugin.config.extensions.RETIRED_KEYS`) this config lacks, at the
+    value that meant the paper (then it is dropped)? At another value, ``KeyError`` naming the project to install."""
+    if key not in RETIRED_KEYS or key in _flat_keys(cfg):
+        return False
+    paper, project = RETIRED_KEYS[key]
+    if value == paper or (isinstance(paper, float) and isinstance(value, (int, float)) and float(value) == paper):
+        return True
+    raise KeyError(f"{key} {value!r} (in {source}) is a key of the research project {project} "
+                   f"(projects/{project.replace('lfem_', '')}): install it (pip install -e "
+                   f"projects/{project.replace('lfem_', '')}); lfem-reid loads installed projects, Python code needs "
+                   f"`import {project}`")
+
+
+def _without_retired(cfg: CN, layer: Dict[str, Any], source: str) -> Dict[str, Any]:
+    """``layer`` without the retired keys at their paper value (older checkpoints' stored configs hold them all)."""
+    drop = [key for key in _flat_keys(layer) if _retired(cfg, key, _get(layer, key), source)]
+    for key in drop:
+        *parents, last = key.split(".")
+        node = layer
+        for part in parents:
+            node = node[part]
+        del node[last]
+    return layer
+
+
+def _opts_without_retired(cfg: CN, opts: Sequence[str]) -> List[str]:
+    pairs = zip(opts[0::2], opts[1::2])
+    return [item for key, value in pairs if not _retired(cfg, str(key), _literal(value), "the KEY VALUE overrides")
+            for item in (key, value)]
+
+
+def _literal(value: Any) -> Any:
+    """A KEY VALUE override's value as yacs reads it (a Python literal where it is one)."""
+    import ast
+    try:
+        return ast.literal_eval(value) if isinstance(value, str) else value
+    except (ValueError, SyntaxError):
+        return value
+
+
+def _get(data: Dict[str, Any], key: str) -> Any:
+    for part in key.split("."):
+        data = data[part]
+    return data
+
+
 def _choice_keys() -> Tuple[Tuple[str, Tuple[str, ...]], ...]:
-    from ..data.occluders import OCCLUDERS
-    from ..models.lfem import GATE_GRADS, GATE_INPUTS, GATE_SCOPES
     from ..models.sie import SIE_MODES
-    return (("lfem.occluder", OCCLUDERS), ("lfem.gate_scope", GATE_SCOPES), ("lfem.gate_input", GATE_INPUTS),
-            ("lfem.gate_grad", GATE_GRADS), ("test.cross_domain_sie", SIE_MODES),
-            ("test.dist_metric", ("euclidean", "cosine")))
+    core = (("test.cross_domain_sie", SIE_MODES), ("test.dist_metric", ("euclidean", "cosine")))
+    return core + tuple((key, tuple(names)) for ext in extensions() for key, names in ext.choices.items())
 
 
 def check_choices(cfg: CN, explicit: Optional[Mapping[str, str]] = None) -> None:
@@ -158,12 +205,11 @@ def _pin_absent_keys(cfg: CN, stored: Dict[str, Any], explicit: Mapping[str, str
 
     A checkpoint stores the whole config of its run (``cfg.dump()``), so a key it lacks did not exist when the run
     was trained. Its default is the behaviour before it existed (a new key's default never changes what older
-    configs did); the registered name's *current* setting of that key may not be: e.g. ``lfem.gate_grad``, added
-    after runs of ``lfem_vit_vis_tokens_tiny`` were trained with the then-only behaviour ``all``, is ``visibility``
-    for that name today. Keys the name fixes (``builder.fixed``) are left to it: the name built them that way then
-    too; keys another layer set (``explicit``) are theirs. Absent keys are logged once. A stored text that is not
-    a whole config (it lacks a key of :data:`DUMP_SECTIONS`, e.g. a hand-written ``model: {name: ...}``) is read like
-    a config file: nothing is pinned.
+    configs did); the registered name's *current* setting of that key may not be (a name may set a key added
+    after its older runs were trained). Keys the name fixes (``builder.fixed``) are left to it: the name built them
+    that way then too; keys another layer set (``explicit``) are theirs. Absent keys are logged once. A stored text
+    that is not a whole config (it lacks a key of :data:`DUMP_SECTIONS`, e.g. a hand-written ``model: {name:
+    ...}``) is read like a config file: nothing is pinned.
     """
     from ..registry import MODELS
     if not set(DUMP_SECTIONS) <= set(stored):
@@ -206,7 +252,7 @@ def _variant_values(arg: str, value: Any) -> Dict[str, Any]:
     if arg == "num_views":
         from ..models.lfem_vit import VIEW_NAMES
         return {"lfem.views": list(VIEW_NAMES[:value])}
-    keys = {**MODEL_ARG_KEYS, **TRAINING_KEYS}
+    keys = variant_keys()
     return {keys[arg]: value} if arg in keys else {}
 
 

@@ -5,17 +5,15 @@ TransReID's train pipeline (bicubic resize, flip, pad + random crop, normalise, 
 """
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, List, Sequence, Tuple
 
 import torch
 from PIL import Image
 from timm.data.random_erasing import RandomErasing
 from torchvision import transforms as T
 
-from ..models.visibility import TokenGeometry
-from .occluders import MarkedErasing, VisibilityMultiView
-
-__all__ = ["MultiView", "EnsureErased", "build_train_transform", "build_test_transform"]
+__all__ = ["MultiView", "EnsureErased", "build_train_transform", "build_test_transform", "timm_eraser",
+           "default_erasing"]
 
 
 class MultiView:
@@ -72,8 +70,15 @@ class EnsureErased:
         return f"EnsureErased({self.eraser!r})"
 
 
-def _eraser(probability: float) -> RandomErasing:
+def timm_eraser(probability: float) -> RandomErasing:
+    """The paper's random erasing: timm's ``RandomErasing``, pixel mode (per-pixel normal noise), one rectangle."""
     return RandomErasing(probability=probability, mode="pixel", max_count=1, device="cpu")
+
+
+def default_erasing(probability: float, always: bool) -> Callable[[torch.Tensor], torch.Tensor]:
+    """The erasing step of a view: :func:`timm_eraser` with ``probability``, or (``always``) one that always erases
+    (:class:`EnsureErased`). The default ``erasing`` of :func:`build_train_transform`."""
+    return EnsureErased(timm_eraser(1.0)) if always else timm_eraser(probability)
 
 
 def build_train_transform(height: int = 256, width: int = 128, mean: Sequence[float] = (0.5, 0.5, 0.5),
@@ -81,7 +86,7 @@ def build_train_transform(height: int = 256, width: int = 128, mean: Sequence[fl
                           re_prob: float = 0.5, views: Sequence[str] = ("original", "erased", "cropped"),
                           crop_scale: Tuple[float, float] = (0.5, 1.0),
                           crop_ratio: Tuple[float, float] = (0.375, 0.667),
-                          geometry: Optional[TokenGeometry] = None) -> MultiView | VisibilityMultiView:
+                          erasing: Callable[[float, bool], Callable] = default_erasing) -> MultiView:
     """The multi-view train transform.
 
     * ``original``: bicubic resize, flip, zero pad + random crop, normalise, random erasing with ``re_prob``
@@ -91,10 +96,9 @@ def build_train_transform(height: int = 256, width: int = 128, mean: Sequence[fl
       ``crop_ratio``) cropped and resized back to ``height x width``, normalise; no erasing, so the view isolates
       the paper's random-cropping occlusion.
 
-    With ``geometry`` (the visibility-aware model, beyond the paper) the same pipelines run, but the erasing
-    reports its rectangle (:class:`~lfem_plugin.data.occluders.MarkedErasing`) and each image comes with every
-    view's hidden rectangle and JPM group visible fractions
-    (:class:`~lfem_plugin.data.occluders.VisibilityMultiView`); the cropped view hides nothing (visibility 1).
+    ``erasing(probability, always)`` builds the erasing step of the original (``re_prob``) and erased (always)
+    views: :func:`default_erasing` by default; a research project may pass one that also reports what it hid (e.g.
+    ``projects/visibility``'s ``MarkedErasing``).
 
     Reference: LFEM paper Sec. 3.2 and 4.2.
     """
@@ -102,8 +106,7 @@ def build_train_transform(height: int = 256, width: int = 128, mean: Sequence[fl
     resize_flip = [T.Resize(size, interpolation=T.InterpolationMode.BICUBIC), T.RandomHorizontalFlip(flip_prob)]
     tensor = [T.ToTensor(), T.Normalize(mean, std)]
     pad_crop = [T.Pad(padding), T.RandomCrop(size)] if padding > 0 else []
-    erase_sometimes = MarkedErasing(_eraser(re_prob)) if geometry else _eraser(re_prob)
-    erase_always = MarkedErasing(_eraser(1.0), always=True) if geometry else EnsureErased(_eraser(1.0))
+    erase_sometimes, erase_always = erasing(re_prob, False), erasing(1.0, True)
     builders = {
         "original": lambda: T.Compose(resize_flip + pad_crop + tensor + [erase_sometimes]),
         "erased": lambda: T.Compose(resize_flip + pad_crop + tensor + [erase_always]),
@@ -113,8 +116,7 @@ def build_train_transform(height: int = 256, width: int = 128, mean: Sequence[fl
     unknown = [v for v in views if v not in builders]
     if unknown:
         raise ValueError(f"unknown views {unknown}; choices: {list(builders)}")
-    multi_view = MultiView([builders[v]() for v in views], names=views)
-    return VisibilityMultiView(multi_view, geometry) if geometry else multi_view
+    return MultiView([builders[v]() for v in views], names=views)
 
 
 def build_test_transform(height: int = 256, width: int = 128, mean: Sequence[float] = (0.5, 0.5, 0.5),

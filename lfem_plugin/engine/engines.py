@@ -5,7 +5,9 @@ Each engine is torchreid's, plus three parts with one job each: :class:`~lfem_pl
 (the loop around ``train``/``run``), :class:`~lfem_plugin.engine.evaluation.EvaluationMixin` (``test``/``_evaluate``)
 and :class:`~lfem_plugin.engine.checkpointing.CheckpointMixin` (``save_model``/``resume``). :class:`LFEMEngine` adds
 the hook that differs, ``forward_backward``: multi-view batches with camera ids, AMP, gradient clipping, non-finite
-checks.
+checks. Its step is :meth:`LFEMEngine.prepare_batch` (the batch on the device, views stacked view-major) then
+:meth:`LFEMEngine.training_step` (forward, heads and loss: one graph); a research project adds to both through two
+hooks that do nothing here, ``prepare_batch`` and ``extra_loss`` (e.g. ``projects/visibility``).
 
 Reference: torchreid ``Engine``/``ImageSoftmaxEngine``/``ImageTripletEngine`` (Zhou & Xiang, "Torchreid: A Library
 for Deep Learning Person Re-Identification in Pytorch", 2019); LFEM paper Sec. 3.4 and 4.2.
@@ -21,16 +23,15 @@ import torch
 from torch import nn
 
 from .. import _torchreid
-from ..data.occluders import OCCLUDERS, PASTED, paste_occluders, split_views
-from ..losses import GateVisibilityLoss, MultiBranchLoss, TokenVisibilityLoss
-from ..models.interface import ReIDModel
+from ..losses import MultiBranchLoss
+from ..models.interface import BranchFeatures, ReIDModel
 from ..optim import guarded_step
 from ..utils import distributed as D
 from .checkpointing import CheckpointMixin, NonFiniteLossError, non_finite_advice
 from .evaluation import EvaluationMixin, print_results
 from .loop import TrainLoopMixin
 
-__all__ = ["LFEMEngine", "Step", "NonFiniteLossError", "TorchreidSoftmaxEngine", "TorchreidTripletEngine",
+__all__ = ["LFEMEngine", "Batch", "Step", "NonFiniteLossError", "TorchreidSoftmaxEngine", "TorchreidTripletEngine",
            "print_results", "MAX_SKIPPED_FP16_STEPS"]
 
 _logger = logging.getLogger(__name__)
@@ -41,8 +42,19 @@ _TR = _torchreid.root()
 MAX_SKIPPED_FP16_STEPS = 20
 
 
+class Batch(NamedTuple):
+    """One training batch on the device, in the plugin's one layout: the views stacked view-major (``images[v, b]``
+    is view ``v`` of image ``b``; the model flattens them to rows ``v*B + b``,
+    :func:`~lfem_plugin.models.interface.stack_views`)."""
+
+    images: torch.Tensor  # (V, B, C, H, W)
+    cameras: torch.Tensor  # (B,) raw camera ids
+    pids: torch.Tensor  # (B,) identities
+    extras: Dict[str, torch.Tensor] = {}  # what a project's prepare_batch adds (e.g. visibility targets); never mutated
+
+
 class Step(NamedTuple):
-    """One training step's forward (:meth:`LFEMEngine.compute_loss`).
+    """One training step's forward (:meth:`LFEMEngine.training_step`).
 
     Reference: torchreid ``Engine.forward_backward`` (which returns the step's loss summary); fast-reid
     ``SimpleTrainer.run_step`` (loss dict per step).
@@ -87,14 +99,6 @@ class LFEMEngine(_PluginParts, _TR.engine.Engine):
         checkpoint_period: also checkpoint every N epochs (0: only at evaluations and the end).
         save_checkpoints: write checkpoints at all (comparisons turn it off).
         config_text: the run's config (YAML), stored in every checkpoint.
-        gate_supervision: weight of :class:`~lfem_plugin.losses.GateVisibilityLoss` (0: off, the paper); needs a
-            train transform that gives visibility targets (:class:`~lfem_plugin.data.occluders.VisibilityMultiView`).
-        token_supervision: weight of :class:`~lfem_plugin.losses.TokenVisibilityLoss` (0: off): the per-token gate
-            scores of a model with ``gate_input='relation_tokens(_mlp)'`` against each patch's visible fraction, from
-            the same boxes (needs the same transform).
-        occluder: ``'noise'`` (paper), ``'paste'`` or ``'paste_resized'``: erased rectangles are filled from another
-            identity's first view, its same rectangle or a rectangle cut anywhere and resized into it
-            (:func:`~lfem_plugin.data.occluders.paste_occluders`; needs the same transform).
 
     Raises:
         TypeError: ``model`` (unwrapped) is not a ``ReIDModel`` (torchreid's own models: its engines,
@@ -105,8 +109,7 @@ class LFEMEngine(_PluginParts, _TR.engine.Engine):
     def __init__(self, datamanager, model: nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
                  criterion: MultiBranchLoss, use_gpu: bool = True, amp: str = "bf16", grad_clip: float = 0.0,
                  use_cameras: bool = True, checkpoint_period: int = 0, save_checkpoints: bool = True,
-                 config_text: str = "", target_sie: Optional[Dict[str, str]] = None, eval_amp: str = "off",
-                 gate_supervision: float = 0.0, occluder: str = "noise", token_supervision: float = 0.0) -> None:
+                 config_text: str = "", target_sie: Optional[Dict[str, str]] = None, eval_amp: str = "off") -> None:
         if not isinstance(D.unwrap(model), ReIDModel):
             raise TypeError(f"LFEMEngine trains a model implementing lfem_plugin.models.interface.ReIDModel "
                             f"(branch_names, num_views, classify, gates, ...); got {type(D.unwrap(model)).__name__}. "
@@ -119,16 +122,8 @@ class LFEMEngine(_PluginParts, _TR.engine.Engine):
         self.amp = amp if self.use_gpu else "off"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == "fp16")
         self.grad_clip = grad_clip
-        if occluder not in OCCLUDERS:
-            raise ValueError(f"occluder={occluder!r}; choices: {OCCLUDERS}")
-        self.occluder = occluder
-        self.gate_loss = GateVisibilityLoss(gate_supervision) if gate_supervision else None
-        self.token_loss = TokenVisibilityLoss(token_supervision) if token_supervision else None
-        # per-token targets come from the model's own patch grid and JPM order (the boxes are the views')
-        self.token_geometry = D.unwrap(model).token_geometry() if token_supervision else None
         self.num_views = getattr(D.unwrap(model), "num_views", 1)
         self.skipped_steps = 0
-        self.train_step = self._train_step
         self._init_parts(use_cameras, checkpoint_period, save_checkpoints, config_text, target_sie, eval_amp)
         self.all_finite = torch.ones((), dtype=torch.bool, device=self.device)  # no non-finite loss yet (non-fp16)
 
@@ -138,46 +133,26 @@ class LFEMEngine(_PluginParts, _TR.engine.Engine):
             return nullcontext()
         return torch.autocast("cuda", dtype=torch.bfloat16 if self.amp == "bf16" else torch.float16)
 
-    def _views(self, data: Dict[str, Any], pids: torch.Tensor):
-        """The stacked views ``(V, B, C, H, W)`` (occluders pasted in the ``'paste'`` modes), their visibility
-        targets ``(B, V, K)`` (None from a plain multi-view transform) and, with token supervision, the per-token
-        ones ``(B, V, K, n)`` (else None)."""
-        views, visibility, boxes = split_views(data["img"])
+    def prepare_batch(self, data: Dict[str, Any]) -> Batch:
+        """The hook before the step: a collated torchreid batch -> :class:`Batch` on the device (the views stacked
+        view-major), copied without waiting. A research project overrides it to add ``extras``."""
+        img = data["img"]
+        views = list(img) if isinstance(img, (list, tuple)) else [img]
         images = torch.stack([v.to(self.device, non_blocking=True) for v in views])
-        needs = self.gate_loss is not None or self.token_loss is not None or self.occluder in PASTED
-        if needs and visibility is None:
-            raise ValueError("lfem.gate_supervision > 0, lfem.token_supervision > 0 or a pasting lfem.occluder needs "
-                             "visibility targets from the "
-                             "train transform; build the data manager with lfem_plugin.build_datamanager(cfg), which "
-                             "gives them for these keys (data.occluders.VisibilityMultiView)")
-        if self.occluder in PASTED:
-            images = paste_occluders(images, boxes.to(self.device, non_blocking=True), pids,
-                                     resize=self.occluder == "paste_resized")
-        if visibility is not None:
-            visibility = visibility.to(self.device, non_blocking=True)
-        tokens = None
-        if self.token_loss is not None:
-            batch, num_views = boxes.shape[:2]
-            tokens = self.token_geometry.tokens_from_boxes(boxes.to(self.device, non_blocking=True))
-            tokens = tokens.view(batch, num_views, *tokens.shape[1:])
-        return images, visibility, tokens
+        return Batch(images, data["camid"].to(self.device, non_blocking=True),
+                     data["pid"].to(self.device, non_blocking=True))
 
-    def compute_loss(self, data: Dict[str, Any]) -> Step:
-        """The training step's forward: the views of a batch (with camera ids) through the model, the heads on the
-        (under DDP: gathered) branch features, and the multi-branch loss (:attr:`train_step`: compiled with
-        ``lfem.compile``), plus the gate visibility loss when on. Runs under the caller's autocast; copies the batch
-        to the device without waiting."""
-        pids = data["pid"].to(self.device, non_blocking=True)
-        cameras = data["camid"].to(self.device, non_blocking=True)
-        images, visibility, token_visibility = self._views(data, pids)
-        return self.train_step(images, cameras, pids, visibility, token_visibility)
+    def extra_loss(self, out: BranchFeatures, batch: Batch) -> Dict[str, torch.Tensor]:
+        """The hook inside the step: loss terms beyond the identity losses (name -> weighted 0-dim tensor, added to
+        the loss and logged), from this rank's own forward ``out`` and ``batch``. None in the paper."""
+        return {}
 
     def forward_backward(self, data: Dict[str, Any]) -> Dict[str, torch.Tensor]:
         """One training step; returns its summary (loss, acc in %, every term, mean gates) as 0-dim device
         tensors, read to the host by the loop every ``print_freq`` steps: the step itself reads nothing back (no
         device sync), so the host can queue the next steps while the device computes."""
         with self._autocast():
-            step = self.compute_loss(data)
+            step = self.training_step(self.prepare_batch(data))
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(step.loss).backward()
         if self.grad_clip > 0:
@@ -197,32 +172,26 @@ class LFEMEngine(_PluginParts, _TR.engine.Engine):
             summary.update({f"gate/{k + 1}": g for k, g in enumerate(step.gates.detach().float().mean(0))})
         return summary
 
-    def _train_step(self, images: torch.Tensor, cameras: torch.Tensor, pids: torch.Tensor,
-                    visibility: Optional[torch.Tensor] = None,
-                    token_visibility: Optional[torch.Tensor] = None) -> Step:
-        """Forward, classify and loss of one batch on the device: one graph for ``torch.compile`` (no host read, no
-        data-dependent branch). ``visibility``: ``(B, V, K)`` targets of the gate visibility loss;
-        ``token_visibility``: ``(B, V, K, n)`` targets of the token visibility loss."""
-        out = self.model(images, camera=cameras, branch_features=True)
+    def training_step(self, batch: Batch) -> Step:
+        """Forward, heads and loss of one :class:`Batch` on the device (under the caller's autocast): one graph for
+        ``torch.compile`` (no host read, no data-dependent branch; :meth:`compile`)."""
+        out = self.model(batch.images, camera=batch.cameras, branch_features=True)
         # Under DDP, heads and losses see the global batch (BNNeck statistics, batch-hard mining), as a single
         # process would; gradients flow back to each rank through the differentiable gather.
         features = [D.all_gather_cat(f) for f in out.features]
-        pids = D.all_gather_cat(pids)
+        pids = D.all_gather_cat(batch.pids)
         logits = D.unwrap(self.model).classify(out.names, features)
         loss, terms = self.criterion(logits, features, pids, out.names)
-        if self.gate_loss is not None:  # this rank's own views: gates and targets never leave their images
-            terms["vis/gate_bce"] = self.gate_loss(out.gate_logits, visibility)
-            loss = loss + terms["vis/gate_bce"]
-        if self.token_loss is not None:
-            terms["vis/token_bce"] = self.token_loss(out.token_logits, token_visibility)
-            loss = loss + terms["vis/token_bce"]
+        for name, term in self.extra_loss(out, batch).items():  # this rank's own views: they never leave it
+            terms[name] = term
+            loss = loss + term
         return Step(loss, terms, logits, pids, out.gates)
 
     def compile(self, **kwargs: Any) -> None:
-        """``torch.compile`` the training step (forward, classify and loss: one graph) and, in place, the model
+        """``torch.compile`` :meth:`training_step` (forward, heads and loss: one graph) and, in place, the model
         (its evaluation forward; the state dict keeps its keys, so checkpoints stay interchangeable)."""
         D.unwrap(self.model).compile(**kwargs)
-        self.train_step = torch.compile(self._train_step, **kwargs)
+        self.training_step = torch.compile(self.training_step, **kwargs)
 
     def _check_steps(self, steps) -> None:
         """Stop on a non-finite loss, naming its step and the newest finite checkpoint; under fp16 AMP, GradScaler
@@ -237,31 +206,31 @@ class LFEMEngine(_PluginParts, _TR.engine.Engine):
                 _logger.warning("non-finite loss at step %d under fp16: GradScaler skipped the step",
                                 step.global_step)
                 continue
-            bad = {k: v for k, v in step.summary.items() if k.startswith(("ce/", "tri/", "vis/"))}
+            bad = {k: v for k, v in step.summary.items() if k not in ("loss", "acc") and not k.startswith("gate/")}
             raise NonFiniteLossError(f"non-finite loss at epoch {step.epoch + 1}, iteration {step.batch_idx + 1} "
                                      f"(step {step.global_step}): total={loss}, terms={bad}. "
                                      f"Training stopped; {non_finite_advice(self._save_dir)}.")
 
 
-class TorchreidSoftmaxEngine(_PluginParts, _TR.engine.ImageSoftmaxEngine):
+class _TorchreidParts(_PluginParts):
+    """torchreid's engine ``__init__`` plus the plugin's parts (no cameras at evaluation: torchreid's models take
+    none)."""
+
+    def __init__(self, *args: Any, checkpoint_period: int = 0, save_checkpoints: bool = True, config_text: str = "",
+                 **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._init_parts(False, checkpoint_period, save_checkpoints, config_text)
+
+
+class TorchreidSoftmaxEngine(_TorchreidParts, _TR.engine.ImageSoftmaxEngine):
     """torchreid's ``ImageSoftmaxEngine`` with the plugin's evaluation and checkpoints (for fair comparisons).
 
     Reference: torchreid ``ImageSoftmaxEngine``.
     """
 
-    def __init__(self, *args: Any, checkpoint_period: int = 0, save_checkpoints: bool = True, config_text: str = "",
-                 **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._init_parts(False, checkpoint_period, save_checkpoints, config_text)
 
-
-class TorchreidTripletEngine(_PluginParts, _TR.engine.ImageTripletEngine):
+class TorchreidTripletEngine(_TorchreidParts, _TR.engine.ImageTripletEngine):
     """torchreid's ``ImageTripletEngine`` with the plugin's evaluation and checkpoints (for fair comparisons).
 
     Reference: torchreid ``ImageTripletEngine``.
     """
-
-    def __init__(self, *args: Any, checkpoint_period: int = 0, save_checkpoints: bool = True, config_text: str = "",
-                 **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._init_parts(False, checkpoint_period, save_checkpoints, config_text)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Dict, Optional
 
-from .pretrained import WEIGHT_SOURCES, load_pretrained, resolve_weights
+from .pretrained import IMAGENET_MEAN, IMAGENET_STD, WEIGHT_SOURCES, load_pretrained, resolve_weights
 from .vit import TransReIDViT
 
 __all__ = ["ARCHS", "build_backbone", "backbone_norm"]
@@ -32,7 +32,7 @@ def backbone_norm(arch: str):
     """``(mean, std)`` the architecture's ImageNet weights expect (ImageNet statistics when it has none)."""
     source = ARCHS[arch]["weights"]
     spec = WEIGHT_SOURCES.get(source) if source else None
-    return (spec.mean, spec.std) if spec else ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    return (spec.mean, spec.std) if spec else (IMAGENET_MEAN, IMAGENET_STD)
 
 
 def build_backbone(arch: str, pretrained: bool = False, pretrained_path: Optional[str] = None,

@@ -16,7 +16,8 @@ from .visibility import TokenGeometry
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ["ReIDModel", "BuildArgs", "build_spec", "BranchFeatures", "BranchOutputs", "Views", "Window", "stack_views"]
+__all__ = ["ReIDModel", "BuildArgs", "build_spec", "with_build_spec",
+           "BranchFeatures", "BranchOutputs", "Views", "Window", "stack_views"]
 
 Views = Union[torch.Tensor, Sequence[torch.Tensor]]  # list of V (B,C,H,W), (V,B,C,H,W) or (B,C,H,W)
 Window = Tuple[int, int, int, int]  # (top, left, height, width) in input pixels
@@ -54,6 +55,13 @@ def build_spec(model: Any) -> Optional[Dict[str, Any]]:
     return {"name": spec["name"], "kwargs": dict(spec["kwargs"])} if isinstance(spec, dict) else None
 
 
+def with_build_spec(model: Any, name: str, kwargs: Mapping[str, Any]) -> Any:
+    """``model`` with its :func:`build_spec` attached: the registered ``name`` and every resolved builder argument
+    (``pretrained_path`` left out: where ImageNet weights came from is not part of the trained model)."""
+    model.build_spec = {"name": name, "kwargs": {k: v for k, v in kwargs.items() if k != "pretrained_path"}}
+    return model
+
+
 class BranchFeatures(NamedTuple):
     """The supervised features of one training forward, in branch order (views' globals, then locals)."""
 
@@ -63,9 +71,9 @@ class BranchFeatures(NamedTuple):
     # (V*B, K) every view's gates before the sigmoid, rows in the order of the stacked views (view-major, as
     # stack_views lays them out): row v*B + b is view v of image b. None without LFEM.
     gate_logits: Optional[torch.Tensor] = None
-    # (V*B, K, n) per-patch-token gate scores in the same row order and each group's JPM token order (LFEM
-    # gate_input 'relation_tokens'), else None
-    token_logits: Optional[torch.Tensor] = None
+    # (V*B, K, ...) what the fusion's blocks add per group in the same row order (a research block's per-token
+    # scores, e.g. projects/visibility), None for the paper's LFEM
+    aux: Optional[torch.Tensor] = None
 
 
 class BranchOutputs(NamedTuple):

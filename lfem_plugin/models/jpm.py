@@ -99,8 +99,8 @@ class JigsawPatchModule(nn.Module):
                                                                  Tuple[torch.Tensor, ...]]:
         """As :meth:`forward`, plus each group's *patch tokens* out of the local branch, in the group's (JPM) order:
         ``num_groups`` tensors ``(B, N // num_groups, D)``. TransReID keeps only the cls position; the patch positions
-        are computed by the same block anyway and receive no identity loss, which is why a visibility score reads
-        them (:class:`~lfem_plugin.models.lfem.LFEM`, ``gate_input='relation_tokens'``)."""
+        are computed by the same block anyway and receive no identity loss (a fusion block beyond the paper may read
+        them: :class:`~lfem_plugin.models.lfem.SequentialFusion`'s ``local_tokens``)."""
         global_feat = self.global_branch(tokens)
         cls_token, patches = tokens[:, :1], tokens[:, 1:]
         size = patches.shape[1] // self.num_groups

@@ -6,7 +6,7 @@ Re-identification" (Sec. 3), on top of TransReID (ICCV 2021).
 from __future__ import annotations
 
 import logging
-from typing import Any, Dict, List, Literal, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Literal, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -14,12 +14,13 @@ from torch import nn
 from ..registry import MODELS
 from .backbones import ARCHS, build_backbone
 from .head import BNNeckHead
-from .interface import BranchFeatures, BranchOutputs, BuildArgs, Views, Window, stack_views
-from .lfem import SequentialFusion
+from .interface import BranchFeatures, BranchOutputs, BuildArgs, Views, Window, stack_views, with_build_spec
+from .lfem import SequentialFusion, fusion_block
 from .visibility import TokenGeometry
 from .vit import TransReIDViT
 
-__all__ = ["LFEMViT", "BranchOutputs", "BranchFeatures", "VIEW_NAMES", "create_lfem_vit", "build_args_of"]
+__all__ = ["LFEMViT", "BranchOutputs", "BranchFeatures", "VIEW_NAMES", "create_lfem_vit", "build_args_of",
+           "register_variant"]
 
 _logger = logging.getLogger(__name__)
 
@@ -62,12 +63,10 @@ class LFEMViT(nn.Module):
         local_feature: ``'refined' | 'jpm' | 'fused'``.
         neck_feat: ``'before' | 'after'``.
         eval_feature: ``'final' | 'concat'``.
-        gate_scope: what the LFEM gate scales: ``'refined'`` (paper, ``f'`` only) or ``'local'`` (``f_l + f'``;
-            beyond the paper, see :class:`~lfem_plugin.models.lfem.LFEM`).
-        gate_input: what the gate logit reads: ``'relation'`` (paper), ``'relation_tokens(_mlp)'`` (plus a score
-            of the group's patch tokens; beyond the paper, see :class:`~lfem_plugin.models.lfem.LFEM`).
-        gate_grad: which losses train the gate: ``'all'`` (paper) or ``'visibility'`` (beyond the paper, see
-            :class:`~lfem_plugin.models.lfem.LFEM`).
+        lfem_block: the fusion's block by its registered name (:func:`~lfem_plugin.models.lfem.fusion_block`;
+            ``'lfem'``: the paper's :class:`~lfem_plugin.models.lfem.LFEM`; a research project registers its own,
+            e.g. ``projects/visibility``), so the model's arguments stay plain data.
+        lfem_block_args: that block's own arguments (names and values: plain data).
     """
 
     def __init__(self, num_classes: int, backbone: TransReIDViT, loss: Literal["softmax", "triplet"] = "softmax",
@@ -76,10 +75,8 @@ class LFEMViT(nn.Module):
                  lfem_scale_gate: bool = True, lfem_share: bool = False,
                  local_feature: Literal["refined", "jpm", "fused"] = "refined",
                  neck_feat: Literal["before", "after"] = "before",
-                 eval_feature: Literal["final", "concat"] = "final",
-                 gate_scope: Literal["refined", "local"] = "refined",
-                 gate_input: Literal["relation", "relation_tokens", "relation_tokens_mlp"] = "relation",
-                 gate_grad: Literal["all", "visibility"] = "all") -> None:
+                 eval_feature: Literal["final", "concat"] = "final", lfem_block: str = "lfem",
+                 lfem_block_args: Optional[Dict[str, Any]] = None) -> None:
         super().__init__()
         if backbone.jpm is None:
             raise ValueError("LFEMViT needs a backbone built with jpm=True")
@@ -103,8 +100,9 @@ class LFEMViT(nn.Module):
         self.eval_feature = eval_feature
         dim = self.num_features = backbone.num_features
         groups = backbone.num_groups
-        self.fusion = SequentialFusion(dim, groups, lfem_share, lfem_proj_dim, lfem_scale_gate,
-                                       gate_scope, gate_input, gate_grad) if use_lfem else None
+        block = fusion_block(lfem_block, **(lfem_block_args or {}))
+        self.fusion = SequentialFusion(dim, groups, lfem_share, lfem_proj_dim, lfem_scale_gate, block) \
+            if use_lfem else None
         self.branch_names = views + tuple(f"local{k + 1}" for k in range(groups))  # named as the data's views
         self.heads = nn.ModuleList(BNNeckHead(dim, num_classes) for _ in self.branch_names)
 
@@ -154,7 +152,7 @@ class LFEMViT(nn.Module):
             locals_ = [f + r for f, r in zip(out.local_feats, fused.refined)]
         else:
             locals_ = list(fused.stages)
-        return fused.final, locals_, fused.gates, fused.logits, fused.token_logits
+        return fused.final, locals_, fused.gates, fused.logits, fused.aux
 
     def forward_branch_features(self, x: Views, camera: Optional[torch.Tensor] = None) -> BranchFeatures:
         """Training forward over all views in one batch, up to the pre-BN branch features (no heads)."""
@@ -167,11 +165,11 @@ class LFEMViT(nn.Module):
         batch = images.shape[0] // num_views
         if camera is not None:
             camera = torch.as_tensor(camera, device=images.device).reshape(-1).repeat(num_views)
-        final, locals_, gates, logits, token_logits = self._global_and_locals(images, camera)
+        final, locals_, gates, logits, aux = self._global_and_locals(images, camera)
         features = list(final.split(batch)) + [local[:batch] for local in locals_]
         names = self.branch_names[:num_views] + self.branch_names[self.num_views:]
         gates = None if gates is None else gates[:batch]
-        return BranchFeatures(names, features, gates, logits, token_logits)
+        return BranchFeatures(names, features, gates, logits, aux)
 
     def _warn_what_is_lost(self, num_views: int, camera: Optional[torch.Tensor]) -> None:
         """Once per model: training on fewer views than it has (torchreid's stock ``ImageDataManager`` gives one) or
@@ -261,18 +259,17 @@ def create_lfem_vit(arch: str, num_classes: int, loss: str = "softmax", pretrain
         raise TypeError(f"unknown model option for {arch}: {err}") from None
 
 
-def _variant(name: str, arch: str, fixed: Tuple[str, ...] = (), training: Optional[dict] = None,
-             **model_args: Any) -> None:
+def register_variant(name: str, arch: str, fixed: Tuple[str, ...] = (), training: Optional[dict] = None,
+                     create: Callable[..., nn.Module] = create_lfem_vit, **model_args: Any) -> None:
     """Register ``name``: ``arch`` with ``model_args``. Through configs these settings replace the defaults of the
     keys that carry them, and ``fixed`` are the ones the name itself states (contradicting them is an error).
-    ``training``: settings of the training recipe, not of the model (e.g. ``gate_supervision``); they reach only
-    the config keys, never the builder."""
+    ``training``: settings of the training recipe, not of the model; they reach only the config keys (a project's,
+    :func:`lfem_plugin.config.extensions.register_keys`), never the builder. ``create``: the builder behind the name
+    (``create(arch, num_classes, loss, pretrained, use_gpu, **model_args)``; a research project passes its own)."""
     def builder(num_classes: int, loss: str = "softmax", pretrained: bool = False, use_gpu: bool = True,
-                **kwargs: Any) -> LFEMViT:
-        model = create_lfem_vit(arch, num_classes, loss, pretrained, use_gpu, **dict(model_args, **kwargs))
-        resolved = {k: v for k, v in dict(model_args, **kwargs).items() if k != "pretrained_path"}  # not the model
-        model.build_spec = {"name": name, "kwargs": dict(resolved, num_classes=num_classes, loss=loss)}
-        return model
+                **kwargs: Any) -> nn.Module:
+        model = create(arch, num_classes, loss, pretrained, use_gpu, **dict(model_args, **kwargs))
+        return with_build_spec(model, name, dict(model_args, **kwargs, num_classes=num_classes, loss=loss))
     builder.__name__ = builder.__qualname__ = name
     builder.__doc__ = f"{name}: {arch} with {dict(model_args, **training or {})}."
     builder.arch = arch  # the backbone architecture (its weight source fixes the input normalisation)
@@ -281,9 +278,11 @@ def _variant(name: str, arch: str, fixed: Tuple[str, ...] = (), training: Option
     MODELS.register(builder, name=name)
 
 
+_variant = register_variant
 _BASE_S11 = dict(img_size=(256, 128), stride=11, num_cameras=8, sie_coef=3.0)
 _TINY = dict(img_size=(64, 32), stride=8, num_cameras=2, sie_coef=3.0, drop_path_rate=0.0)
 _MINI = dict(img_size=(128, 64), stride=12, num_cameras=2, sie_coef=3.0, drop_path_rate=0.0)
+BASE_S11, TINY = _BASE_S11, _TINY  # the geometries of the paper's ViT-B and of the tiny test ViT (projects reuse them)
 _NAMED_GEOMETRY = ("img_size", "stride")  # names ending in _s<stride>_<H>x<W> state both
 
 # The paper's model (ViT-B/16, stride 11, SIE 3.0, JPM + rearrange, LFEM, erase/crop views, 256x128).

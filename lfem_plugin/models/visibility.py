@@ -1,16 +1,15 @@
-"""What each JPM group of a training view can see: visible fractions from the view's own occluder.
+"""What each JPM group of an image can see: visible fractions from a known occluder's pixel mask.
 
-A view whose transform erases (or pastes over) a rectangle knows exactly which pixels it hid. This module turns that
-pixel mask into one number per JPM group: the mean, over the group's patches, of the visible share of each patch's
-pixels (a patch counts in proportion to its visible pixel area). The patches are those of the overlapping patch
-embedding (``patch_size`` kernel, ``stride``, no padding), and the groups are formed by the *same* token permutation
-the JPM applies (:func:`~lfem_plugin.models.jpm.rearrange_tokens`: shift + shuffle when ``rearrange`` is true,
-consecutive row-major tokens - horizontal stripes - when false), so a group's target and its gate always come from
-the same tokens.
+Given the pixels an occluder hides (a box or a mask), this module turns them into one number per JPM group: the
+mean, over the group's patches, of the visible share of each patch's pixels (a patch counts in proportion to its
+visible pixel area). The patches are those of the overlapping patch embedding (``patch_size`` kernel, ``stride``, no
+padding), and the groups are formed by the *same* token permutation the JPM applies
+(:func:`~lfem_plugin.models.jpm.rearrange_tokens`: shift + shuffle when ``rearrange`` is true, consecutive row-major
+tokens - horizontal stripes - when false), so a group's target and its gate always come from the same tokens.
 
-Beyond the paper: the LFEM paper supervises no gate. Learning part visibility from synthetic occluders follows FED
-(Wang et al., "Feature Erasing and Diffusion Network for Occluded Person Re-Identification", CVPR 2022), whose
-occlusion scores are trained against pasted patches; here the targets are those of the JPM groups.
+What the gates see, as geometry: ``lfem-reid analyze-gates`` reads each gate against the share of its group that a
+known occluder hides (:mod:`lfem_plugin.tools.gate_analysis`), and a research project may train against the same
+numbers (``projects/visibility``).
 """
 from __future__ import annotations
 

@@ -98,9 +98,10 @@ def _target_metrics(metrics: Dict[str, Any]) -> Dict[str, Any]:
 
 def run_one(spec: ModelSpec, profile: Profile, seed: int, out_dir: Path, root: str = "",
             extra: Sequence[str] = (), vit_weights: Optional[str] = None,
-            benchmark: Optional[str] = None) -> Dict[str, Any]:
+            benchmark: Optional[str] = None, fresh: bool = False) -> Dict[str, Any]:
     """Train + evaluate one model with one seed; the result JSON is written as soon as it is known. Its top-level
-    metrics are the first target's; ``targets`` holds every target's."""
+    metrics are the first target's; ``targets`` holds every target's. A row stopped mid-run resumes from its newest
+    checkpoint unless ``fresh`` (``--force``)."""
     from . import train
     benchmark = benchmark or (profile.benchmarks[0] if profile.benchmarks else None)
     result: Dict[str, Any] = {"model": spec.key, "label": spec.label, "seed": seed,
@@ -119,8 +120,8 @@ def run_one(spec: ModelSpec, profile: Profile, seed: int, out_dir: Path, root: s
             start = time.perf_counter()
             log = out_dir / "runs" / f"{spec.key}_seed{seed}" / "stdout.log"
             log.parent.mkdir(parents=True, exist_ok=True)
-            with open(log, "w") as handle, contextlib.redirect_stdout(handle):  # torchreid prints its progress
-                engine = train.run(cfg)
+            with open(log, "a") as handle, contextlib.redirect_stdout(handle):  # torchreid prints its progress
+                engine = train.run(cfg) if fresh else _train_or_resume(train, cfg)
             targets = {name: _target_metrics(m) for name, m in engine.last_results.items()}
             first = {k: v for k, v in targets[list(cfg.data.targets)[0]].items() if k != "sie"}
             result.update(status="ok", **first, targets=targets, epochs=cfg.train.max_epoch,
@@ -137,13 +138,28 @@ def run_one(spec: ModelSpec, profile: Profile, seed: int, out_dir: Path, root: s
     return result
 
 
+def _train_or_resume(train, cfg):
+    """Train the row, resuming from its newest checkpoint in its own run folder when an earlier call was stopped
+    mid-row (rows that save checkpoints: ``train.checkpoint_period``); a row whose last checkpoint already ends the
+    run (stopped during its final evaluation) is evaluated from that checkpoint."""
+    from ..utils.checkpoint import latest_checkpoint
+    engine = train.run(cfg, resume="auto")
+    if engine is None:
+        final = cfg.clone()
+        final.defrost()
+        final.test.evaluate = True
+        final.freeze()
+        engine = train.run(final, weights=str(latest_checkpoint(Path(cfg.data.save_dir) / "model")))
+    return engine
+
+
 def _check_row(spec: ModelSpec, profile: Profile, out_dir: Path, root: str, extra: Sequence[str],
                vit_weights: Optional[str], benchmark: Optional[str]) -> None:
     """The row's config loads and passes :func:`~lfem_plugin.tools.preflight.check_config`; its error names the row.
     Raises ``KeyError`` / ``ValueError`` (the CLI prints it and exits 2)."""
-    from .preflight import check_config
+    from .train import check_run_config
     try:
-        check_config(_config(spec, profile, 0, out_dir, root, extra, vit_weights, benchmark))
+        check_run_config(_config(spec, profile, 0, out_dir, root, extra, vit_weights, benchmark))
     except (KeyError, ValueError) as err:
         message = str(err.args[0]) if err.args else str(err)
         kind = KeyError if isinstance(err, KeyError) else ValueError
@@ -190,7 +206,7 @@ def run_compare(profile: str = "quick", models: Optional[Sequence[str]] = None, 
                     results.append(previous)
                     continue
             _logger.info("%s seed %d: training", key, seed)
-            results.append(run_one(specs[key], prof, seed, out_dir, root, extra, vit_weights, benchmark))
+            results.append(run_one(specs[key], prof, seed, out_dir, root, extra, vit_weights, benchmark, force))
     return results
 
 

@@ -110,7 +110,7 @@ def _time_eval(engine, dm, max_images: int) -> Dict[str, Any]:
 
 
 def _amp_agreement(engine, data) -> Dict[str, Any]:
-    """One training step's loss and gradients (the engine's own :meth:`~lfem_plugin.engine.LFEMEngine.compute_loss`)
+    """One training step's loss and gradients (the engine's own :meth:`~lfem_plugin.engine.LFEMEngine.training_step`)
     with bf16 autocast vs fp32, from the same weights and RNG."""
     model = _unwrap(engine.model)
     results = {}
@@ -119,7 +119,7 @@ def _amp_agreement(engine, data) -> Dict[str, Any]:
         with torch.random.fork_rng(devices=[engine.device] if engine.device.type == "cuda" else []):
             torch.manual_seed(0)
             with torch.autocast(engine.device.type, dtype=torch.bfloat16, enabled=mode == "bf16"):
-                loss = engine.compute_loss(data).loss
+                loss = engine.training_step(engine.prepare_batch(data)).loss
             loss.backward()
         grad = torch.cat([p.grad.flatten().float() for p in model.parameters() if p.grad is not None])
         results[mode] = (loss.item(), grad)
@@ -170,7 +170,7 @@ def run_doctor(cfg: CfgNode, iters: int = 5, warmup: int = 2, fixed_steps: int =
         models = T.family(cfg)
         if not isinstance(models, T.PluginFamily):
             raise ValueError(f"doctor measures the plugin's models; {cfg.model.name} trains with torchreid's engines")
-        T.preflight.check_config(cfg)
+        T.check_run_config(cfg, models)
         built = T.set_up(cfg, models)  # what `lfem-reid train` builds, through the same function
         dm, engine, model = built.datamanager, built.engine, built.model
         device = engine.device

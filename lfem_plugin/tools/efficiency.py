@@ -18,12 +18,12 @@ def distance_to_peak(engine, data, report: Dict[str, Any]) -> Dict[str, Any]:
     real model (:func:`lfem_plugin.utils.flops.count_flops`); achieved TFLOP/s at the measured images/s and, on a GPU of
     :data:`~lfem_plugin.utils.flops.PEAKS`, the fraction of its dense peak in each stage's precision (bf16 under
     autocast, fp32 without: TF32 matmuls can then pass the fp32 peak)."""
-    pids, cameras = data["pid"].to(engine.device), data["camid"].to(engine.device)
-    images, visibility, tokens = engine._views(data, pids)  # as the training step reads a batch (with its targets)
+    batch = engine.prepare_batch(data)  # as the training step reads a batch (with what a project adds)
+    images, cameras = batch.images, batch.cameras
 
     def train_step():
         with engine._autocast():
-            loss = engine._train_step(images, cameras, pids, visibility, tokens)[0]
+            loss = engine.training_step(batch).loss
         loss.backward()
     engine.set_model_mode("train")
     train_flops = count_flops(train_step) / (images.shape[0] * images.shape[1])

@@ -28,7 +28,7 @@ from ..data.occlusion import OccluderBox, find_occlusion_file, read_occlusion_fi
 from ..data.transforms import build_test_transform
 from ..models.sie import camera_argument
 from ..registry import DATASETS
-from .visualize import _plt
+from .visualize import pyplot
 
 __all__ = ["group_occlusion", "gate_statistics", "analyze_gates", "plot_gates"]
 
@@ -45,7 +45,7 @@ def group_occlusion(box: Box, image_size: Tuple[int, int], model: torch.nn.Modul
     y0, y1, x0, x1 = top * sy, (top + h) * sy, left * sx, (left + w) * sx
     ys, xs = np.arange(in_h) + 0.5, np.arange(in_w) + 0.5  # pixel centres
     mask[np.ix_((ys >= y0) & (ys < y1), (xs >= x0) & (xs < x1))] = 1.0
-    # the same patch pooling and JPM token order that give the visibility-aware model its training targets
+    # the patch pooling and JPM token order the gates see (models/visibility.py)
     visible = torch.from_numpy(1.0 - mask).unsqueeze(0)
     return 1.0 - model.token_geometry().from_mask(visible)[0].numpy()
 
@@ -123,7 +123,7 @@ def analyze_gates(model: torch.nn.Module, cfg, root: str = "", dataset: str = "o
 def plot_gates(result: Dict[str, Any], out_dir: Path, title: str = "") -> List[Path]:
     """``gates_scatter.png`` (occluded fraction vs gate, one colour per group) and ``gates_bars.png`` (mean gate
     per group: clean gallery, occluded queries)."""
-    plt = _plt()
+    plt = pyplot()
     fractions, gates = np.array(result["fractions"]), np.array(result["query_gates"])
     fig, ax = plt.subplots(figsize=(5, 3.6))
     for k in range(fractions.shape[1]):

@@ -15,7 +15,7 @@ from typing import Dict, List, Sequence, Tuple
 from PIL import Image
 from yacs.config import CfgNode
 
-from ..config import check_choices, target_sie, visibility_targets
+from ..config import check_choices, target_sie
 from ..data.datasets import DUKE_SPLITS
 from ..data.occluded_benchmarks import TEST_ONLY
 
@@ -55,7 +55,6 @@ def check_config(cfg: CfgNode) -> None:
     if cfg.train.checkpoint_period < 0:
         raise PreflightError(f"train.checkpoint_period is {cfg.train.checkpoint_period}; use 0 (only at evaluations "
                              f"and the end) or a positive number of epochs")
-    _check_visibility(cfg)
     if cfg.sampler.train_sampler == "RandomIdentitySampler":
         batch, k = cfg.train.batch_size, cfg.sampler.num_instances
         if batch % k:
@@ -65,30 +64,6 @@ def check_config(cfg: CfgNode) -> None:
         if batch // k == 1:
             _logger.warning("train.batch_size %d / sampler.num_instances %d = one identity per batch: every triplet "
                             "term is 0 (no negatives); raise train.batch_size", batch, k)
-
-
-def _check_visibility(cfg: CfgNode) -> None:
-    """The visibility-aware keys (lfem.gate_supervision, lfem.occluder, lfem.gate_scope, lfem.gate_input)."""
-    if cfg.lfem.gate_supervision < 0:
-        raise PreflightError(f"lfem.gate_supervision is {cfg.lfem.gate_supervision}; use 0 (off, the paper) or a "
-                             f"positive weight")
-    if cfg.lfem.token_supervision < 0:
-        raise PreflightError(f"lfem.token_supervision is {cfg.lfem.token_supervision}; use 0 (off) or a positive "
-                             f"weight")
-    if cfg.lfem.token_supervision > 0 and cfg.lfem.gate_input == "relation":
-        raise PreflightError("lfem.token_supervision > 0 trains the gate's per-token scores, which only "
-                             "lfem.gate_input relation_tokens or relation_tokens_mlp has: set lfem.gate_input to one "
-                             "of them (or use an lfem_vit_vis_tokens* model name), or lfem.token_supervision 0")
-    if cfg.lfem.gate_grad == "visibility" and cfg.lfem.gate_supervision <= 0:
-        raise PreflightError("lfem.gate_grad visibility leaves the gate to the visibility losses, but "
-                             "lfem.gate_supervision is 0: the gate would never train (and DDP would find unused "
-                             "parameters); set lfem.gate_supervision > 0 or lfem.gate_grad all")
-    if (cfg.lfem.gate_supervision > 0 or cfg.lfem.token_supervision > 0) and not cfg.lfem.use_lfem:
-        raise PreflightError("lfem.gate_supervision / lfem.token_supervision > 0 supervise the LFEM gates, but "
-                             "lfem.use_lfem is false (no gates); set lfem.use_lfem true or both weights to 0")
-    if visibility_targets(cfg) and not {"original", "erased"} & set(cfg.lfem.views):
-        _logger.warning("lfem.gate_supervision / a pasting lfem.occluder: no view in lfem.views %s erases (original, "
-                        "erased), so every target is 1 and nothing is pasted", list(cfg.lfem.views))
 
 
 def check_sampler(num_pids: int, batch_size: int, num_instances: int, sources: Sequence[str]) -> None:

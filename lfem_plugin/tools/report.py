@@ -11,7 +11,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 
-from .visualize import _plt, plot_cmc
+from .visualize import pyplot, plot_cmc
 
 __all__ = ["write_report"]
 
@@ -115,7 +115,7 @@ def _plots(out_dir: Path, groups: Dict[str, List[Dict[str, Any]]], suffix: str =
     done = {k: v for k, v in done.items() if v}
     plot_cmc({runs[0]["label"]: np.mean([r["cmc"] for r in runs], axis=0) for runs in done.values()},
              out_dir / f"cmc{suffix}.png")
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(max(6, len(done) * 0.9), 4))
     x = np.arange(len(done))
     for offset, metric in ((-0.2, "R1"), (0.2, "mAP")):

@@ -9,33 +9,27 @@ import logging
 import os
 import random
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, List, Optional, Tuple
 
 import numpy as np
 import torch
 from yacs.config import CfgNode
 
-from .. import _torchreid, config as C
+from .. import config as C
 from ..data.datamanager import ReIDDataManager
-from ..data.transforms import build_test_transform, build_train_transform
-from ..engine import LFEMEngine, TorchreidSoftmaxEngine, TorchreidTripletEngine
-from ..losses import MultiBranchLoss, branch_weights
-from ..models.backbones import ARCHS
-from ..models.visibility import TokenGeometry
-from ..optim import WarmupCosineLR, build_optimizer
-from ..registry import MODELS
+from ..engine import LFEMEngine
 from ..utils import distributed as D
 from ..utils.checkpoint import (list_checkpoints, load_checkpoint, load_state_strict, load_trained_weights,
                                 remove_orphan_tmp, trained_size)
 from ..utils.distributed import unwrap as _unwrap
 from ..utils.run_lock import RunLock
 from . import preflight
+from .families import Family, PluginFamily, TorchreidFamily, family, is_plugin_model, register_family  # noqa: F401
 
 __all__ = ["build_datamanager", "build_model", "build_engine", "set_seed", "set_up", "Setup", "family",
-           "resolve_resume", "run"]
+           "register_family", "PluginFamily", "TorchreidFamily", "check_run_config", "resolve_resume", "run"]
 
 _logger = logging.getLogger(__name__)
-_TR = _torchreid.root()
 
 
 def set_seed(seed: int) -> None:
@@ -43,82 +37,6 @@ def set_seed(seed: int) -> None:
     np.random.seed(seed)
     torch.manual_seed(seed)
     torch.cuda.manual_seed_all(seed)
-
-
-def is_plugin_model(name: str) -> bool:
-    return name in MODELS
-
-
-class TorchreidFamily:
-    """torchreid's own models: torchreid's transforms (flip), model factory, optimiser and engines - the latter
-    with the plugin's evaluation and checkpoints, so a comparison scores and saves every model the same way."""
-
-    def datamanager_kwargs(self, cfg: CfgNode) -> Dict[str, Any]:
-        return C.imagedata_kwargs(cfg, ["random_flip"])  # torchreid's own, with the configured normalisation
-
-    def sie_cameras(self, cfg: CfgNode, cameras: List[int]) -> List[int]:
-        return []
-
-    def build_model(self, cfg: CfgNode, num_classes: int, num_cameras: int, camera_ids=None) -> torch.nn.Module:
-        return _TR.models.build_model(cfg.model.name, num_classes=num_classes, **C.build_model_kwargs(cfg))
-
-    def build_engine(self, cfg: CfgNode, dm, model: torch.nn.Module, use_gpu: bool):
-        optimizer = _TR.optim.build_optimizer(model, **C.torchreid_optimizer_kwargs(cfg))
-        scheduler = WarmupCosineLR(optimizer, **C.scheduler_kwargs(cfg))
-        kwargs = dict(scheduler=scheduler, use_gpu=use_gpu, **C.torchreid_engine_kwargs(cfg))
-        engine = TorchreidSoftmaxEngine if cfg.loss.name == "softmax" else TorchreidTripletEngine
-        return engine(dm, model, optimizer, **kwargs), model
-
-
-class PluginFamily:
-    """The plugin's models: multi-view train transform, camera SIE sized to the training cameras, the
-    TransReID optimiser groups, the seven-branch criterion, AMP / compile / DDP, and :class:`LFEMEngine`."""
-
-    def datamanager_kwargs(self, cfg: CfgNode) -> Dict[str, Any]:
-        """With gate supervision or pasted occluders the train views also give their hidden rectangles and group
-        visibility targets, in the configured model's patch grid and JPM order."""
-        geometry = token_geometry(cfg) if C.visibility_targets(cfg) else None
-        return dict(C.imagedata_kwargs(cfg, None),
-                    train_transform=build_train_transform(**C.transform_kwargs(cfg), geometry=geometry),
-                    test_transform=build_test_transform(**C.test_transform_kwargs(cfg)))
-
-    def sie_cameras(self, cfg: CfgNode, cameras: List[int]) -> List[int]:
-        cameras = cameras if cfg.lfem.use_sie else []
-        return cameras if len(cameras) > 1 else []
-
-    def build_model(self, cfg: CfgNode, num_classes: int, num_cameras: int, camera_ids=None) -> torch.nn.Module:
-        builder = MODELS.get(cfg.model.name)
-        _check_normalisation(cfg, builder)
-        return builder(num_classes=num_classes, **C.build_model_kwargs(cfg), **C.model_kwargs(cfg, num_cameras,
-                                                                                             camera_ids))
-
-    def build_engine(self, cfg: CfgNode, dm, model: torch.nn.Module, use_gpu: bool):
-        if C.visibility_targets(cfg):
-            _check_geometry(dm.transform_tr.geometry, model.token_geometry())
-        optimizer = build_optimizer(model, **C.optimizer_kwargs(cfg))
-        acceleration = C.acceleration_kwargs(cfg)
-        if use_gpu and acceleration["tf32"]:
-            torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
-        if D.is_distributed():
-            # The trunk's last block is not built under JPM, so every parameter is used: no find_unused_parameters.
-            model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[torch.cuda.current_device()]
-                                                              if use_gpu else None)
-        scheduler = WarmupCosineLR(optimizer, **C.scheduler_kwargs(cfg))
-        names = _unwrap(model).branch_names
-        criterion = MultiBranchLoss(names, **C.criterion_kwargs(cfg, branch_weights(names, cfg.lfem.loss_weights)))
-        engine = LFEMEngine(dm, model, optimizer, scheduler, criterion, use_gpu=use_gpu, **C.lfem_engine_kwargs(cfg))
-        if acceleration["compile"]:
-            engine.compile()  # the training step (model + loss) and, in place, the model (checkpoints keep their keys)
-        return engine, model
-
-
-Family = Union[PluginFamily, TorchreidFamily]
-
-
-def family(cfg: CfgNode) -> Family:
-    """The one place the two model families part: the plugin's registered models or torchreid's. A run asks once
-    (:func:`set_up`) and passes the answer on."""
-    return PluginFamily() if is_plugin_model(cfg.model.name) else TorchreidFamily()
 
 
 @dataclass
@@ -175,19 +93,6 @@ def build_datamanager(cfg: CfgNode, models: Optional[Family] = None) -> ReIDData
         raise
 
 
-def token_geometry(cfg: CfgNode) -> TokenGeometry:
-    """The patch grid and JPM grouping of the configured plugin model (the patch size is its architecture's)."""
-    return TokenGeometry(patch_size=ARCHS[MODELS.get(cfg.model.name).arch]["patch_size"],
-                         **C.token_geometry_kwargs(cfg))
-
-
-def _check_geometry(targets: TokenGeometry, model: TokenGeometry) -> None:
-    """The visibility targets must be computed in the built model's own patch grid and token order."""
-    if targets != model:
-        raise ValueError(f"the train views' visibility targets use {targets} but the model has {model}; build the "
-                         f"data manager and the model from the same config")
-
-
 def train_cameras(dm) -> List[int]:
     """The raw camera ids of the training set (one SIE row each, in sorted order)."""
     return sorted({int(item[2]) for item in dm.train_loader.dataset.train})
@@ -202,19 +107,6 @@ def build_model(cfg: CfgNode, num_classes: int, num_cameras: int, camera_ids=Non
     return model
 
 
-def _check_normalisation(cfg: CfgNode, builder) -> None:
-    """ImageNet weights expect the normalisation they were trained with; say so when the config differs."""
-    if not cfg.model.pretrained or not hasattr(builder, "arch"):
-        return
-    from ..models.backbones import backbone_norm
-    mean, std = backbone_norm(builder.arch)
-    configured = list(cfg.data.norm_mean) + list(cfg.data.norm_std)
-    if any(abs(a - b) > 1e-6 for a, b in zip(list(mean) + list(std), configured)):
-        _logger.warning("data.norm_mean/norm_std %s/%s differ from the normalisation of %s's ImageNet weights %s/%s; "
-                        "set them to match", list(cfg.data.norm_mean), list(cfg.data.norm_std), builder.arch,
-                        list(mean), list(std))
-
-
 def build_engine(cfg: CfgNode, dm, models: Optional[Family] = None,
                  cameras: Optional[List[int]] = None) -> Tuple[object, torch.nn.Module]:
     """The engine for ``cfg.model.name`` (:class:`LFEMEngine` for plugin models, torchreid's otherwise) and the
@@ -222,7 +114,7 @@ def build_engine(cfg: CfgNode, dm, models: Optional[Family] = None,
     (found here when not given)."""
     models = models or family(cfg)
     cameras = train_cameras(dm) if cameras is None else cameras
-    use_gpu = cfg.use_gpu and torch.cuda.is_available()
+    use_gpu = D.use_cuda(cfg.use_gpu)
     model = build_model(cfg, dm.num_train_pids, dm.num_train_cams, cameras, models)
     return models.build_engine(cfg, dm, model.to(D.local_device(use_gpu)), use_gpu)
 
@@ -250,6 +142,13 @@ def resolve_resume(model_dir: str, resume: str, max_epoch: int) -> Tuple[str, in
     return resume, epoch
 
 
+def check_run_config(cfg: CfgNode, models: Optional[Family] = None) -> None:
+    """The checks of a config before any work: the core's (:func:`~lfem_plugin.tools.preflight.check_config`) and
+    its family's own keys (``models``: the run's :func:`family`, asked here when not given)."""
+    preflight.check_config(cfg)
+    (models or family(cfg)).check_config(cfg)
+
+
 def run(cfg: CfgNode, resume: str = "", weights: str = "") -> Optional[LFEMEngine]:
     """Train (or test, with ``test.evaluate``) as configured; returns the engine (results in ``last_results``), or
     None when the checkpoint to resume from already finished the run (nothing is written then). ``weights``: a
@@ -260,7 +159,8 @@ def run(cfg: CfgNode, resume: str = "", weights: str = "") -> Optional[LFEMEngin
     trains with DistributedDataParallel: one process per GPU (gloo on CPU), each loading whole identities of every
     global batch; rank 0 logs, evaluates and checkpoints.
     """
-    preflight.check_config(cfg)
+    models = family(cfg)
+    check_run_config(cfg, models)
     model_dir = os.path.join(cfg.data.save_dir, "model")
     D.init_from_env()
     lock = RunLock(cfg.data.save_dir) if D.is_main() and not cfg.test.evaluate else None
@@ -274,7 +174,7 @@ def run(cfg: CfgNode, resume: str = "", weights: str = "") -> Optional[LFEMEngin
                          start_epoch, cfg.train.max_epoch)
             engine = None
         else:
-            engine = _train(cfg, resume, weights)
+            engine = _train(cfg, resume, weights, models)
     finally:
         if lock is not None:
             lock.release()
@@ -282,8 +182,8 @@ def run(cfg: CfgNode, resume: str = "", weights: str = "") -> Optional[LFEMEngin
     return engine
 
 
-def _train(cfg: CfgNode, resume: str, weights: str = "") -> LFEMEngine:
-    built = set_up(cfg)
+def _train(cfg: CfgNode, resume: str, weights: str = "", models: Optional[Family] = None) -> LFEMEngine:
+    built = set_up(cfg, models)
     engine, model = built.engine, built.model
     if weights:
         state = load_checkpoint(weights)

@@ -12,12 +12,14 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-__all__ = ["plot_cmc", "draw_lfem_groups", "draw_gate_pictures"]
+__all__ = ["plot_cmc", "draw_lfem_groups", "draw_gate_pictures", "pyplot"]
 
 _COLOURS = ("#e41a1c", "#377eb8", "#4daf4a", "#984ea3", "#ff7f00", "#a65628")
 
 
-def _plt():
+def pyplot():
+    """matplotlib's ``pyplot`` on the file backend (Agg: no display needed), imported only when a picture is drawn;
+    every picture of the plugin goes through it."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -26,7 +28,7 @@ def _plt():
 
 def plot_cmc(curves: Dict[str, Sequence[float]], path: str | Path, max_rank: int = 20) -> Path:
     """One CMC curve per entry of ``curves`` (fractions in [0, 1])."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 3.5))
     for label, cmc in curves.items():
         cmc = np.asarray(cmc[:max_rank]) * 100
@@ -58,7 +60,7 @@ def draw_lfem_groups(model: torch.nn.Module, image: torch.Tensor, shown: np.ndar
     if gates is None:
         raise ValueError("the model has no LFEM (use_lfem=False): there are no gates to draw")
     gates = gates[0].float().numpy()
-    plt = _plt()
+    plt = pyplot()
     groups = model.group_windows()
     fig, axes = plt.subplots(1, len(groups) + 1, figsize=(1.6 * (len(groups) + 1), 3.4))
     axes[0].imshow(shown)

@@ -185,7 +185,7 @@ def load_state_strict(model: torch.nn.Module, state_dict: Dict[str, Any], source
                                                                   ("unexpected", result.unexpected_keys)) if keys]
         raise KeyError(f"{source} does not match {target}: {', '.join(parts)}. Is it a checkpoint of another model, "
                        f"the wrong --config-file, or a --set / KEY VALUE override that changes the model's "
-                       f"layers (e.g. lfem.gate_input)?")
+                       f"layers (e.g. lfem.num_groups)?")
 
 
 def load_trained_weights(model: torch.nn.Module, path: str | os.PathLike) -> None:

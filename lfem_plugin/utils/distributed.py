@@ -9,14 +9,19 @@ import torch
 import torch.distributed as dist
 
 __all__ = ["init_from_env", "is_distributed", "rank", "world_size", "is_main", "barrier", "all_gather_cat",
-           "shard_loader", "gather_objects", "shutdown", "unwrap", "local_device"]
+           "shard_loader", "gather_objects", "shutdown", "unwrap", "local_device", "use_cuda"]
 
 _logger = logging.getLogger(__name__)
 
 
+def use_cuda(use_gpu: bool = True) -> bool:
+    """The one no-CUDA rule: run on CUDA when asked (``use_gpu``) and a GPU is there; else on the CPU."""
+    return bool(use_gpu) and torch.cuda.is_available()
+
+
 def local_device(use_gpu: bool = True) -> torch.device:
     """This process's device: ``cuda:LOCAL_RANK`` (``torchrun``) or ``cuda`` with a GPU and ``use_gpu``, else CPU."""
-    if not (use_gpu and torch.cuda.is_available()):
+    if not use_cuda(use_gpu):
         return torch.device("cpu")
     return torch.device("cuda", int(os.environ["LOCAL_RANK"])) if "LOCAL_RANK" in os.environ else torch.device("cuda")
 

@@ -8,9 +8,10 @@ import pytest
 import torch
 import yaml
 
+from lfem_plugin import _torchreid
 from lfem_plugin import config as C
 from lfem_plugin.tools import preflight
-from lfem_plugin.tools import train as T
+from lfem_plugin.tools import families, train as T
 from lfem_plugin.utils.checkpoint import load_checkpoint, save_checkpoint
 from lfem_plugin.engine import LFEMEngine
 from lfem_plugin.optim import WarmupCosineLR, build_optimizer
@@ -89,7 +90,7 @@ def test_shipped_configs_load(path):
     if path.name.startswith("_"):
         return
     cfg = C.load_config(path)
-    assert cfg.model.name in MODELS or cfg.model.name in T._TR.models.__dict__["__model_factory"]
+    assert cfg.model.name in MODELS or cfg.model.name in _torchreid.root().models.__dict__["__model_factory"]
     preflight.check_config(cfg)  # and nothing in it fails before a run
 
 
@@ -307,8 +308,8 @@ def test_pretrained_normalisation_mismatch_is_reported(caplog):
     import logging
     cfg = C.load_config(None, ["model.name", "lfem_deit_small_patch16_s16_256x128"])
     with caplog.at_level(logging.WARNING):
-        T._check_normalisation(cfg, MODELS.get(cfg.model.name))
+        families._check_normalisation(cfg, MODELS.get(cfg.model.name))
     assert "0.485" in caplog.text
     caplog.clear()
-    T._check_normalisation(C.load_config(None, []), MODELS.get("lfem_vit"))  # jx ViT: 0.5 / 0.5 as configured
+    families._check_normalisation(C.load_config(None, []), MODELS.get("lfem_vit"))  # jx ViT: 0.5 / 0.5 as configured
     assert caplog.text == ""

@@ -5,6 +5,8 @@ import copy
 import pytest
 import torch
 
+from lfem_plugin.engine.engines import Batch
+
 from lfem_plugin.engine import NonFiniteLossError
 from lfem_plugin.engine.loop import read_summaries
 from lfem_plugin.optim import build_optimizer, guarded_step
@@ -75,7 +77,7 @@ def test_training_step_and_evaluation_forward_are_one_graph_each():
     engine = tiny_engine()
     views = torch.stack(_batch()["img"])
     pids, cams = torch.tensor([0, 0, 1, 1]), torch.tensor([0, 1, 0, 1])
-    train = torch._dynamo.explain(engine._train_step)(views, cams, pids)
+    train = torch._dynamo.explain(engine.training_step)(Batch(views, cams, pids))
     assert train.graph_break_count == 0, train.break_reasons
     evaluation = torch._dynamo.explain(engine.model.eval())(views[0], camera=cams)
     assert evaluation.graph_break_count == 0, evaluation.break_reasons
@@ -84,7 +86,7 @@ def test_training_step_and_evaluation_forward_are_one_graph_each():
 def test_compile_covers_the_loss():
     engine = tiny_engine()
     engine.compile(backend="eager")  # the graph capture, without a compiler toolchain
-    assert engine.train_step is not engine._train_step
+    assert "training_step" in vars(engine)  # the one name, now the compiled step
     assert engine.model._compiled_call_impl is not None
     torch.manual_seed(0)
     compiled = engine.forward_backward(_batch())

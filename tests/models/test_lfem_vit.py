@@ -256,3 +256,12 @@ def test_build_args_are_the_data_given_sizes():
     assert model.build_args() == (5, 3, [2, 7, 9]) == build_args_of(model.state_dict())
     single = MODELS.get("lfem_vit_tiny")(num_classes=3, num_cameras=1)
     assert single.build_args() == (3, 0, None) == build_args_of(single.state_dict())
+
+
+def test_the_fusion_block_is_named_data_and_an_unknown_name_lists_the_registered_ones():
+    from lfem_plugin.models.lfem import LFEM, fusion_block
+    model = MODELS.get("lfem_vit_tiny")(num_classes=4)
+    assert all(type(block) is LFEM for block in model.fusion.lfems)  # 'lfem', the paper's, by default
+    assert fusion_block("lfem") is LFEM
+    with pytest.raises(KeyError, match=r"no LFEM block named 'nope'; registered: \[.*'lfem'"):
+        MODELS.get("lfem_vit_tiny")(num_classes=4, lfem_block="nope")

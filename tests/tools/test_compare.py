@@ -199,27 +199,6 @@ def test_pedestrians_profile_scores_clean_and_occluded_queries_one_model_per_cal
         assert cfg.data.market_layout.folder == "cuhk03_pair1_128x64" and cfg.data.root == str(tmp_path / "data")
 
 
-def test_visibility_profile_rows_change_one_part_each_on_the_quick_recipe(tmp_path):
-    from lfem_plugin.tools.compare import QUICK, _config
-    from lfem_plugin.tools.protocols import PROFILES, VISIBILITY
-    assert PROFILES["visibility"] is VISIBILITY
-    cfgs = {s.key: _config(s, VISIBILITY, 0, tmp_path, "", (), None) for s in VISIBILITY.models}
-    full = _config(next(s for s in QUICK.models if s.key == "full"), QUICK, 0, tmp_path, "", (), None)
-    keys = ("model.name", "lfem.gate_supervision", "lfem.occluder", "lfem.rearrange", "lfem.gate_scope")
-
-    def vis(cfg):
-        return (cfg.model.name, cfg.lfem.gate_supervision, cfg.lfem.occluder, cfg.lfem.rearrange, cfg.lfem.gate_scope)
-
-    paper = ("lfem_vit_tiny", 0.0, "noise", True, "refined")
-    assert vis(cfgs["paper_full"]) == vis(full) == paper
-    for key, index, value in (("plus_supervision", 1, 1.0), ("plus_paste", 2, "paste"), ("plus_stripes", 3, False),
-                              ("plus_local_gate", 4, "local")):
-        changed = [k for k, a, b in zip(keys, vis(cfgs[key]), paper) if a != b]
-        assert changed == [keys[index]] and vis(cfgs[key])[index] == value
-    assert vis(cfgs["vis_all"]) == ("lfem_vit_vis_tiny", 1.0, "paste", False, "local")
-    for cfg in cfgs.values():  # the quick protocol itself is unchanged
-        assert (cfg.data.height, cfg.data.width, cfg.lfem.stride, cfg.train.max_epoch, cfg.lfem.loss_weights) == \
-            (full.data.height, full.data.width, full.lfem.stride, full.train.max_epoch, full.lfem.loss_weights)
 
 
 def test_every_profile_is_a_cli_choice():
@@ -243,22 +222,6 @@ def test_cpu_vit_baselines_are_transreid_as_table_2_reads_it(tmp_path, profile):
         False, ["original"], "jpm", "concat", "transreid")
 
 
-@pytest.mark.parametrize("override, message", [
-    (["lfem.gate_inptu", "relation_tokens"], "lfem.gate_inptu (did you mean lfem.gate_input?)"),
-    (["lfem.occluder", "pastee"], "lfem.occluder 'pastee' (in the KEY VALUE overrides) is not one of"),
-    (["lfem.token_supervision", "1.0"], "set lfem.gate_input to one of them"),
-])
-def test_a_bad_override_stops_compare_before_any_training_with_exit_2(tmp_path, capsys, override, message):
-    """A wrong key or value is the same mistake for every row: not a 'failed' row per model and exit 0."""
-    from lfem_plugin.cli import main
-    code = main(["compare", "--profile", "visibility", "--models", "paper_full", "vis_all_mlp", "--out",
-                 str(tmp_path / "out"), *override])
-    err = capsys.readouterr().err
-    assert code == 2
-    line = err.strip().splitlines()[-1]
-    assert line.startswith("lfem-reid compare: error: row 'paper_full': ") and message in line
-    assert "nothing was trained" in line and "Traceback" not in err
-    assert not (tmp_path / "out").exists()  # no JSON, no table
 
 
 def test_console_table_columns_line_up_with_long_labels():
@@ -268,3 +231,49 @@ def test_console_table_columns_line_up_with_long_labels():
     lines = compare.summary_text(rows).splitlines()
     assert len({line.index(" 50.0") for line in lines[1:]}) == 1
     assert lines[0].index("R1") + 2 == lines[1].index(" 50.0") + 5
+
+
+@pytest.mark.parametrize("override, message", [
+    (["lfem.strdie", "12"], "lfem.strdie (did you mean lfem.stride or lfem.share?)"),
+    (["test.cross_domain_sie", "meen"], "test.cross_domain_sie 'meen' (in the KEY VALUE overrides) is not one of"),
+    (["train.batch_size", "30"], "is not a multiple of sampler.num_instances"),
+])
+def test_a_bad_core_override_stops_compare_before_any_training_with_exit_2(tmp_path, capsys, override, message):
+    """A wrong key or value is the same mistake for every row: not a 'failed' row per model and exit 0."""
+    from lfem_plugin.cli import main
+    code = main(["compare", "--profile", "quick", "--models", "full", "baseline_vit", "--out", str(tmp_path / "out"),
+                 *override])
+    err = capsys.readouterr().err
+    line = err.strip().splitlines()[-1]
+    assert code == 2 and line.startswith("lfem-reid compare: error: row 'full': ") and message in line
+    assert "nothing was trained" in line and "Traceback" not in err
+    assert not (tmp_path / "out").exists()  # no JSON, no table
+
+
+def test_a_row_stopped_mid_run_resumes_from_its_checkpoint(tmp_path, monkeypatch, caplog):
+    """A comparison killed inside a row (a session's end, a crash) loses at most the epochs since the row's last
+    checkpoint: the next call resumes the row (exactly, as `lfem-reid train --resume auto`) instead of restarting."""
+    from lfem_plugin.tools import train
+    extra = (*TINY, "train.max_epoch", "2", "train.save_checkpoints", "True", "train.checkpoint_period", "1")
+    real_run, calls = train.run, []
+
+    def stopped_after_epoch_1(cfg, resume="", weights=""):
+        calls.append((cfg.train.max_epoch, resume))
+        if len(calls) == 1:  # the first call trains one epoch of two, then "the session ends"
+            one = cfg.clone()
+            one.defrost()
+            one.train.max_epoch = 1
+            one.freeze()
+            real_run(one, resume=resume)
+            raise KeyboardInterrupt
+        return real_run(cfg, resume=resume, weights=weights)
+    monkeypatch.setattr(train, "run", stopped_after_epoch_1)
+    with pytest.raises(KeyboardInterrupt):
+        run_compare("quick", ["full"], seeds=[0], out_dir=tmp_path, root=str(tmp_path / "data"), extra=extra)
+    assert not (tmp_path / "full_seed0.json").exists()
+    import logging
+    with caplog.at_level(logging.INFO, logger="lfem_plugin"):
+        result = run_compare("quick", ["full"], seeds=[0], out_dir=tmp_path, root=str(tmp_path / "data"),
+                             extra=extra)[0]
+    assert result["status"] == "ok" and calls == [(2, "auto"), (2, "auto")]
+    assert "model.pth.tar-1 (epoch 1)" in caplog.text  # resumed after the first epoch, not restarted

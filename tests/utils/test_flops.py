@@ -2,6 +2,8 @@
 import pytest
 import torch
 
+from lfem_plugin.engine.engines import Batch
+
 from lfem_plugin.registry import MODELS
 from lfem_plugin.utils.flops import count_flops, device_peak, fraction_of_peak
 
@@ -49,8 +51,8 @@ def test_training_flops_are_forward_plus_backward():
     engine = tiny_engine()
     views, cameras, pids = torch.stack(_views()), torch.tensor([0, 1, 0, 1]), torch.tensor([0, 0, 1, 1])
     with torch.no_grad():
-        forward = count_flops(lambda: engine._train_step(views, cameras, pids))
-    step = count_flops(lambda: engine._train_step(views, cameras, pids)[0].backward())
+        forward = count_flops(lambda: engine.training_step(Batch(views, cameras, pids)))
+    step = count_flops(lambda: engine.training_step(Batch(views, cameras, pids)).loss.backward())
     # backward of a product is two products (input and weight gradients), less the image's gradient in the patch
     # embedding: between 2x and 3x the forward in all
     assert 2.5 * forward < step < 3 * forward

@@ -22,9 +22,11 @@ import torch
 import torch.nn.functional as F
 from timm.data.random_erasing import RandomErasing
 
-from ..models.visibility import TokenGeometry, box_mask
+from lfem_plugin.data.transforms import build_train_transform, timm_eraser
+from lfem_plugin.models.visibility import TokenGeometry, box_mask
 
-__all__ = ["OCCLUDERS", "PASTED", "MarkedErasing", "VisibilityMultiView", "paste_occluders", "split_views"]
+__all__ = ["OCCLUDERS", "PASTED", "MarkedErasing", "VisibilityMultiView", "build_visibility_transform",
+           "paste_occluders", "split_views", "view_major"]
 
 # what fills an erased rectangle: timm's per-pixel noise (paper), another identity's same rectangle, or a rectangle
 # cut from anywhere in another identity's image and resized into it
@@ -114,6 +116,22 @@ class VisibilityMultiView:
         return f"{type(self).__name__}({self.geometry},\n{self.views!r})"
 
 
+def build_visibility_transform(geometry: TokenGeometry, *args: Any, **kwargs: Any) -> VisibilityMultiView:
+    """The paper's multi-view train transform (:func:`~lfem_plugin.data.transforms.build_train_transform`, same
+    arguments) whose erasing reports its rectangle (:class:`MarkedErasing`), wrapped in a
+    :class:`VisibilityMultiView` of ``geometry``; the cropped view hides nothing (visibility 1)."""
+    def marked(probability: float, always: bool) -> MarkedErasing:
+        return MarkedErasing(timm_eraser(probability), always=always)
+    return VisibilityMultiView(build_train_transform(*args, erasing=marked, **kwargs), geometry)
+
+
+def view_major(x: torch.Tensor) -> torch.Tensor:
+    """The one change of batch layout: the collate's image-major ``(B, V, ...)`` (one row per image, its views
+    inside) -> the plugin's view-major ``(V, B, ...)`` (the order :func:`~lfem_plugin.models.interface.stack_views`
+    gives the model: row ``v*B + b`` of the stacked batch is view ``v`` of image ``b``)."""
+    return x.transpose(0, 1)
+
+
 def split_views(img: Any) -> tuple[list[torch.Tensor], torch.Tensor | None, torch.Tensor | None]:
     """A collated ``data['img']`` -> ``(views, visibility, boxes)``: the list of ``(B, C, H, W)`` views, and
     ``(B, V, K)`` / ``(B, V, 4)`` from a :class:`VisibilityMultiView` (None from a plain transform)."""
@@ -161,7 +179,7 @@ def paste_occluders(images: torch.Tensor, boxes: torch.Tensor, pids: torch.Tenso
     other = pids.unsqueeze(0) != pids.unsqueeze(1)
     scores = torch.rand(batch, batch, generator=generator, device=images.device)
     donor = scores.masked_fill(~other, -1.0).argmax(1)
-    boxes = boxes.to(images.device).transpose(0, 1)  # (V, B, 4)
+    boxes = view_major(boxes.to(images.device))  # (V, B, 4)
     hidden = box_mask(boxes, *images.shape[-2:]) < 0.5  # (V, B, H, W)
     hidden &= other.any(1).view(1, batch, 1, 1)
     source = images[source_view, donor].unsqueeze(0).expand_as(images)

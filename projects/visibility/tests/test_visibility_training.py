@@ -14,17 +14,21 @@ from torch.utils.data import default_collate
 
 from lfem_plugin import config as C
 from lfem_plugin.tools import train as T
-from lfem_plugin.data.occluders import MarkedErasing, paste_occluders, split_views
-from lfem_plugin.data.transforms import build_train_transform
-from lfem_plugin.engine import LFEMEngine
-from lfem_plugin.losses import GateVisibilityLoss
 from lfem_plugin.models.jpm import JigsawPatchModule, group_token_indices
-from lfem_plugin.models.lfem import LFEM
 from lfem_plugin.models.interface import stack_views
 from lfem_plugin.models.visibility import TokenGeometry, box_mask
 from lfem_plugin.registry import MODELS
+from lfem_visibility.block import VisibilityLFEM as LFEM
+from lfem_visibility.engine import VisibilityEngine
+from lfem_visibility.losses import GateVisibilityLoss, TokenVisibilityLoss
+from lfem_visibility.occluders import MarkedErasing, build_visibility_transform, paste_occluders, split_views
+from tests.helpers import CPU_CONFIG, SMALL, TR
 
-from ..helpers import CPU_CONFIG, SMALL, TR
+
+def _prepared(engine, data, pids):
+    """The engine's batch as the old ``_views`` gave it: (images, visibility, token targets)."""
+    batch = VisibilityEngine.prepare_batch(engine, dict(data, pid=pids, camid=torch.zeros_like(pids)))
+    return batch.images, batch.extras.get("visibility"), batch.extras.get("token_visibility")
 
 GEOMETRY = TokenGeometry((64, 32), 16, 8, 4, rearrange=True)
 
@@ -48,7 +52,7 @@ def test_marked_erasing_reports_exactly_the_filled_rectangle():
 
 
 def test_views_return_their_own_targets_and_collate_like_torchreid():
-    transform = build_train_transform(64, 32, padding=4, geometry=GEOMETRY)
+    transform = build_visibility_transform(GEOMETRY, 64, 32, padding=4)
     items = [transform(Image.new("RGB", (32, 64), (i * 40, 90, 10))) for i in range(4)]
     batch = default_collate(items)  # what torchreid's DataLoader does with a dataset item's img
     views, visibility, boxes = split_views(batch)
@@ -64,7 +68,7 @@ def test_views_return_their_own_targets_and_collate_like_torchreid():
 
 
 def test_a_view_of_another_size_than_the_model_is_refused():
-    transform = build_train_transform(64, 32, geometry=TokenGeometry((96, 80), 16, 16, 4, True))
+    transform = build_visibility_transform(TokenGeometry((96, 80), 16, 16, 4, True), 64, 32)
     with pytest.raises(ValueError, match=r"view original is \(64, 32\) but the model's input is \(96, 80\)"):
         transform(Image.new("RGB", (32, 64)))
 
@@ -198,7 +202,7 @@ def test_each_view_is_supervised_by_its_own_box_pitfall_2():
     data = {"img": {"views": views, "visibility": codes, "boxes": torch.zeros(3, 3, 4, dtype=torch.long)}}
     engine = types.SimpleNamespace(device=torch.device("cpu"), gate_loss=GateVisibilityLoss(), token_loss=None,
                                    occluder="noise")
-    images, visibility, _ = LFEMEngine._views(engine, data, torch.arange(3))
+    images, visibility, _ = _prepared(engine, data, torch.arange(3))
     rows, _ = stack_views(images)  # the model's rows: view-major
     own = (rows[:, 0, 0, 0] + 1) / 40  # row v*B + b holds pixel 10 b + v, its target is (10 b + v + 1) / 40
     z = torch.logit(own).unsqueeze(1).repeat(1, 4).requires_grad_()
@@ -213,7 +217,7 @@ def test_missing_targets_are_a_clear_error():
     engine = types.SimpleNamespace(device=torch.device("cpu"), gate_loss=GateVisibilityLoss(), token_loss=None,
                                    occluder="noise")
     with pytest.raises(ValueError, match="needs visibility targets"):
-        LFEMEngine._views(engine, {"img": [torch.zeros(2, 3, 64, 32)]}, torch.arange(2))
+        _prepared(engine, {"img": [torch.zeros(2, 3, 64, 32)]}, torch.arange(2))
 
 
 # ---- whole-local gating ---------------------------------------------------------------------------------------
@@ -248,7 +252,7 @@ def test_token_gate_by_hand_and_paper_gate_at_init():
     expected = relation + per_token.mean(1)
     out = tokens_gate(f_l, f_g, t)
     assert torch.allclose(out.logit, expected) and torch.allclose(out.gate, torch.sigmoid(expected))
-    assert torch.allclose(out.token_logits, per_token) and paper(f_l, f_g).token_logits is None
+    assert torch.allclose(out.aux, per_token) and paper(f_l, f_g).aux is None
     assert torch.equal(paper(f_l, f_g, t).logit, paper(f_l, f_g).logit)  # the paper's gate ignores tokens
     for bad in (None, t.mean(1)):
         with pytest.raises(ValueError, match="needs the group's patch tokens"):
@@ -274,16 +278,14 @@ def test_mlp_token_gate_by_hand_starts_as_the_paper_and_trains_both_layers(tmp_p
     hidden = torch.nn.functional.gelu(t @ mlp.token_hidden[0].weight.T + mlp.token_hidden[0].bias)
     per_token = hidden @ torch.tensor([1.0, -2.0, 0.5, 0.0]) + 0.25
     out = mlp(f_l, f_g, t)
-    assert torch.allclose(out.token_logits, per_token, atol=1e-6)
+    assert torch.allclose(out.aux, per_token, atol=1e-6)
     relation = (mlp.proj_local_key(f_l) * mlp.proj_global(f_g)).sum(-1) / 2
     assert torch.allclose(out.logit, relation + per_token.mean(1), atol=1e-6)
-    from lfem_plugin.losses import TokenVisibilityLoss
-    loss = TokenVisibilityLoss()(out.token_logits.unsqueeze(1), torch.rand(2, 1, 1, 3))
+    loss = TokenVisibilityLoss()(out.aux.unsqueeze(1), torch.rand(2, 1, 1, 3))
     grads = torch.autograd.grad(loss, [mlp.token_hidden[0].weight, mlp.token_score.weight])
     assert all(g.abs().max() > 0 for g in grads)
     cfg = C.load_config(None, ["model.name", "lfem_vit_vis_tokens_tiny", "lfem.gate_input", "relation_tokens_mlp"])
-    from lfem_plugin.tools.preflight import check_config
-    check_config(cfg)  # token supervision is allowed with the MLP score
+    T.check_run_config(cfg)  # token supervision is allowed with the MLP score
     model = T.family(cfg).build_model(cfg, num_classes=4, num_cameras=2)
     assert all(isinstance(lfem.token_hidden[1], nn.GELU) for lfem in model.fusion.lfems)
     from lfem_plugin.tools.inference import export_onnx
@@ -345,7 +347,7 @@ def test_the_token_gate_key_reaches_the_model_and_is_trained_by_the_gate_loss():
     out = model.train()(list(images), torch.tensor([0, 1]), branch_features=True)
     GateVisibilityLoss(1.0)(out.gate_logits, torch.rand(2, 3, 4)).backward()
     assert all(lfem.token_score.weight.grad.abs().sum() > 0 for lfem in model.fusion.lfems)
-    assert out.token_logits.shape == (6, 4, 5)  # 3 views x 2 images, 4 groups of 5 tokens (7 x 3 grid)
+    assert out.aux.shape == (6, 4, 5)  # 3 views x 2 images, 4 groups of 5 tokens (7 x 3 grid)
     # the group's gate logit holds the mean of its tokens' scores (checked in the by-hand test above)
 
 
@@ -364,7 +366,6 @@ def test_token_targets_are_the_patches_of_each_group_in_jpm_order():
 def test_token_loss_pairs_each_row_with_its_own_views_tokens():
     """As pitfall 2 for the gate: row v*B + b of the token scores is scored against view v of image b; logits equal
     to their own targets give zero gradient, a swap of views does not; a wrong shape is refused."""
-    from lfem_plugin.losses import TokenVisibilityLoss
     targets = torch.rand(2, 3, 4, 5) * 0.9 + 0.05  # (B, V, K, n)
     z = torch.logit(targets.transpose(0, 1).reshape(6, 4, 5)).requires_grad_()
     (grad,) = torch.autograd.grad(TokenVisibilityLoss()(z, targets), z)
@@ -417,9 +418,8 @@ _CHOICE = r" \(in the KEY VALUE overrides\) is not one of"
 def test_bad_visibility_keys_fail_before_training(opts, match):
     """A name outside a key's choices fails when the config loads (ValueError, naming where it was set); the other
     settings in the preflight (PreflightError, a ValueError)."""
-    from lfem_plugin.tools.preflight import check_config
     with pytest.raises(ValueError, match=match):
-        check_config(C.load_config(None, ["model.name", "lfem_vit_vis_tiny", *opts]))
+        T.check_run_config(C.load_config(None, ["model.name", "lfem_vit_vis_tiny", *opts]))
 
 
 # ---- end to end on torchreid's loaders ------------------------------------------------------------------------
@@ -450,7 +450,7 @@ def test_a_training_step_with_token_supervision(synthetic_root, tmp_path):
     assert all(lfem.gate_grad == "visibility" and lfem.gate_input == "relation_tokens" for lfem in model.fusion.lfems)
     data = next(iter(dm.train_loader))
     _, _, boxes = split_views(data["img"])
-    images, _, tokens = engine._views(data, data["pid"])
+    images, _, tokens = _prepared(engine, data, data["pid"])
     batch, num_views = boxes.shape[:2]
     assert tokens.shape == (batch, num_views, 4, 5)
     for b in range(batch):
@@ -458,7 +458,7 @@ def test_a_training_step_with_token_supervision(synthetic_root, tmp_path):
             assert torch.equal(tokens[b, v], model.token_geometry().tokens_from_boxes(boxes[b, v:v + 1])[0])
     assert (tokens[:, 2] == 1).all()  # the cropped view hides nothing
     out = model.train()(images, camera=data["camid"], branch_features=True)
-    grads = torch.autograd.grad(engine.token_loss(out.token_logits, tokens),
+    grads = torch.autograd.grad(engine.token_loss(out.aux, tokens),
                                 [lfem.token_score.weight for lfem in model.fusion.lfems])
     assert all(g.abs().sum() > 0 for g in grads)
     summary = engine.forward_backward(data)
@@ -474,7 +474,7 @@ def test_a_training_step_pastes_inside_the_boxes_only(synthetic_root, tmp_path, 
     assert engine.occluder == occluder
     data = next(iter(dm.train_loader))
     views, _, boxes = split_views(data["img"])
-    images, _, _ = engine._views(data, data["pid"])
+    images, _, _ = _prepared(engine, data, data["pid"])
     hidden = box_mask(boxes.transpose(0, 1), *images.shape[-2:]) < 0.5  # (V, B, H, W)
     changed = (images != torch.stack(views)).any(2)
     assert changed.any() and not (changed & ~hidden).any()

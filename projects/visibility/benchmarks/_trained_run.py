@@ -17,6 +17,7 @@ def rebuild_run(run: Path, tag: str, edit: Optional[Callable[[Any], None]] = Non
     torch's seeds are set to 0 before the data manager, so the PK sampler's batches are the same on every call.
     Raises ``FileNotFoundError`` when ``run/model`` holds no checkpoint and ``ValueError`` when the checkpoint holds
     no config."""
+    import lfem_visibility  # noqa: F401  (its keys, names and family)
     from lfem_plugin.config import load_config
     from lfem_plugin.tools import train as T
     from lfem_plugin.utils.checkpoint import latest_checkpoint, load_checkpoint
