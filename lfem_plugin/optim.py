@@ -110,6 +110,16 @@ class WarmupCosineLR:
         return {"last_epoch": self.last_epoch, "timm": self.scheduler.state_dict()}
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
+        """Resume at ``state``'s epoch on *this* schedule: the next epochs get the learning rates a fresh run with
+        this scheduler's arguments (the current config) has at them. The stored timm state (its ``base_values``,
+        ``t_initial``, warmup) is not loaded: it would bring back the old run's schedule; with the same arguments
+        both give the same rates."""
         self.last_epoch = int(state["last_epoch"])
-        self.scheduler.load_state_dict(state["timm"])
         self.scheduler.step(self.last_epoch + 1)
+
+    def changes(self, state: Dict[str, Any]) -> List[str]:
+        """How this schedule differs from the one stored in ``state`` (``name: stored -> current``; [] if none)."""
+        stored, current = state.get("timm", {}), self.scheduler.state_dict()
+        names = ("base_values", "t_initial", "lr_min", "warmup_t", "warmup_lr_init")
+        return [f"{name}: {stored[name]} -> {current[name]}" for name in names
+                if name in stored and stored[name] != current[name]]

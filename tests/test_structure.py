@@ -81,6 +81,7 @@ CONFIG_TOOLS = {f"lfem_plugin.tools.{name}" for name in (
     "families",  # each model family builds its data manager, model and engine from the config (train.py's parts)
     "synthetic",  # synthetic_config: a config's datasets written synthetically (doctor's generated data)
     "protocols",  # a comparison row is a shipped config plus changes; its model is the loaded config's
+    "checkpoint_test",  # `lfem-reid test` of a plugin checkpoint: the targets and test keys of the loaded config
     "robustness",  # the curves read the checkpoint's config: input size, normalisation, distance
     "embedder",  # a tracker's embedder reads the checkpoint's config: input size, normalisation
 )}

@@ -19,7 +19,7 @@ def add_args(parser: argparse.ArgumentParser) -> None:
                              "partial_ilids as targets), p_dukemtmc_reid, dukemtmcreid or msmt17: the configs in "
                              "configs/<benchmark>/")
     parser.add_argument("--models", nargs="+", default=None, help="subset of the profile's models")
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0], help="seeds; mean ± std over them")
+    parser.add_argument("--seeds", nargs="+", default=[0], help="seeds; mean ± std over them")
     parser.add_argument("--out", type=Path, default=Path("compare_out"), help="results folder (resumable)")
     parser.add_argument("--root", default="reid-data", help="data root")
     parser.add_argument("--vit-weights", default=None, help="jx_vit_base_p16_224-80ecf9dd.pth (paper profile)")
@@ -30,6 +30,9 @@ def add_args(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from ..tools.compare import report, run_compare, summary_text
+    from .train import split_list_overrides
+    split_list_overrides(args, ("models", "seeds"))  # `--seeds 0 1 train.max_epoch 3`: the overrides stay theirs
+    args.seeds = _seeds(args.seeds or [0])
     if not args.report:
         results = run_compare(args.profile, args.models, args.seeds, args.out, args.root, args.opts,
                               args.vit_weights, args.force, args.benchmark)
@@ -38,3 +41,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"\ntable: {path}\ncsv:   {args.out / 'results.csv'}\nplots: {args.out / 'cmc.png'}, "
           f"{args.out / 'bars.png'}")
     return 0
+
+
+def _seeds(items) -> list:
+    try:
+        return [int(item) for item in items]
+    except ValueError:
+        raise ValueError(f"--seeds {' '.join(map(str, items))}: seeds are integers (e.g. --seeds 0 1 2)") from None

@@ -69,6 +69,7 @@ class TrainLoopMixin:
                 log.flush()
             end = time.time()
         log.flush()
+        self.epoch_loss = log.losses.meters["loss"].avg if "loss" in log.losses.meters else None  # in checkpoints
         self.update_lr()
         images = len(self.train_loader) * self.train_loader.batch_size * self.num_views * D.world_size()
         self.train_images_per_s.append(images / max(time.perf_counter() - start, 1e-9))

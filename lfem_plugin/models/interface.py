@@ -8,7 +8,7 @@ registered plugin model (:class:`~lfem_plugin.models.lfem_vit.LFEMViT`) provides
 from __future__ import annotations
 
 import logging
-from typing import Any, List, Mapping, NamedTuple, Optional, Protocol, Sequence, Tuple, Union, runtime_checkable
+from typing import Any, Dict, List, Mapping, NamedTuple, Optional, Protocol, Sequence, Tuple, Union, runtime_checkable
 
 import torch
 
@@ -16,7 +16,8 @@ from .visibility import TokenGeometry
 
 _logger = logging.getLogger(__name__)
 
-__all__ = ["ReIDModel", "BuildArgs", "BranchFeatures", "BranchOutputs", "Views", "Window", "stack_views"]
+__all__ = ["ReIDModel", "BuildArgs", "build_spec", "with_build_spec",
+           "BranchFeatures", "BranchOutputs", "Views", "Window", "stack_views"]
 
 Views = Union[torch.Tensor, Sequence[torch.Tensor]]  # list of V (B,C,H,W), (V,B,C,H,W) or (B,C,H,W)
 Window = Tuple[int, int, int, int]  # (top, left, height, width) in input pixels
@@ -43,6 +44,22 @@ class BuildArgs(NamedTuple):
             _logger.warning("checkpoint model_args %s are not known to this version of lfem_plugin; ignored",
                             unknown)
         return cls(**{key: stored[key] for key in cls._fields if key in stored})
+
+
+def build_spec(model: Any) -> Optional[Dict[str, Any]]:
+    """What a registered builder built ``model`` with: ``{'name': registered name, 'kwargs': every resolved builder
+    argument}`` (``num_classes``, ``loss``, ``img_size``, the SIE sizes, ...; ImageNet weights excluded), stored in
+    checkpoints as ``model_build`` so rebuilding needs neither the name's current settings nor the defaults. None
+    for a model not built by a registered plugin builder."""
+    spec = getattr(model, "build_spec", None)
+    return {"name": spec["name"], "kwargs": dict(spec["kwargs"])} if isinstance(spec, dict) else None
+
+
+def with_build_spec(model: Any, name: str, kwargs: Mapping[str, Any]) -> Any:
+    """``model`` with its :func:`build_spec` attached: the registered ``name`` and every resolved builder argument
+    (``pretrained_path`` left out: where ImageNet weights came from is not part of the trained model)."""
+    model.build_spec = {"name": name, "kwargs": {k: v for k, v in kwargs.items() if k != "pretrained_path"}}
+    return model
 
 
 class BranchFeatures(NamedTuple):

@@ -14,7 +14,7 @@ from torch import nn
 from ..registry import MODELS
 from .backbones import ARCHS, build_backbone
 from .head import BNNeckHead
-from .interface import BranchFeatures, BranchOutputs, BuildArgs, Views, Window, stack_views
+from .interface import BranchFeatures, BranchOutputs, BuildArgs, Views, Window, stack_views, with_build_spec
 from .lfem import SequentialFusion, fusion_block
 from .visibility import TokenGeometry
 from .vit import TransReIDViT
@@ -268,7 +268,8 @@ def register_variant(name: str, arch: str, fixed: Tuple[str, ...] = (), training
     (``create(arch, num_classes, loss, pretrained, use_gpu, **model_args)``; a research project passes its own)."""
     def builder(num_classes: int, loss: str = "softmax", pretrained: bool = False, use_gpu: bool = True,
                 **kwargs: Any) -> nn.Module:
-        return create(arch, num_classes, loss, pretrained, use_gpu, **dict(model_args, **kwargs))
+        model = create(arch, num_classes, loss, pretrained, use_gpu, **dict(model_args, **kwargs))
+        return with_build_spec(model, name, dict(model_args, **kwargs, num_classes=num_classes, loss=loss))
     builder.__name__ = builder.__qualname__ = name
     builder.__doc__ = f"{name}: {arch} with {dict(model_args, **training or {})}."
     builder.arch = arch  # the backbone architecture (its weight source fixes the input normalisation)

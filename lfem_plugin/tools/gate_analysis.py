@@ -105,6 +105,9 @@ def analyze_gates(model: torch.nn.Module, cfg, root: str = "", dataset: str = "o
     query, gallery = data.query, data.gallery
     boxes = _query_boxes(query, boxes_file or find_occlusion_file([item[0] for item in query]))
     mode = sie_mode(cfg, dataset) if model.uses_sie else "off"  # as the evaluation does
+    seen = set(model.build_args().camera_ids or [])
+    if mode == "cameras" and not {int(item[2]) for item in query + gallery} <= seen:  # other data under a source name
+        mode = cfg.test.cross_domain_sie  # (e.g. --set data.market_layout.folder B): cameras without an SIE row
     q_gates = _gates(model, [item[0] for item in query], camera_argument([q[2] for q in query], mode), cfg)
     g_gates = _gates(model, [item[0] for item in gallery], camera_argument([g[2] for g in gallery], mode), cfg)
     fractions = np.stack([group_occlusion(b.top_left_height_width(), b.image_height_width(), model) for b in boxes])

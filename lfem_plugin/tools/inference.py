@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import logging
 import sys
-from typing import List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 from torch import nn
 
 from ..config import load_config, model_kwargs
+from ..config.adapters import MODEL_ARG_KEYS
 from ..data.io import BadImageError, cameras_from_names, list_images, read_image  # noqa: F401  (re-exported)
 from ..data.transforms import build_test_transform
 from ..models.interface import BuildArgs
@@ -25,8 +26,8 @@ from ..utils.checkpoint import load_checkpoint, load_state_strict, trained_size
 from ..utils.state_layout import trained_state_dict
 from .export import export_onnx  # noqa: F401  (re-exported)
 
-__all__ = ["load_trained", "extract_features", "export_onnx", "list_images", "read_image", "cameras_from_names",
-           "BadImageError"]  # the last five live in export and data.io; re-exported for callers of this module
+__all__ = ["load_trained", "rebuild_model", "extract_features", "export_onnx", "list_images", "read_image",
+           "cameras_from_names", "BadImageError"]  # the last five: export, data.io
 
 _logger = logging.getLogger(__name__)
 
@@ -46,18 +47,48 @@ def load_trained(weights: str, config_file: Optional[str] = None, opts: Sequence
         raise ValueError(f"{weights} holds no config (written by torchreid's engine?); name the model with --model "
                          f"NAME (plus --set KEY VALUE for settings it was trained with that differ from the "
                          f"variant's, e.g. --set data.height 384), or pass the training config with --config-file")
+    explicit = None if config_file else [str(key) for key in list(opts)[0::2]]
+    return rebuild_model(state, cfg, weights, explicit).to(device).eval(), cfg
+
+
+# The config keys a user may set on a rebuilt model, -> the builder arguments each one changes.
+_KEY_ARGS = {**{key: (arg,) for arg, key in MODEL_ARG_KEYS.items()}, "data.height": ("img_size",),
+             "data.width": ("img_size",), "lfem.views": ("views", "num_views"), "lfem.proj_dim": ("lfem_proj_dim",),
+             "lfem.use_sie": ("num_cameras", "camera_ids")}
+
+
+def rebuild_model(state: Dict[str, Any], cfg, weights: str, explicit: Optional[Sequence[str]] = None) -> nn.Module:
+    """The model of checkpoint ``state``, its weights loaded strictly (on the CPU, in train mode).
+
+    A checkpoint with ``model_build`` (every resolved builder argument, lfem_plugin >= 0.3) is rebuilt from it
+    alone: the classifier, SIE table and sizes are the checkpoint's, not the data's, the registered name's current
+    settings or the defaults; only the config keys in ``explicit`` (the user's ``KEY VALUE`` overrides) change the
+    builder arguments they carry (e.g. ``data.height`` resamples the position embedding). ``explicit`` None (a
+    ``--config-file``), or an older checkpoint: built from ``cfg`` plus the stored ``model_args`` (or the sizes the
+    state dict's shapes give), as before. Raises KeyError for a name that is not a plugin model.
+    """
     sd = trained_state_dict(state)  # also fast-reid's {"model": ...} and TransReID's key names
-    name = cfg.model.name
+    spec = state.get("model_build") if explicit is not None else None
+    name = spec["name"] if spec else cfg.model.name
     if name not in MODELS:
         raise KeyError(f"{name!r} is not a plugin model; choices: {sorted(MODELS)} (torchreid models: use "
-                       f"torchreid.utils.FeatureExtractor)")
+                       f"torchreid.utils.FeatureExtractor; a research project's model: import its package first)")
     # the sizes the training data gave: stored by the plugin's engines; the legacy path (a torchreid engine's or a
     # pre-0.2 checkpoint: only the state dict) reads them from its shapes
     args = BuildArgs.from_stored(state["model_args"]) if "model_args" in state else build_args_of(sd)
-    kwargs = dict(model_kwargs(cfg, args.num_cameras, args.camera_ids), pretrained_path=None)
-    model = MODELS.get(name)(num_classes=args.num_classes, loss=cfg.loss.name, pretrained=False, **kwargs)
-    load_state_strict(model, sd, weights, f"{name} built from its config", trained_size(state))
-    return model.to(device).eval(), cfg
+    full = dict(model_kwargs(cfg, args.num_cameras, args.camera_ids), num_classes=args.num_classes,
+                loss=cfg.loss.name)
+    if spec:
+        kwargs = dict(spec["kwargs"])
+        changed = {arg for key in explicit for arg in _KEY_ARGS.get(key, ())}
+        kwargs.update({arg: full[arg] for arg in changed})
+    else:
+        kwargs = full
+    kwargs["pretrained_path"] = None
+    model = MODELS.get(name)(pretrained=False, **kwargs)
+    load_state_strict(model, sd, weights, f"{name} built from its {'checkpoint' if spec else 'config'}",
+                      trained_size(state))
+    return model
 
 
 @torch.no_grad()

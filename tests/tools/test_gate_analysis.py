@@ -161,3 +161,24 @@ def test_a_query_without_a_box_is_an_error(tmp_path, capsys):
     assert main(["analyze-gates", "--weights", str(tmp_path / "m.pth"), "--dataset", "market_layout_occluded",
                  "--out", str(tmp_path / "out")]) == 2
     assert "no box for 1 of 2 queries" in capsys.readouterr().err
+
+
+def test_analyze_gates_on_another_folder_under_the_source_name_uses_the_cross_domain_sie(tmp_path, capsys):
+    import re
+    import shutil
+
+    from lfem_plugin.data.occlusion import write_occlusion_file
+
+    from ..data.test_market_layout import NAMES, write_market_folder
+    base = write_market_folder(tmp_path / "mine")
+    _tiny_checkpoint(tmp_path, "data.market_layout.folder", "mine", "data.sources", "['market_layout']",
+                     cameras=(0, 1, 2))
+    other = tmp_path / "other"  # issue 38 case 1: the same name, other data, cameras 4 and 5 the model never saw
+    shutil.copytree(base, other)
+    for path in list(other.rglob("*.jpg")):
+        path.rename(path.with_name(re.sub(r"_c\d_", "_c5_" if "test" in path.parent.name else "_c6_", path.name)))
+    names = [re.sub(r"_c\d_", "_c6_", n) for n in NAMES["query_occluded"]]
+    write_occlusion_file(other / "occlusion.json", {n: {"box_xyxy": [0, 8, 8, 16], "image_size_wh": [8, 16]}
+                                                    for n in names})
+    assert main(["analyze-gates", "--weights", str(tmp_path / "m.pth"), "--dataset", "market_layout_occluded",
+                 "--set", "data.market_layout.folder", "other", "--out", str(tmp_path / "out")]) == 0
