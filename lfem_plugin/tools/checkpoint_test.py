@@ -83,7 +83,8 @@ def evaluate_checkpoint(cfg: CfgNode, weights: str, explicit: Optional[Sequence[
     for name in cfg.data.targets:
         query, gallery = load_test_set(name, cfg.data.root, market_layout_kwargs(cfg), cfg.data.skip_bad_images)
         sie = target_sie(cfg, trained, name, model.uses_sie)
-        qf, gf = (_features(model, items, sie, cfg, device) for items in (query, gallery))
+        qf, gf = (_features(model, items, sie, cfg, device, f"evaluation of {name} ({split})")
+                  for items, split in ((query, "query"), (gallery, "gallery")))
         distmat = query_gallery_distances(qf, gf, cfg.test.dist_metric, cfg.test.normalize_feature, cfg.test.rerank)
         cmc, mAP = evaluate_rank(distmat, _column(query, 1), _column(gallery, 1), _column(query, 2),
                                  _column(gallery, 2))
@@ -103,10 +104,10 @@ def _column(items: List[tuple], index: int) -> np.ndarray:
     return np.asarray([int(item[index]) for item in items])
 
 
-def _features(model, items: List[tuple], sie: str, cfg: CfgNode, device: str) -> torch.Tensor:
+def _features(model, items: List[tuple], sie: str, cfg: CfgNode, device: str, what: str) -> torch.Tensor:
     """``(N, D)`` features of ``items`` at the model's input size, with the cameras ``sie`` gives."""
     cameras = camera_argument([int(item[2]) for item in items], sie)
     feats, _ = extract_features(model, [item[0] for item in items], *model.img_size, tuple(cfg.data.norm_mean),
                                 tuple(cfg.data.norm_std), cameras=cameras, batch_size=cfg.test.batch_size,
-                                device=device)
+                                device=device, what=what)
     return torch.from_numpy(feats)

@@ -94,8 +94,9 @@ def rebuild_model(state: Dict[str, Any], cfg, weights: str, explicit: Optional[S
 @torch.no_grad()
 def extract_features(model: nn.Module, paths: Sequence[str], height: int, width: int, mean, std,
                      cameras: Optional[Sequence[int]] = None, batch_size: int = 64, device: str = "cpu",
-                     skip_bad_images: bool = False) -> Tuple[np.ndarray, List[str]]:
-    """Features ``(N, D)`` of the readable images, and their paths (bad ones skipped with a warning if asked).
+                     skip_bad_images: bool = False, what: str = "features") -> Tuple[np.ndarray, List[str]]:
+    """Features ``(N, D)`` of the readable images, and their paths (bad ones skipped with a warning if asked);
+    non-finite features are refused naming ``what`` and the images.
 
     Raises:
         BadImageError: an unreadable image (without ``skip_bad_images``), or none readable.
@@ -131,5 +132,5 @@ def extract_features(model: nn.Module, paths: Sequence[str], height: int, width:
     if not feats:
         raise BadImageError("no readable image")
     out = torch.cat(feats).numpy()
-    require_finite_features(out, kept, "features")
+    require_finite_features(out, kept, what)
     return out, kept
