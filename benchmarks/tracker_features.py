@@ -76,8 +76,8 @@ def main() -> None:
     from lfem_plugin.tools.robustness import load_any, read_test_folder
     model, cfg = load_any(str(args.checkpoint))
     query, gallery = read_test_folder(args.folder)
-    train = scan_market_split(args.folder / args.train_split)[::max(1, len(scan_market_split(args.folder /
-                                                                        args.train_split)) // args.max_train)]
+    train = scan_market_split(args.folder / args.train_split)
+    train = train[::max(1, len(train) // args.max_train)]
     cams = lambda items: [-1] * len(items) if model.uses_sie else None  # noqa: E731  (the tracker export's reading)
     rows = {}
     for neck in ("before", "after"):

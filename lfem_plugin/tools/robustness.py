@@ -190,6 +190,7 @@ def load_any(weights: str, model_name: str = "", device: str = "cpu") -> Tuple[t
     from ..config import load_config
     from ..registry import MODELS
     from ..utils.checkpoint import load_checkpoint, load_state_strict, trained_size
+    from ..utils.state_layout import trained_state_dict
     from .inference import load_trained
     state = load_checkpoint(weights)
     if not isinstance(state, dict):  # e.g. torch.save(tensor): refused here, not as an AttributeError below
@@ -202,7 +203,7 @@ def load_any(weights: str, model_name: str = "", device: str = "cpu") -> Tuple[t
     cfg = load_config(None, opts, text=state.get("config") or None)
     if cfg.model.name in MODELS:
         return load_trained(weights, None, opts, device=device)
-    sd = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.get("state_dict", state).items()}
+    sd = trained_state_dict(state)  # torchreid's wrapper and DataParallel's module. too
     classifier = [v for k, v in sd.items() if k.endswith("classifier.weight")]
     model = _torchreid.root().models.build_model(cfg.model.name, num_classes=classifier[0].shape[0] if classifier
                                                  else 1, loss="softmax", pretrained=False, use_gpu=False)

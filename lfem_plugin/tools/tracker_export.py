@@ -18,7 +18,7 @@ import copy
 import json
 import warnings
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -173,6 +173,3 @@ def _write_metadata(out: Path, model_name: str, height: int, width: int, fed_mea
             "feature": report["feature"], "sie": report["sie"], "exported_by": "lfem_plugin"}
     return write_text(path, json.dumps(meta, indent=2) + "\n", "tracker metadata")
 
-
-def is_tracker_target(target: Optional[str]) -> bool:
-    return target is not None and target != "generic"

@@ -11,13 +11,13 @@ import os
 import random
 import re
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, List, Optional
 
 import numpy as np
 import torch
 
 from .atomic import DiskFullError, atomic_open
-from .checkpoint_file import DamagedCheckpointError, verify_checkpoint_file
+from .checkpoint_file import DamagedCheckpointError, named_tensors, verify_checkpoint_file
 from .state_layout import strip_module_prefix, trained_state_dict
 
 __all__ = ["save_checkpoint", "load_checkpoint", "rng_state", "set_rng_state", "latest_checkpoint",
@@ -56,20 +56,9 @@ def set_rng_state(state: Dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _tensors(obj: Any, prefix: str = "") -> Iterator[tuple]:
-    if isinstance(obj, torch.Tensor):
-        yield prefix, obj
-    elif isinstance(obj, dict):
-        for key, value in obj.items():
-            yield from _tensors(value, f"{prefix}.{key}" if prefix else str(key))
-    elif isinstance(obj, (list, tuple)):
-        for i, value in enumerate(obj):
-            yield from _tensors(value, f"{prefix}.{i}")
-
-
 def non_finite_tensors(obj: Any) -> List[str]:
     """Names of the floating-point tensors in a (nested) state that hold NaN or inf."""
-    return [name for name, t in _tensors(obj) if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    return [name for name, t in named_tensors(obj) if t.is_floating_point() and not bool(torch.isfinite(t).all())]
 
 
 def save_checkpoint(state: Dict[str, Any], path: str | os.PathLike) -> Path:
@@ -84,7 +73,7 @@ def save_checkpoint(state: Dict[str, Any], path: str | os.PathLike) -> Path:
     if bad:
         raise NonFiniteStateError(f"{len(bad)} weight/optimiser tensors hold NaN or inf (e.g. {', '.join(bad[:3])}); "
                                   f"{path} was not written")
-    needed = sum(t.numel() * t.element_size() for _, t in _tensors(state))
+    needed = sum(t.numel() * t.element_size() for _, t in named_tensors(state))
     with atomic_open(path, "wb", needed, "checkpoint", _FULL_ADVICE) as handle:
         torch.save(state, handle)
     return path

@@ -15,7 +15,7 @@ import zlib
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Tuple
 
-__all__ = ["DamagedCheckpointError", "verify_checkpoint_file", "bad_members", "name_damaged_tensors"]
+__all__ = ["named_tensors", "DamagedCheckpointError", "verify_checkpoint_file", "bad_members", "name_damaged_tensors"]
 
 _logger = logging.getLogger(__name__)
 _ZIP_MAGIC = b"PK\x03\x04"
@@ -128,20 +128,21 @@ def name_damaged_tensors(path: Path, bad: List[Tuple[zipfile.ZipInfo, int]]) -> 
     except Exception:  # noqa: BLE001 - naming the tensor is a bonus; the members are named anyway
         return []
     names = []
-    for name, tensor in _named_tensors(state):
+    for name, tensor in named_tensors(state):
         storage = tensor.untyped_storage()
         if (storage.nbytes(), zlib.crc32(bytes(storage))) in wanted:
             names.append(name)
     return names
 
 
-def _named_tensors(obj: Any, prefix: str = "") -> Iterator[Tuple[str, Any]]:
-    """``(dotted name, tensor)`` of every tensor in a nested dict/list state."""
+def named_tensors(obj: Any, prefix: str = "") -> Iterator[Tuple[str, Any]]:
+    """``(dotted name, tensor)`` of every tensor in a nested dict/list state (a tensor is what has storage: no
+    torch import here)."""
     if hasattr(obj, "untyped_storage"):
         yield prefix, obj
     elif isinstance(obj, dict):
         for key, value in obj.items():
-            yield from _named_tensors(value, f"{prefix}.{key}" if prefix else str(key))
+            yield from named_tensors(value, f"{prefix}.{key}" if prefix else str(key))
     elif isinstance(obj, (list, tuple)):
         for i, value in enumerate(obj):
-            yield from _named_tensors(value, f"{prefix}.{i}")
+            yield from named_tensors(value, f"{prefix}.{i}")
