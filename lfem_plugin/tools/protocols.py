@@ -159,8 +159,9 @@ PEDESTRIANS = Profile(
     name="pedestrians",
     description="CUHK03 camera pair 1 at 128x64 (folder cuhk03_pair1_128x64 under --root: 743 train ids; 100 test "
                 "ids, clean queries = market_layout, occluded = market_layout_occluded, one gallery), random init, "
-                "CPU; ViT rows: lfem_vit_tiny (64-d, depth 3, stride 12), AdamW 1e-3, 15 epochs; CNN: osnet_x0_25, "
-                "torchreid softmax recipe (configs/cuhk03_pair1/)",
+                "CPU; ViT rows: lfem_vit_tiny (64-d, depth 3, stride 12), AdamW 1e-3, 15 epochs unless "
+                "train.max_epoch says (each row JSON: epochs); CNN: osnet_x0_25, torchreid softmax recipe "
+                "(configs/cuhk03_pair1/)",
     common={},
     models=(
         ModelSpec("baseline_vit", "Baseline (ViT)", "cuhk03_pair1/vit_transreid_tiny_s12_128x64.yaml"),
