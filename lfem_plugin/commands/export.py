@@ -45,7 +45,7 @@ def _run_for_tracker(args: argparse.Namespace) -> int:
                                 cfg.data.norm_std, args.target, args.format, cfg.model.name)
     print(f"exported {args.out} for {args.target} ({args.format}; input images (batch, 3, {cfg.data.height}, "
           f"{cfg.data.width}) as {args.target} feeds them; {report['feature']}; SIE {report['sie']}); on "
-          f"{report['crops']} crops cut as {args.target} cuts them, max abs diff to PyTorch: "
+          f"{report['crops']} crops of a generated frame in that input, max abs diff to PyTorch: "
           f"{report['max_abs_diff']:.2e}" + (f"; sidecar {report['metadata']}" if "metadata" in report else ""))
     print(json.dumps(report))
     return 0

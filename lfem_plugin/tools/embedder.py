@@ -48,6 +48,19 @@ def as_bgr_frame(frame: Any, what: str = "frame") -> np.ndarray:
     return np.ascontiguousarray(array[:, :, :3])
 
 
+def _boxes(boxes_xyxy: Any) -> np.ndarray:
+    """``(N, 4)`` float64 boxes from ``(N, K >= 4)`` rows, one ``(4,)`` box or nothing; ValueError otherwise."""
+    boxes = np.asarray(boxes_xyxy, dtype=np.float64)
+    if boxes.size == 0:
+        return np.zeros((0, 4))
+    if boxes.shape == (4,):
+        return boxes[None]
+    if boxes.ndim != 2 or boxes.shape[1] < 4:
+        raise ValueError(f"boxes of shape {boxes.shape}: give (N, 4) x1 y1 x2 y2 pixels, or detection rows (N, K >= 4) "
+                         "whose first four columns are x1 y1 x2 y2")
+    return boxes[:, :4]
+
+
 class Embedder:
     """Features of detector boxes for a tracker.
 
@@ -94,9 +107,11 @@ class Embedder:
             return self.graph(torch.from_numpy(crops).to(self.device)).float().cpu().numpy()
 
     def get_features(self, boxes_xyxy: Sequence[Sequence[float]], bgr_frame: Any) -> np.ndarray:
-        """``(N, D)`` float32 L2-normalised features of ``boxes_xyxy`` (``(N, 4)`` pixels, x1/y1 exclusive) on
-        ``bgr_frame`` (see :func:`as_bgr_frame`). ValueError for boxes not of shape (N, 4) or not finite."""
-        boxes = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4) if np.size(boxes_xyxy) else np.zeros((0, 4))
+        """``(N, D)`` float32 L2-normalised features of ``boxes_xyxy`` on ``bgr_frame`` (see :func:`as_bgr_frame`):
+        ``(N, 4)`` pixels x1 y1 x2 y2 (x2/y2 exclusive), or detection rows ``(N, K >= 4)`` whose first four columns
+        are those (BoxMOT's ``x1 y1 x2 y2 conf cls``); one box may be given as ``(4,)``. ValueError for any other
+        shape or a non-finite coordinate."""
+        boxes = _boxes(boxes_xyxy)
         if not np.isfinite(boxes).all():
             raise ValueError("boxes hold non-finite coordinates")
         if len(boxes) == 0:

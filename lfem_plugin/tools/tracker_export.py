@@ -108,9 +108,12 @@ def _run_export(graph: nn.Module, out: Path, fmt: str, height: int, width: int) 
         require_onnx_extra(True)
         with atomic_path(out, what="tracker export", keep_suffix=True) as tmp:
             _export(graph, (torch.rand(2, 3, height, width),), ["images"], str(tmp))
-    else:  # BoxMOT's TorchScript backend loads it with torch.jit.load: torch's deprecation notice is not the user's
+    else:  # BoxMOT's TorchScript backend loads it with torch.jit.load: torch's deprecation notice is not the user's.
+        # The tracer's warnings name the model's input checks (shape, camera), constant for a fixed H x W and camera
+        # reading; the traced graph is checked at other batch sizes than the trace's (tests/tools/test_trackers.py).
         with warnings.catch_warnings(), atomic_path(out, what="tracker export", keep_suffix=True) as tmp:
             warnings.filterwarnings("ignore", category=FutureWarning, message=".*torch.jit.*")
+            warnings.filterwarnings("ignore", category=torch.jit.TracerWarning)
             torch.jit.save(torch.jit.trace(graph, torch.rand(2, 3, height, width), check_trace=False), str(tmp))
 
 

@@ -68,7 +68,12 @@ def test_torchscript_for_boxmot_and_refused_combinations(ckpt, tmp_path, capsys)
     out = tmp_path / "m.torchscript"
     assert main(["export", "torchscript", "--for", "boxmot", "--weights", str(ckpt), "--out", str(out)]) == 0
     traced = torch.jit.load(str(out))
-    assert traced(torch.rand(5, 3, 64, 32)).shape == (5, 64)
+    x01 = torch.rand(5, 3, 64, 32)  # traced at batch 2: other batch sizes give the model's features
+    fed = (x01 - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    model, _ = load_any(str(ckpt))
+    with torch.no_grad():
+        ref = tracker_model(model)((x01 - 0.5) / 0.5, camera=torch.full((5,), -1))
+        assert torch.allclose(traced(fed), ref, atol=1e-4) and traced(fed[:1]).shape == (1, 64)
     for argv, message in ((["torchscript", "--for", "ultralytics"], "torchscript for boxmot"),
                           (["onnx", "--for", "boxmot", "--with-camera"], "trackers feed one input")):
         assert main(["export", *argv, "--weights", str(ckpt), "--out", str(tmp_path / "x.onnx")]) == 2
@@ -108,6 +113,19 @@ def test_embedder_defines_every_box_a_detector_gives(embedder):
     assert np.allclose(feats[0], corner[0], atol=1e-6)
     with pytest.raises(ValueError, match="non-finite"):
         embedder.get_features([[0, 0, np.nan, 5]], frame)
+
+
+def test_embedder_takes_detection_rows_and_refuses_other_shapes(embedder):
+    """BoxMOT-style rows (x1 y1 x2 y2 conf cls ...) give one feature each; a flat list is not reshaped into boxes."""
+    frame, boxes = _frame(), np.array([[0, 0, 30, 40], [50, 20, 90, 110], [10, 5, 60, 70]], float)
+    want = embedder.get_features(boxes, frame)
+    for columns in (6, 8):
+        rows = np.c_[boxes, np.full((3, columns - 4), 0.9)]
+        assert np.array_equal(embedder.get_features(rows, frame), want)
+    assert np.allclose(embedder.get_features(boxes[0], frame), want[:1], atol=1e-6)  # one (4,) box (a batch of 1)
+    for bad in (boxes.ravel(), boxes[:, :3], boxes[None]):
+        with pytest.raises(ValueError, match=r"boxes of shape .*: give \(N, 4\)"):
+            embedder.get_features(bad, frame)
 
 
 def test_embedder_frames_and_crops_of_every_channel_layout(embedder):
