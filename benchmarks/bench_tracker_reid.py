@@ -7,7 +7,9 @@ Usage: python benchmarks/bench_tracker_reid.py [--models lfem_vit_tiny lfem_deit
        osnet_x0_25] [--batches 1 8 32] [--iters 5] [--warmup 2] [--threads N] [--device cpu|cuda]
        [--out benchmarks/results/trackers/...]
 On ``--device cuda`` torch runs on the GPU (fp32, synchronised around each timed loop) and ONNX Runtime on its CUDA
-provider where the installed onnxruntime has one (else the row says ``CPUExecutionProvider``).
+provider where the installed onnxruntime has one (else the row says ``CPUExecutionProvider``); ONNX Runtime is fed a
+host array each call, so its GPU rate includes the copies to and from the GPU (as a tracker calling ``session.run``
+with numpy crops meets it), while torch's input is already on the GPU.
 Run it alone on the machine (timings): nothing else heavy at the same time.
 """
 from __future__ import annotations
@@ -92,6 +94,7 @@ def main() -> None:
                 ort_rate = _time(lambda: session.run(None, {"images": x.numpy()}), batch, args.iters, args.warmup)
                 rows.append({"model": name, "input": [h, w], "batch": batch, "device": args.device,
                              "onnxruntime_provider": session.get_providers()[0],
+                             "onnxruntime_input": "host numpy array per call (copies timed)",
                              "torch_crops_per_s": round(torch_rate, 1),
                              "onnxruntime_crops_per_s": round(ort_rate, 1),
                              "fps_10_people_torch": round(torch_rate / 10, 2),

@@ -4,8 +4,9 @@ area under each curve relative to the clean score) and the gate analysis of the 
 
 Reads RESULTS/rows/<row>_seed<N>.json (``lfem-reid compare``), RESULTS/robustness/<row>_seed<N>/robustness.json
 (``lfem-reid robustness``) and RESULTS/gates/<row>_seed<N>/gates.json (``lfem-reid analyze-gates``); writes
-RESULTS/report.json, RESULTS/report.md and RESULTS/robustness_rows.png. Values are mean ± std (population, ddof 0)
-over the seeds present; each table names how many.
+RESULTS/report.json, RESULTS/report.md and RESULTS/robustness_rows.png. Values are mean ± std (sample, ddof 1, as
+``lfem-reid compare --report``; 0 for one seed) over the seeds present; each table names how many. Only rows whose
+compare status is ok are read.
 
 Usage: python benchmarks/converged_report.py [RESULTS] (default benchmarks/results/cuhk03_pair1_converged)
 """
@@ -35,9 +36,15 @@ def _by_row(paths: List[Path]) -> Dict[str, Dict[int, Path]]:
     return dict(sorted(out.items(), key=lambda kv: (order.get(kv[0], len(order)), kv[0])))
 
 
+def _std(values, axis=None):
+    values = np.asarray(values, float)
+    return np.std(values, axis=axis, ddof=1) if values.shape[0 if axis is None else axis] > 1 else \
+        np.zeros_like(np.mean(values, axis=axis))
+
+
 def _ms(values, digits: int = 2) -> Dict[str, float]:
     values = np.asarray(values, float)
-    return {"mean": round(float(values.mean()), digits), "std": round(float(values.std()), digits),
+    return {"mean": round(float(values.mean()), digits), "std": round(float(_std(values.ravel())), digits),
             "n": int(values.size)}
 
 
@@ -45,7 +52,11 @@ def ablation(results: Path) -> Dict[str, Any]:
     table = {}
     for row, seeds in _by_row(sorted((results / "rows").glob("*.json"))).items():
         runs = [json.loads(seeds[s].read_text()) for s in sorted(seeds)]
-        table[row] = {"label": runs[0]["label"], "seeds": sorted(seeds), "epochs": sorted({r["epochs"] for r in runs}),
+        runs = [r for r in runs if r.get("status") == "ok"]
+        if not runs:
+            continue
+        table[row] = {"label": runs[0]["label"], "seeds": [r["seed"] for r in runs],
+                      "epochs": sorted({r["epochs"] for r in runs}),
                       "wall_min": _ms([r["wall_s"] / 60 for r in runs]),
                       **{f"{name}_{metric}": _ms([r["targets"][target][metric] for r in runs])
                          for target, name in TARGETS.items() for metric in ("R1", "mAP")}}
@@ -65,6 +76,8 @@ def robustness(results: Path) -> Dict[str, Any]:
             record = json.loads(seeds[seed].read_text())
             per_kind: Dict[str, List[Dict[str, Any]]] = defaultdict(list)
             for curve in record["curves"]:
+                if curve["mAP_auc_rel"] is None:  # a clean mAP of 0: no relative area
+                    continue
                 per_kind[curve["kind"]].append(curve)
                 positions[curve["kind"]][curve["position"]].append(curve["mAP_auc_rel"])
             for kind, kind_curves in per_kind.items():
@@ -73,7 +86,7 @@ def robustness(results: Path) -> Dict[str, Any]:
                 aucs[kind].append(float(np.mean([c["mAP_auc_rel"] for c in kind_curves])))
         out[row] = {"seeds": sorted(seeds), "areas": areas,
                     "kinds": {kind: {"mAP_mean": np.round(np.mean(curves[kind], axis=0), 2).tolist(),
-                                     "mAP_std": np.round(np.std(curves[kind], axis=0), 2).tolist(),
+                                     "mAP_std": np.round(_std(curves[kind], axis=0), 2).tolist(),
                                      "auc_rel": _ms(aucs[kind], 3),
                                      "auc_rel_by_position": {p: round(float(np.mean(v)), 3)
                                                              for p, v in positions[kind].items()}}

@@ -74,17 +74,18 @@ class TrackerGraph(nn.Module):
 
 
 def tracker_crops(frame_bgr: np.ndarray, boxes_xyxy: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Crops as trackers cut them: each box clipped to the frame, cut at integer pixels, resized (stretch, bilinear,
-    OpenCV) to ``height x width``, BGR -> RGB, / 255: ``(N, 3, H, W)`` float32. A box that keeps less than one pixel
-    after clipping (wholly outside, degenerate) becomes the one frame pixel nearest to it."""
+    """Crops as trackers cut them (BoxMOT 25.0.0): each box's corners rounded to integer pixels (``np.round``, half
+    to even) and clipped to the frame, resized (stretch, bilinear, OpenCV) to ``height x width``, BGR -> RGB, / 255:
+    ``(N, 3, H, W)`` float32. A box that keeps less than one pixel after rounding and clipping (wholly outside,
+    degenerate) becomes the one frame pixel nearest to it."""
     import cv2
     frame_h, frame_w = frame_bgr.shape[:2]
     out = np.empty((len(boxes_xyxy), 3, height, width), dtype=np.float32)
     for i, (x0, y0, x1, y1) in enumerate(np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4)):
-        left = int(np.clip(np.floor(min(x0, x1)), 0, frame_w - 1))
-        top = int(np.clip(np.floor(min(y0, y1)), 0, frame_h - 1))
-        right = int(np.clip(np.ceil(max(x0, x1)), left + 1, frame_w))
-        bottom = int(np.clip(np.ceil(max(y0, y1)), top + 1, frame_h))
+        left = int(np.clip(np.round(min(x0, x1)), 0, frame_w - 1))
+        top = int(np.clip(np.round(min(y0, y1)), 0, frame_h - 1))
+        right = int(np.clip(np.round(max(x0, x1)), left + 1, frame_w))
+        bottom = int(np.clip(np.round(max(y0, y1)), top + 1, frame_h))
         crop = cv2.resize(frame_bgr[top:bottom, left:right], (width, height), interpolation=cv2.INTER_LINEAR)
         out[i] = crop[:, :, ::-1].transpose(2, 0, 1) / 255.0
     return out
