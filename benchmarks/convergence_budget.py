@@ -22,18 +22,21 @@ from typing import Any, Dict, List
 def curve(run: Path) -> Dict[str, Any]:
     """``{'epochs': E, 'points': [{'epoch', target: {'mAP', 'R1'}}...]}`` of one run folder, from its checkpoints."""
     from lfem_plugin.utils.checkpoint import list_checkpoints, load_checkpoint
-    points, max_epoch = [], None
+    points, max_epoch, schedule = [], None, {}
     for epoch, path in list_checkpoints(run / "model"):
         state = load_checkpoint(path)
         if max_epoch is None and state.get("config"):
             from lfem_plugin.config import load_config
-            max_epoch = int(load_config(None, text=state["config"]).train.max_epoch)
+            cfg = load_config(None, text=state["config"])
+            max_epoch = int(cfg.train.max_epoch)
+            schedule = {"optim": cfg.train.optim, "lr": float(cfg.train.lr), "batch_size": int(cfg.train.batch_size),
+                        "warmup_epochs": int(cfg.lfem.warmup_epochs), "stride": int(cfg.lfem.stride)}
         results = state.get("results") or {}
         if results:
             points.append({"epoch": int(epoch), **{name: {"mAP": round(100 * r["mAP"], 2),
                                                          "R1": round(100 * r["cmc"][0], 2)}
                                                   for name, r in results.items()}})
-    return {"run": run.name, "max_epoch": max_epoch, "points": points}
+    return {"run": run.name, "max_epoch": max_epoch, "schedule": schedule, "points": points}
 
 
 def gain_over_window(points: List[Dict[str, Any]], window: int, target: str) -> Any:
@@ -74,7 +77,8 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(record, indent=1) + "\n")
     for c in curves:
-        print(f"{c['run']}: {c['max_epoch']} epochs, {'finished' if c['finished'] else 'not finished'}; final "
+        print(f"{c['run']}: {c['max_epoch']} epochs ({c['schedule']}), "
+              f"{'finished' if c['finished'] else 'not finished'}; final "
               f"{args.target} mAP {c['final_mAP']}; gain over its last {args.window} epochs {c['gain_last_window']}")
     print(f"chosen budget: {chosen}")
 
