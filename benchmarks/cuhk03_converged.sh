@@ -10,7 +10,8 @@
 # Seed by seed (every row's seed 0 first), so a partial queue still compares all rows on the same seeds.
 #
 # Usage: bash benchmarks/cuhk03_converged.sh EPOCHS [ROW ...]     ROW = profile:key (default: the five rows below)
-#   env: SEEDS (default "0 1 2"), DATA (default ../shared/data), OUT (default /work/runs/converged_e$EPOCHS),
+#   env: OPTS (more KEY VALUE overrides for every row, e.g. "train.lr 0.002"; give such a schedule its own RESULTS),
+#        SEEDS (default "0 1 2"), DATA (default ../shared/data), OUT (default /work/runs/converged_e$EPOCHS),
 #        RESULTS (default benchmarks/results/cuhk03_pair1_converged/e$EPOCHS)
 # A row whose training fails (compare's JSON status is not ok), whose curves or gates fail, is reported and left
 # undone (run the script again); the script exits 1 when any row is undone.
@@ -40,7 +41,7 @@ for seed in ${SEEDS:-0 1 2}; do
     fi
     echo "== $name: training ($EPOCHS epochs) $(date -u +%H:%M)"
     lfem-reid compare --profile "$profile" --models "$key" --seeds "$seed" --root "$DATA" --out "$OUT/$profile" \
-      train.max_epoch "$EPOCHS" || { fail "$name: compare exited $?"; continue; }
+      train.max_epoch "$EPOCHS" ${OPTS:-} || { fail "$name: compare exited $?"; continue; }
     python -c "import json, sys; r = json.load(open(sys.argv[1])); sys.exit(r['status'] != 'ok' or
                r['epochs'] != int(sys.argv[2]))" "$OUT/$profile/$name.json" "$EPOCHS" ||
       { fail "$name: not trained to $EPOCHS epochs (status / epochs in $OUT/$profile/$name.json)"; continue; }
