@@ -6,14 +6,7 @@
 set -euo pipefail
 out=${1:?OUT_DIR}; shift
 mkdir -p "$out"
-if ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl
-  export PYTHONPATH=/tmp/site:$PWD
-else
-  export PYTHONPATH=$PWD
-fi
-export PYTHONUNBUFFERED=1
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || true
+source benchmarks/_gpu_env.sh
 python3 -c "import onnxruntime as o; print('onnxruntime', o.__version__, o.get_available_providers())"
 python3 benchmarks/bench_tracker_reid.py --device cuda --batches 1 8 32 --iters 20 --warmup 5 \
   --out "$out/bench_tracker_reid_gpu.json" "$@" 2>&1 | tee "$out/bench_tracker_reid_gpu.log"
