@@ -22,6 +22,7 @@ from typing import Any, Dict, List
 import numpy as np
 
 ROWS = ("baseline_vit", "lfem_only", "rerc_only", "full", "plus_stripes")  # display order; others follow
+BASELINE = "baseline_vit"  # the row the robustness differences are paired against
 TARGETS = {"market_layout": "clean", "market_layout_occluded": "occluded"}
 
 
@@ -69,7 +70,7 @@ def robustness(results: Path) -> Dict[str, Any]:
     out = {}
     for row, seeds in _by_row(sorted((results / "robustness").glob("*/robustness.json"))).items():
         curves: Dict[str, List[List[float]]] = defaultdict(list)
-        aucs: Dict[str, List[float]] = defaultdict(list)
+        aucs: Dict[str, Dict[int, float]] = defaultdict(dict)
         positions: Dict[str, Dict[str, List[float]]] = defaultdict(lambda: defaultdict(list))
         areas = None
         for seed in sorted(seeds):
@@ -83,11 +84,12 @@ def robustness(results: Path) -> Dict[str, Any]:
             for kind, kind_curves in per_kind.items():
                 areas = kind_curves[0]["areas"]
                 curves[kind].append(np.mean([c["mAP"] for c in kind_curves], axis=0).tolist())
-                aucs[kind].append(float(np.mean([c["mAP_auc_rel"] for c in kind_curves])))
+                aucs[kind][seed] = round(float(np.mean([c["mAP_auc_rel"] for c in kind_curves])), 4)
         out[row] = {"seeds": sorted(seeds), "areas": areas,
                     "kinds": {kind: {"mAP_mean": np.round(np.mean(curves[kind], axis=0), 2).tolist(),
                                      "mAP_std": np.round(_std(curves[kind], axis=0), 2).tolist(),
-                                     "auc_rel": _ms(aucs[kind], 3),
+                                     "auc_rel": _ms(list(aucs[kind].values()), 3),
+                                     "auc_rel_by_seed": aucs[kind],
                                      "auc_rel_by_position": {p: round(float(np.mean(v)), 3)
                                                              for p, v in positions[kind].items()}}
                               for kind in curves}}
@@ -120,8 +122,9 @@ def gates(results: Path) -> Dict[str, Any]:
     return out
 
 
-def _pm(v: Dict[str, float]) -> str:
-    return f"{v['mean']:.1f} ± {v['std']:.1f}"
+def _pm(v: Dict[str, float], digits: int = 1) -> str:
+    """``mean ± std``; one seed has no spread, so it shows the value alone (the table's seeds column says 1)."""
+    return f"{v['mean']:.{digits}f} ± {v['std']:.{digits}f}" if v["n"] > 1 else f"{v['mean']:.{digits}f}"
 
 
 def markdown(report: Dict[str, Any]) -> str:
@@ -133,18 +136,34 @@ def markdown(report: Dict[str, Any]) -> str:
                      f"{_pm(row['occluded_mAP'])} | {row['wall_min']['mean']:.0f} |")
     kinds = sorted({k for r in report["robustness"].values() for k in r["kinds"]})
     lines += ["", "Occlusion robustness: mAP area under the curve relative to the clean score (0-60% of the query, "
-              "mean over bottom/side/top), mean ± std over seeds:", "",
+              "mean over bottom/side/top), mean ± std over seeds (one seed: its value):", "",
               "| row | seeds | " + " | ".join(kinds) + " |", "| --- | --- | " + " | ".join("---" for _ in kinds) + " |"]
     for key, row in report["robustness"].items():
-        cells = [f"{row['kinds'][k]['auc_rel']['mean']:.3f} ± {row['kinds'][k]['auc_rel']['std']:.3f}"
-                 if k in row["kinds"] else "-" for k in kinds]
+        cells = [_pm(row["kinds"][k]["auc_rel"], 3) if k in row["kinds"] else "-" for k in kinds]
         lines.append(f"| {key} | {len(row['seeds'])} | " + " | ".join(cells) + " |")
+    base = report["robustness"].get(BASELINE)
+    if base:
+        lines += ["", f"Relative area minus the {BASELINE} row's, paired by seed (positive: flatter than it):",
+                  "", "| row | seeds | " + " | ".join(kinds) + " |",
+                  "| --- | --- | " + " | ".join("---" for _ in kinds) + " |"]
+        for key, row in report["robustness"].items():
+            if key == BASELINE:
+                continue
+            cells, paired = [], set()
+            for kind in kinds:
+                ours, theirs = row["kinds"].get(kind, {}).get("auc_rel_by_seed", {}), \
+                    base["kinds"].get(kind, {}).get("auc_rel_by_seed", {})
+                shared = sorted(set(ours) & set(theirs))
+                paired |= set(shared)
+                cells.append(_pm(_ms([ours[s] - theirs[s] for s in shared], 3), 3) if shared else "-")
+            lines.append(f"| {key} | {len(paired)} | " + " | ".join(
+                c if c.startswith("-") else "+" + c for c in cells) + " |")
     if report["gates"]:
         lines += ["", "| row | seeds | Spearman(occluded, gate) | in-group Spearman | occluded queries - gallery gate "
                   "| gallery gate per group |", "| --- | --- | --- | --- | --- | --- |"]
         for key, row in report["gates"].items():
-            lines.append(f"| {key} | {len(row['seeds'])} | {row['spearman']['mean']:.2f} ± {row['spearman']['std']:.2f}"
-                         f" | {row['spearman_in_group']['mean']:.2f} ± {row['spearman_in_group']['std']:.2f} | "
+            lines.append(f"| {key} | {len(row['seeds'])} | {_pm(row['spearman'], 2)}"
+                         f" | {_pm(row['spearman_in_group'], 2)} | "
                          f"{row['query_minus_gallery']['mean']:+.3f} | {row['gallery_gate_mean']} |")
     return "\n".join(lines) + "\n"
 
