@@ -178,7 +178,7 @@ def plot(report: Dict[str, Any], out: Path) -> None:
             if kind in row["kinds"]:
                 x, m, s = (100 * np.asarray(row["areas"]), np.asarray(row["kinds"][kind]["mAP_mean"]),
                            np.asarray(row["kinds"][kind]["mAP_std"]))
-                ax.plot(x, m, marker="o", ms=3, label=key)
+                ax.plot(x, m, marker="o", ms=3, label=report["ablation"].get(key, {}).get("label", key))
                 ax.fill_between(x, m - s, m + s, alpha=0.15)
         ax.set_title(f"{kind} occluders")
         ax.set_xlabel("occluded area of the query (%)")
