@@ -122,9 +122,11 @@ def gates(results: Path) -> Dict[str, Any]:
     return out
 
 
-def _pm(v: Dict[str, float], digits: int = 1) -> str:
-    """``mean ± std``; one seed has no spread, so it shows the value alone (the table's seeds column says 1)."""
-    return f"{v['mean']:.{digits}f} ± {v['std']:.{digits}f}" if v["n"] > 1 else f"{v['mean']:.{digits}f}"
+def _pm(v: Dict[str, float], digits: int = 1, sign: str = "") -> str:
+    """``mean ± std`` (``sign="+"``: the mean always signed); one seed has no spread, so it shows the value alone (the
+    table's seeds column says 1)."""
+    mean = f"{v['mean']:{sign}.{digits}f}"
+    return f"{mean} ± {v['std']:.{digits}f}" if v["n"] > 1 else mean
 
 
 def markdown(report: Dict[str, Any]) -> str:
@@ -155,9 +157,8 @@ def markdown(report: Dict[str, Any]) -> str:
                     base["kinds"].get(kind, {}).get("auc_rel_by_seed", {})
                 shared = sorted(set(ours) & set(theirs))
                 paired |= set(shared)
-                cells.append(_pm(_ms([ours[s] - theirs[s] for s in shared], 3), 3) if shared else "-")
-            lines.append(f"| {key} | {len(paired)} | " + " | ".join(
-                c if c.startswith("-") else "+" + c for c in cells) + " |")
+                cells.append(_pm(_ms([ours[s] - theirs[s] for s in shared], 3), 3, "+") if shared else "-")
+            lines.append(f"| {key} | {len(paired)} | " + " | ".join(cells) + " |")
     if report["gates"]:
         lines += ["", "| row | seeds | Spearman(occluded, gate) | in-group Spearman | occluded queries - gallery gate "
                   "| gallery gate per group |", "| --- | --- | --- | --- | --- | --- |"]
